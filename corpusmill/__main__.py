@@ -1,0 +1,5 @@
+import sys
+
+from corpusmill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""``corpusmill demo``: real multilingual text from Debian's fortunes packages through the
+demo pipeline into a published version.
+
+The text comes from the system's package registry at set-up (``make demo`` installs the
+packages); nothing of it is in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import orjson
+
+from corpusmill.errors import CorpusmillError
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+DEBIAN_PACKAGES = ["fortunes", "fortunes-de", "fortunes-es", "fortunes-it", "fortunes-ru", "fortunes-pl",
+                   "fortunes-cs", "fortunes-br"]
+# folder -> ISO 639-1 code; the top folder is English, "off" folders are the offensive sections
+LANGS = {"": "en", "de": "de", "es": "es", "it": "it", "ru": "ru", "pl": "pl", "cs": "cs"}
+
+
+def read_fortune_file(path: Path) -> list[str]:
+    """Entries of a fortune file: blocks separated by lines holding only '%'."""
+    entries, block = [], []
+    for line in path.read_bytes().decode("utf-8", "surrogateescape").split("\n"):
+        if line.rstrip("\r") == "%":
+            entries.append("\n".join(block))
+            block = []
+        else:
+            block.append(line)
+    if any(s.strip() for s in block):
+        entries.append("\n".join(block))
+    return entries
+
+
+def build_fortunes_corpus(out_dir: Path, root: Path = FORTUNES_DIR) -> dict[str, int]:
+    """Write one JSONL file per language ({text, category, lang, file}); returns entries per language.
+
+    Entries are written as found, empty or not: the pipeline decides what to keep, with reasons.
+    """
+    if not root.is_dir():
+        raise CorpusmillError(
+            f"{root} not found: the demo reads Debian's fortunes packages. Run 'make demo', or "
+            f"apt-get install {' '.join(DEBIAN_PACKAGES)}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    handles = {}
+    try:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if not path.is_file() or path.suffix in (".dat", ".u8") or path.is_symlink() or "off" in rel.parts:
+                continue
+            folder = rel.parts[0] if len(rel.parts) > 1 else ""
+            lang = "pt" if rel == Path("brasil") else LANGS.get(folder)  # fortunes-br installs one top-level file
+            if lang is None:
+                continue
+            category = path.name.removesuffix(".fortunes")
+            if lang not in handles:
+                handles[lang] = open(out_dir / f"fortunes-{lang}.jsonl", "wb")
+            for text in read_fortune_file(path):
+                # undecodable bytes stay visible as U+FFFD rather than vanishing
+                text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                handles[lang].write(orjson.dumps({"text": text, "category": category, "lang": lang,
+                                                  "file": str(rel)}) + b"\n")
+                counts[lang] = counts.get(lang, 0) + 1
+    finally:
+        for h in handles.values():
+            h.close()
+    return counts
+
+
+def run_demo(workdir: str | Path = "corpusmill-demo", workers: int | None = None, console=None) -> int:
+    from corpusmill.cli import print_run_summary
+    from corpusmill.pipelines import run_pipeline
+
+    workdir = Path(workdir)
+    data = workdir / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    counts = build_fortunes_corpus(data)
+    if console:
+        console.print(f"demo corpus: {sum(counts.values()):,} fortunes in {len(counts)} languages "
+                      f"({', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))}) -> {data}")
+    pipeline = workdir / "pipeline.yaml"
+    pipeline.write_text(resources.files("corpusmill.pipelines").joinpath("demo.yaml").read_text(encoding="utf-8"))
+    result = run_pipeline(pipeline, workers=workers or os.cpu_count() or 1)
+    if console:
+        print_run_summary(result, console)
+        console.print(f"pipeline: {pipeline} (edit it and run 'corpusmill run {pipeline}')")
+        console.print(f"inspect: corpusmill datasets show {result.version.ref} --store {workdir / 'store'}")
+    print(result.version.ref, flush=True)
+    return 0

@@ -1,0 +1,158 @@
+"""The stage protocol. A stage implements only its own logic; the executor owns the loop.
+
+Two shapes (see DESIGN.md):
+
+* :class:`Stage` -- map: a batch in, the kept batch and the rejected batch out.
+* :class:`ReduceStage` -- map + reduce: :meth:`ReduceStage.map_facts` computes per-row facts
+  (a signature, a hash) for every shard, :meth:`ReduceStage.reduce` decides globally and writes a
+  decision per shard, and :meth:`ReduceStage.apply` applies it to each shard.
+
+A filter that only needs a yes/no per row subclasses :class:`Filter` and writes ``keep``.
+Every rejected row carries ``stage`` and ``reason``; the executor checks rows in = kept + rejected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from corpusmill.schema import make_rejects
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's options: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageOutput:
+    """What a stage returns for one batch."""
+
+    kept: pa.Table
+    rejected: pa.Table | None = None
+    #: extra per-kind counts for the statistics, e.g. ``{"html_stripped": 3}``; merged over shards
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """Where a batch sits: its shard and the position of its first row in that shard's rows
+    as this stage sees them (stable across worker counts, so decisions can be keyed on it)."""
+
+    shard: int
+    row_offset: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Run-wide facts a stage may use."""
+
+    dataset: str
+    seed: int
+
+
+class Stage:
+    """A map stage. Subclasses set ``kind`` and ``Config`` and implement :meth:`process`."""
+
+    #: the key that selects this stage in a pipeline's ``steps``
+    kind: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    #: bump when the stage's output changes for the same config: it is part of the version id
+    version: ClassVar[int] = 1
+
+    def __init__(self, config: StageConfig, *, name: str, run: RunInfo) -> None:
+        self.config = config
+        self.name = name
+        self.run = run
+
+    def output_fields(self, schema: pa.Schema) -> pa.Schema:
+        """Schema of the kept rows given the input schema. Default: unchanged."""
+        return schema
+
+    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
+        raise NotImplementedError(f"stage {self.kind!r} must implement process()")
+
+    def reject(self, rows: pa.Table, reason, **kw) -> pa.Table:
+        return make_rejects(rows, stage=self.name, reason=reason, **kw)
+
+    def split(self, batch: pa.Table, keep: np.ndarray, reasons, details=None, counters=None) -> StageOutput:
+        """Split ``batch`` by a boolean ``keep`` mask; ``reasons`` is one string or one per
+        dropped row (in row order), likewise ``details``."""
+        keep = np.asarray(keep, dtype=bool)
+        mask = pa.array(keep)
+        kept = batch.filter(mask)
+        dropped = batch.filter(pc.invert(mask))
+        rejected = self.reject(dropped, reasons, detail=details) if dropped.num_rows else None
+        return StageOutput(kept, rejected, dict(counters or {}))
+
+
+class Filter(Stage):
+    """A map stage that keeps or drops rows. Implement :meth:`keep`."""
+
+    def keep(self, batch: pa.Table) -> tuple[np.ndarray, list[str] | str]:
+        """Return a boolean mask of rows to keep and, for the dropped rows in order, their reasons
+        (or one reason for all)."""
+        raise NotImplementedError
+
+    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
+        mask, reasons = self.keep(batch)
+        return self.split(batch, mask, reasons)
+
+
+class ReduceStage(Stage):
+    """A map + reduce stage."""
+
+    def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table | None:
+        """Per-row facts for the global decision, one row per input row (or None)."""
+        raise NotImplementedError
+
+    def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
+        """Decide globally.
+
+        ``facts[k]`` is shard k's facts file (None when the shard produced no rows). Write the
+        decision for shard k to ``decision_path(decisions, k)`` and anything later versions or
+        audits reuse under ``index``. Returns counters for the manifest.
+        """
+        raise NotImplementedError
+
+    def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
+        """Apply the decision for this batch's shard (``decision`` as read from its file)."""
+        raise NotImplementedError
+
+    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:  # pragma: no cover
+        raise TypeError("a reduce stage runs through map_facts/reduce/apply, not process")
+
+
+def decision_path(decisions: Path, shard: int) -> Path:
+    return Path(decisions) / f"shard-{shard:05d}.parquet"
+
+
+def write_decisions(decisions: Path, per_shard: dict[int, pa.Table]) -> None:
+    Path(decisions).mkdir(parents=True, exist_ok=True)
+    for shard, table in per_shard.items():
+        pq.write_table(table, decision_path(decisions, shard), compression="zstd")
+
+
+def merge_counts(into: dict, other: dict) -> dict:
+    """Merge nested count dicts: numbers add up, dicts merge recursively."""
+    for k, v in other.items():
+        if isinstance(v, dict):
+            merge_counts(into.setdefault(k, {}), v)
+        else:
+            into[k] = into.get(k, 0) + v
+    return into
+
+
+def count_reasons(rejected: pa.Table | None) -> Counter:
+    if rejected is None or rejected.num_rows == 0:
+        return Counter()
+    return Counter(rejected.column("reason").to_pylist())

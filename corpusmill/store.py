@@ -1,0 +1,187 @@
+"""The versioned dataset store.
+
+::
+
+    <store>/<dataset>/
+      refs.json                     tags -> version id ("latest", user tags)
+      versions/<version-id>/        immutable once published (atomic rename of a finished folder)
+        manifest.json  stats.json
+        data/<split>-<shard>.parquet
+        rejects/<stage>-<shard>.parquet
+        index/<stage>/...
+      .work/<version-id>/           a run in progress; never listed, never readable as a version
+
+A version is addressed as ``NAME@VERSION`` (an id or a unique prefix of one), ``NAME@TAG`` or
+``NAME`` alone (= ``NAME@latest``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpusmill.errors import StoreError
+
+LATEST = "latest"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'name@version' -> (name, version); 'name' -> (name, 'latest')."""
+    name, _, version = ref.partition("@")
+    if not name:
+        raise StoreError(f"'{ref}' is not a dataset reference; use NAME, NAME@VERSION or NAME@TAG")
+    return name, version or LATEST
+
+
+@dataclass(frozen=True)
+class Version:
+    """A published, immutable dataset version."""
+
+    dataset: str
+    id: str
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}@{self.id}"
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+
+    @property
+    def stats(self) -> dict:
+        p = self.path / "stats.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def data_files(self, split: str) -> list[Path]:
+        return sorted((self.path / "data").glob(f"{split}-*.parquet"))
+
+    def reject_files(self) -> list[Path]:
+        return sorted((self.path / "rejects").glob("*.parquet"))
+
+    def read_split(self, split: str, columns: list[str] | None = None) -> pa.Table:
+        if split not in self.manifest["splits"]:
+            raise StoreError(f"{self.ref} has no split '{split}'; splits: {', '.join(self.splits())}")
+        files = self.data_files(split)
+        if not files:
+            return self.schema().empty_table().select(columns) if columns else self.schema().empty_table()
+        return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+    def iter_batches(self, split: str, batch_size: int = 8192, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        for f in self.data_files(split):
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+
+    def read_rejects(self) -> pa.Table | None:
+        tables = [pq.read_table(f) for f in self.reject_files()]
+        if not tables:
+            return None
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c["name"], _type_from_str(c["type"])) for c in self.manifest["schema"]])
+
+
+def _type_from_str(t: str) -> pa.DataType:
+    simple = {"string": pa.string(), "large_string": pa.large_string(), "int64": pa.int64(), "int32": pa.int32(),
+              "float": pa.float32(), "double": pa.float64(), "bool": pa.bool_(), "binary": pa.binary()}
+    if t in simple:
+        return simple[t]
+    from corpusmill.schema import MESSAGE_TYPE
+
+    if t == str(MESSAGE_TYPE):
+        return MESSAGE_TYPE
+    return pa.string()
+
+
+class Store:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- layout
+    def dataset_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def version_dir(self, name: str, version_id: str) -> Path:
+        return self.root / name / "versions" / version_id
+
+    def work_dir(self, name: str, version_id: str) -> Path:
+        return self.root / name / ".work" / version_id
+
+    # -- listing
+    def datasets(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+
+    def versions(self, name: str) -> list[Version]:
+        """Published versions, oldest first."""
+        vdir = self.root / name / "versions"
+        if not vdir.is_dir():
+            return []
+        found = [Version(name, p.name, p) for p in vdir.iterdir() if (p / "manifest.json").is_file()]
+        return sorted(found, key=lambda v: (v.stats.get("created_at", ""), v.id))
+
+    def refs(self, name: str) -> dict[str, str]:
+        p = self.root / name / "refs.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+    def set_ref(self, name: str, tag: str, version_id: str) -> None:
+        if "@" in tag or "/" in tag or not tag:
+            raise StoreError(f"'{tag}' is not a valid tag: use letters, digits, '.', '_' or '-'")
+        refs = self.refs(name)
+        refs[tag] = version_id
+        atomic_write_text(self.root / name / "refs.json", json.dumps(refs, indent=2, sort_keys=True) + "\n")
+
+    def has_version(self, name: str, version_id: str) -> bool:
+        return (self.version_dir(name, version_id) / "manifest.json").is_file()
+
+    # -- addressing
+    def resolve(self, ref: str) -> Version:
+        name, version = parse_ref(ref)
+        if name not in self.datasets():
+            known = ", ".join(self.datasets()) or "none"
+            raise StoreError(f"no dataset '{name}' in store {self.root} (datasets: {known}); "
+                             "pass --store or set CORPUSMILL_STORE to use another store")
+        refs = self.refs(name)
+        vid = refs.get(version, version)
+        if self.has_version(name, vid):
+            return Version(name, vid, self.version_dir(name, vid))
+        matches = [v for v in self.versions(name) if v.id.startswith(vid)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise StoreError(f"'{ref}' is ambiguous: {', '.join(v.id for v in matches)}")
+        tags = ", ".join(sorted(refs)) or "none"
+        raise StoreError(f"no version or tag '{version}' in dataset '{name}' (tags: {tags}); "
+                         f"'corpusmill datasets list' shows the versions")
+
+    # -- publishing
+    def publish(self, name: str, version_id: str, staging: Path) -> Version:
+        """Move a finished folder into place with one atomic rename."""
+        final = self.version_dir(name, version_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+        return Version(name, version_id, final)

@@ -1,0 +1,113 @@
+"""The ``unique_ids`` stage the runner always runs after reading: ids must be unique.
+
+A repeated id given by the user (``id_field``) is rejected as ``duplicate_id``, the first row in
+stable order (input order, then line order) is kept. A repeated generated id (same source name
+and same text) is not a user mistake: later copies get ``-2``, ``-3``... so every row stays
+addressable; whether such copies are duplicates is for the dedup stage to decide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from corpusmill import schema as S
+from corpusmill.stage import BatchInfo, ReduceStage, StageOutput, write_decisions
+
+_DECISION = pa.schema([("row", pa.int64()), ("new_id", pa.string()), ("reject", pa.bool_())])
+
+
+class UniqueIds(ReduceStage):
+    kind = "unique_ids"
+
+    def __init__(self, config, *, name, run, generated_id_shards: frozenset[int]) -> None:
+        super().__init__(config, name=name, run=run)
+        self.generated = generated_id_shards
+
+    def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
+        hi, lo = [], []
+        for rid in batch.column(S.ID).to_pylist():
+            d = xxhash.xxh3_128_intdigest(rid.encode("utf-8"))
+            hi.append(d >> 64)
+            lo.append(d & 0xFFFFFFFFFFFFFFFF)
+        n = batch.num_rows
+        return pa.table({
+            "hi": pa.array(hi, pa.uint64()),
+            "lo": pa.array(lo, pa.uint64()),
+            "row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
+            "generated": pa.array(np.full(n, info.shard in self.generated)),
+        })
+
+    def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
+        parts = []
+        for shard, path in enumerate(facts):
+            if path is None:
+                continue
+            t = pq.read_table(path)
+            parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
+        per_shard: dict[int, list] = {}
+        if parts:
+            t = pa.concat_tables(parts)
+            hi, lo = t.column("hi").to_numpy(), t.column("lo").to_numpy()
+            shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
+            gen = t.column("generated").to_numpy(zero_copy_only=False)
+            order = np.lexsort((row, shard, lo, hi))  # stable order inside each id group
+            hi, lo = hi[order], lo[order]
+            same = np.zeros(len(order), dtype=bool)
+            same[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+            if same.any():
+                # occurrence number inside each group: 0 for the first row, 1, 2, ... after
+                group_start = np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))
+                occurrence = np.arange(len(order)) - group_start
+                for k in np.flatnonzero(same):
+                    i = order[k]
+                    per_shard.setdefault(int(shard[i]), []).append((int(row[i]), int(occurrence[k]), not gen[i]))
+        tables = {}
+        for s, items in per_shard.items():
+            items.sort()
+            tables[s] = pa.table({
+                "row": pa.array([r for r, _, _ in items], pa.int64()),
+                "occurrence": pa.array([o for _, o, _ in items], pa.int64()),
+                "reject": pa.array([rej for _, _, rej in items]),
+            })
+        write_decisions(decisions, tables)
+        return {"repeated_ids": sum(len(v) for v in per_shard.values())}
+
+    def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
+        n = batch.num_rows
+        if decision is None or n == 0:
+            return StageOutput(batch)
+        rows = decision.column("row").to_numpy()
+        lo, hi = np.searchsorted(rows, [info.row_offset, info.row_offset + n])
+        if lo == hi:
+            return StageOutput(batch)
+        local = rows[lo:hi] - info.row_offset
+        occurrence = decision.column("occurrence").to_numpy()[lo:hi]
+        reject = decision.column("reject").to_numpy(zero_copy_only=False)[lo:hi]
+        ids = batch.column(S.ID).to_pylist()
+        keep = np.ones(n, dtype=bool)
+        keep[local[reject]] = False
+        renamed = 0
+        for r, occ, rej in zip(local, occurrence, reject):
+            if not rej:
+                ids[r] = f"{ids[r]}-{occ + 1}"
+                renamed += 1
+        if renamed:
+            idx = batch.schema.get_field_index(S.ID)
+            batch = batch.set_column(idx, batch.schema.field(idx), pa.array(ids, pa.string()))
+        dropped = batch.filter(pa.array(~keep))
+        dup = dropped.column(S.ID).to_pylist()
+        out = StageOutput(
+            batch.filter(pa.array(keep)),
+            self.reject(
+                dropped, "duplicate_id",
+                detail=[f"id '{d}' is already used by an earlier row, which was kept; ids must be unique" for d in dup],
+                duplicate_of=dup,
+            ) if dropped.num_rows else None,
+            {"generated_ids_suffixed": renamed} if renamed else {},
+        )
+        return out

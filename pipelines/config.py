@@ -1,0 +1,206 @@
+"""Pipeline YAML: schema, validation that reports every problem at once, and the fingerprint."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corpusmill.errors import ConfigError
+
+FORMATS = ("auto", "jsonl", "csv", "tsv", "parquet", "text", "hf_disk", "hf_hub")
+
+
+class InputSpec(BaseModel):
+    """One input: a file, folder or glob, and how its fields map onto the record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="file, folder or glob; relative paths are relative to the pipeline file")
+    format: Literal[FORMATS] = Field("auto", description="auto: from the file extension")  # type: ignore[valid-type]
+    text_field: str = "text"
+    id_field: str | None = Field(None, description="rows without one get a stable id from source name and text")
+    label_field: str | None = None
+    prompt_field: str | None = None
+    response_field: str | None = None
+    messages_field: str | None = None
+    text_unit: Literal["file", "line", "block"] = Field(
+        "file", description="plain text: one document per file, per line, or per block of lines"
+    )
+    block_separator: str = Field(
+        "", description="text_unit=block: a line equal to this ends a document; '' = blank lines"
+    )
+    split: str | None = Field(None, description="hf_disk/hf_hub: which split to read")
+    max_text_bytes: int = Field(1_000_000, ge=0, description="longer texts are rejected as too_large; 0 = no limit")
+    keep_meta: bool = Field(True, description="store unmapped fields as JSON in the meta column")
+    license: str | None = None
+    source: str | None = Field(None, description="where the data came from (URL, owner); recorded in the manifest")
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("path must not be empty")
+        return v
+
+
+class ExecutionSpec(BaseModel):
+    """How work is cut up. Part of the version id, because shard layout shapes the data files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard_bytes: int = Field(64 << 20, ge=1024, description="uncompressed line files are cut into shards of about this size")
+    batch_rows: int = Field(8192, ge=1, description="rows per batch handed to a stage")
+    row_group_rows: int = Field(65536, ge=1, description="rows per Parquet row group in data files")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="dataset name in the store")
+    store: str | None = None
+    seed: int = 0
+    description: str | None = None
+    license: str | None = None
+    inputs: list[InputSpec] = Field(min_length=1)
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+    execution: ExecutionSpec = ExecutionSpec()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys valid at the model nested under ``loc`` (used for unknown-key messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        args = getattr(ann, "__args__", ())
+        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def format_errors(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> list[str]:
+    """Pydantic errors as '<key path>: <problem>' lines, with valid keys and a suggestion."""
+    problems = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        where = _loc(loc)
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            valid = _valid_keys(model, tuple(e["loc"]))
+            hint = difflib.get_close_matches(key, valid, n=1)
+            msg = f"{where}: unknown key"
+            if hint:
+                msg += f" (did you mean '{hint[0]}'?)"
+            if valid:
+                msg += f"; valid keys: {', '.join(valid)}"
+            problems.append(msg)
+        elif e["type"] == "missing":
+            problems.append(f"{where}: missing required key")
+        else:
+            problems.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+    return problems
+
+
+def resolve_steps(config: PipelineConfig, registry: dict[str, type]) -> tuple[list[tuple[str, str, Any]], list[str]]:
+    """Validate each step against its stage's Config. Returns ([(name, kind, config)], problems)."""
+    steps, problems, seen = [], [], {}
+    for i, step in enumerate(config.steps):
+        where = f"steps[{i}]"
+        if not isinstance(step, dict) or len(step) != 1:
+            problems.append(
+                f"{where}: a step is a mapping with exactly one stage kind, e.g. '- dedup: {{exact: true}}'; "
+                f"valid kinds: {', '.join(sorted(registry))}"
+            )
+            continue
+        (kind, options), = step.items()
+        if kind not in registry:
+            hint = difflib.get_close_matches(str(kind), list(registry), n=1)
+            problems.append(
+                f"{where}: unknown stage kind '{kind}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; valid kinds: {', '.join(sorted(registry))}"
+            )
+            continue
+        stage_cls = registry[kind]
+        if options is None or options is True:
+            options = {}
+        if not isinstance(options, dict):
+            problems.append(f"{where}.{kind}: options must be a mapping (got {options!r})")
+            continue
+        try:
+            cfg = stage_cls.Config(**options)
+        except ValidationError as err:
+            problems += format_errors(err, stage_cls.Config, prefix=(f"steps[{i}]", kind))
+            continue
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
+        steps.append((name, kind, cfg))
+    return steps, problems
+
+
+def load_pipeline(path: str | Path, registry: dict[str, type]) -> tuple[PipelineConfig, list, Path]:
+    """Read and validate a pipeline file. Raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"pipeline file not found: {path}"], source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"not UTF-8 text: {err}"], source=str(path)) from None
+    return parse_pipeline(raw, registry, base_dir=path.parent.resolve(), source=str(path))
+
+
+def parse_pipeline(raw: Any, registry: dict[str, type], *, base_dir: Path, source: str = "pipeline"):
+    if not isinstance(raw, dict):
+        raise ConfigError(["the pipeline must be a YAML mapping with keys dataset, inputs, steps"], source=source)
+    problems: list[str] = []
+    try:
+        config = PipelineConfig(**raw)
+    except ValidationError as err:
+        problems += format_errors(err, PipelineConfig)
+        config = None
+        # still check the steps, so every problem is reported in one go
+        steps_raw = raw.get("steps") or []
+        if isinstance(steps_raw, list):
+            fake = PipelineConfig.model_construct(steps=steps_raw)
+            problems += resolve_steps(fake, registry)[1]
+    if config is not None:
+        steps, step_problems = resolve_steps(config, registry)
+        problems += step_problems
+        from corpusmill.dataprep.readers import check_input_paths
+
+        problems += check_input_paths(config.inputs, base_dir)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config, steps, base_dir
+
+
+def store_root(cli_store: str | None, config: PipelineConfig | None, base_dir: Path | None) -> Path:
+    """--store, then the pipeline's ``store:``, then $CORPUSMILL_STORE, then ./corpusmill-store."""
+    if cli_store:
+        return Path(cli_store).resolve()
+    if config is not None and config.store:
+        p = Path(config.store)
+        return (p if p.is_absolute() else (base_dir or Path.cwd()) / p).resolve()
+    if os.environ.get("CORPUSMILL_STORE"):
+        return Path(os.environ["CORPUSMILL_STORE"]).resolve()
+    return Path("corpusmill-store").resolve()

@@ -1,0 +1,515 @@
+"""The pipeline runner and its local executor.
+
+The run is cut into *segments* at every reduce stage. A segment streams each shard through
+
+    [apply of the previous reduce stage] + map stages + [map_facts of the next reduce stage]
+
+and writes the shard's kept rows, its rejects per stage, its facts and its statistics. Between
+segments the reduce stage decides globally in the main process. Each shard's output is written
+under a temporary name and renamed, and a marker is written last, so a rerun after a kill skips
+finished shards. The version folder is assembled under ``.work/<id>/final`` and published with
+one rename: no half-written version is ever listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import multiprocessing as mp
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from corpusmill import __version__
+from corpusmill import schema as S
+from corpusmill.errors import AccountingError
+from corpusmill.hashing import file_sha256, fingerprint
+from corpusmill.stage import BatchInfo, ReduceStage, RunInfo, Stage, StageOutput, decision_path
+from corpusmill.store import Store, Version, atomic_write_text
+from corpusmill.dataprep import readers
+from corpusmill.dataprep.ids import UniqueIds
+from corpusmill.pipelines.config import PipelineConfig
+
+MANIFEST_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs, picklable: config, resolved steps, shards."""
+
+    config: PipelineConfig
+    steps: list  # [(name, kind, stage config)]
+    files: list[readers.InputFile]
+    shards: list[readers.Shard]
+    digests: list[str]
+    version_id: str = ""
+    resolved: dict = field(default_factory=dict)
+
+
+def resolved_config(config: PipelineConfig, steps) -> dict:
+    """The config as run: defaults filled in, the store location left out."""
+    out = config.model_dump(mode="json", exclude={"store"})
+    out["steps"] = [{kind: cfg.model_dump(mode="json")} for _, kind, cfg in steps]
+    return out
+
+
+def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
+    from corpusmill.pipelines.registry import stage_class
+
+    files = readers.resolve_files(config.inputs, base_dir)
+    shards, digests = readers.plan_shards(files, config.inputs, config.execution.shard_bytes)
+    resolved = resolved_config(config, steps)
+    # The id depends on content, file names relative to their pattern (they are in the data),
+    # options, code and seed; never on absolute paths, the store or the worker count.
+    identity = {
+        "code_version": __version__,
+        "config": {**resolved, "inputs": [
+            {k: v for k, v in spec.items() if k != "path"} for spec in resolved["inputs"]
+        ]},
+        "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
+        "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
+    }
+    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Segment:
+    apply: ReduceStage | None
+    maps: list[Stage]
+    reduce: ReduceStage | None
+
+
+class Pipeline:
+    """The stages of a plan, cut into segments. Built once per process."""
+
+    def __init__(self, plan: Plan) -> None:
+        from corpusmill.pipelines.registry import stage_class
+
+        self.plan = plan
+        run = RunInfo(plan.config.dataset, plan.config.seed)
+        generated = frozenset(
+            s.index for s in plan.shards if plan.config.inputs[s.file.input_index].id_field is None
+        )
+        self.stages: list[Stage] = [UniqueIds(None, name="unique_ids", run=run, generated_id_shards=generated)]
+        for name, kind, cfg in plan.steps:
+            self.stages.append(stage_class(kind)(cfg, name=name, run=run))
+        self.segments: list[Segment] = []
+        current = Segment(None, [], None)
+        for st in self.stages:
+            if isinstance(st, ReduceStage):
+                current.reduce = st
+                self.segments.append(current)
+                current = Segment(st, [], None)
+            else:
+                current.maps.append(st)
+        self.segments.append(current)
+        self.schema = readers.record_schema_for(plan.config.inputs)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [readers.READ_STAGE] + [s.name for s in self.stages]
+
+
+class _Sink:
+    """A Parquet file written in row groups of a fixed size, under a temporary name until closed."""
+
+    def __init__(self, path: Path, row_group_rows: int) -> None:
+        self.path = path
+        self.rows = row_group_rows
+        self.pending: list[pa.Table] = []
+        self.npending = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+        elif table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)
+        self.pending.append(table)
+        self.npending += table.num_rows
+        if self.npending >= self.rows:
+            self._drain(final=False)
+
+    def _drain(self, final: bool) -> None:
+        if not self.pending:
+            return
+        t = pa.concat_tables(self.pending)
+        cut = t.num_rows if final else (t.num_rows // self.rows) * self.rows
+        self.writer.write_table(t.slice(0, cut), row_group_size=self.rows)
+        rest = t.slice(cut)
+        self.pending = [rest] if rest.num_rows else []
+        self.npending = rest.num_rows
+
+    def close(self) -> int:
+        if self.writer is None:
+            return 0
+        self._drain(final=True)
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        return 1
+
+
+def _stage_stats() -> dict:
+    return {"in": 0, "kept": 0, "rejected": {}, "counters": {}}
+
+
+def _account(stats: dict, name: str, rows_in: int, out: StageOutput) -> None:
+    """Enforce rows in = kept + rejected, and that every rejected row has this stage and a reason."""
+    nrej = out.rejected.num_rows if out.rejected is not None else 0
+    if out.kept.num_rows + nrej != rows_in:
+        raise AccountingError(
+            f"stage '{name}' took {rows_in} rows but returned {out.kept.num_rows} kept + {nrej} rejected"
+        )
+    st = stats.setdefault(name, _stage_stats())
+    st["in"] += rows_in
+    st["kept"] += out.kept.num_rows
+    if nrej:
+        stages = set(out.rejected.column(S.STAGE).to_pylist())
+        if stages != {name} or out.rejected.column(S.REASON).null_count:
+            raise AccountingError(f"stage '{name}' rejected rows without its name and a reason: {stages}")
+        for reason, n in Counter(out.rejected.column(S.REASON).to_pylist()).items():
+            st["rejected"][reason] = st["rejected"].get(reason, 0) + n
+    for k, v in out.counters.items():
+        st["counters"][k] = st["counters"].get(k, 0) + v
+
+
+def _paths(work: Path):
+    final = work / "final"
+    return {
+        "final": final,
+        "data": final / "data",
+        "rejects": final / "rejects",
+        "index": final / "index",
+        "seg": lambda k: work / f"seg{k}",
+        "facts": lambda name: work / "facts" / name,
+        "decisions": lambda name: work / "decisions" / name,
+    }
+
+
+def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) -> dict:
+    """Run segment ``k`` over one shard. Returns its statistics (also written as its marker)."""
+    plan = pipe.plan
+    seg = pipe.segments[k]
+    last = k == len(pipe.segments) - 1
+    p = _paths(work)
+    rg = plan.config.execution.row_group_rows
+    sid = f"{shard.index:05d}"
+    stats: dict = {}
+    reject_sinks: dict[str, _Sink] = {}
+    out_sinks: dict[str, _Sink] = {}
+    facts_sink = _Sink(p["facts"](seg.reduce.name) / f"{sid}.parquet", rg) if seg.reduce else None
+
+    def write_rejects(name: str, table: pa.Table | None) -> None:
+        if table is not None and table.num_rows:
+            sink = reject_sinks.get(name)
+            if sink is None:
+                sink = reject_sinks[name] = _Sink(p["rejects"] / f"{name}-{sid}.parquet", rg)
+            sink.write(table)
+
+    def write_out(table: pa.Table) -> None:
+        if last:
+            if S.SPLIT in table.column_names:
+                col = table.column(S.SPLIT)
+                for split in sorted(set(col.to_pylist())):
+                    part = table.filter(pc.equal(col, split)).drop_columns([S.SPLIT])
+                    _sink(split).write(part)
+            else:
+                _sink("all").write(table)
+        else:
+            _sink("").write(table)
+
+    def _sink(split: str) -> _Sink:
+        if split not in out_sinks:
+            path = p["data"] / f"{split}-{sid}.parquet" if last else p["seg"](k) / f"{sid}.parquet"
+            out_sinks[split] = _Sink(path, rg)
+        return out_sinks[split]
+
+    if k == 0:
+        spec = plan.config.inputs[shard.file.input_index]
+        source = readers.read_shard(shard, spec, pipe.schema, plan.config.execution.batch_rows)
+    else:
+        prev = p["seg"](k - 1) / f"{sid}.parquet"
+
+        def _prev():
+            if prev.is_file():
+                for rb in pq.ParquetFile(prev).iter_batches(batch_size=plan.config.execution.batch_rows):
+                    yield pa.Table.from_batches([rb]), None
+        source = _prev()
+
+    decision = None
+    if seg.apply is not None:
+        dp = decision_path(p["decisions"](seg.apply.name), shard.index)
+        decision = pq.read_table(dp) if dp.is_file() else None
+    offsets: dict[str, int] = {}
+
+    for batch, read_rejects in source:
+        if k == 0:
+            nrej = read_rejects.num_rows if read_rejects is not None else 0
+            kept = batch if batch is not None else pipe.schema.empty_table()
+            _account(stats, readers.READ_STAGE, kept.num_rows + nrej, StageOutput(kept, read_rejects))
+            write_rejects(readers.READ_STAGE, read_rejects)
+            batch = kept
+        ops = ([seg.apply] if seg.apply else []) + seg.maps
+        for st in ops:
+            if batch.num_rows == 0:
+                break
+            info = BatchInfo(shard.index, offsets.get(st.name, 0))
+            offsets[st.name] = info.row_offset + batch.num_rows
+            out = st.apply(batch, info, decision) if st is seg.apply else st.process(batch, info)
+            _account(stats, st.name, batch.num_rows, out)
+            write_rejects(st.name, out.rejected)
+            batch = out.kept
+        if batch.num_rows == 0:
+            continue
+        if seg.reduce is not None:
+            info = BatchInfo(shard.index, offsets.get("__facts__", 0))
+            offsets["__facts__"] = info.row_offset + batch.num_rows
+            facts = seg.reduce.map_facts(batch, info)
+            if facts is not None:
+                facts_sink.write(facts)
+        write_out(batch)
+
+    for sink in [*reject_sinks.values(), *out_sinks.values()] + ([facts_sink] if facts_sink else []):
+        sink.close()
+    result = {"shard": shard.index, "stages": stats,
+              "splits": {s: sink.path.name for s, sink in out_sinks.items()} if last else {}}
+    marker = p["seg"](k) / f"{sid}.done.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps(result, sort_keys=True))
+    return result
+
+
+# ----------------------------------------------------------------------------- workers
+
+_WORKER_PIPE: Pipeline | None = None
+
+
+def _init_worker(plan: Plan) -> None:
+    global _WORKER_PIPE
+    _WORKER_PIPE = Pipeline(plan)
+
+
+def _worker_task(k: int, shard_index: int, work: str) -> dict:
+    pipe = _WORKER_PIPE
+    return run_segment_shard(pipe, k, pipe.plan.shards[shard_index], Path(work))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunResult:
+    version: Version
+    created: bool  # False when an identical version already existed
+    manifest: dict
+    seconds: float = 0.0
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(),
+                    console=console, transient=False, disable=not console.is_terminal), console
+
+
+def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False) -> RunResult:
+    """Run ``plan`` into ``store`` and publish the version (or find it already published)."""
+    name, vid = plan.config.dataset, plan.version_id
+    t0 = time.perf_counter()
+    if store.has_version(name, vid):
+        version = Version(name, vid, store.version_dir(name, vid))
+        for tag in ("latest", *tags):
+            store.set_ref(name, tag, vid)
+        shutil.rmtree(store.work_dir(name, vid), ignore_errors=True)
+        return RunResult(version, False, version.manifest)
+
+    work = store.work_dir(name, vid)
+    work.mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline(plan)
+    p = _paths(work)
+    timings: dict[str, float] = {}
+    progress, console = _progress()
+    pool = None
+    if workers > 1 and len(plan.shards) > 1:
+        ctx = mp.get_context("forkserver")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
+    all_stats: list[dict] = []
+    try:
+        with progress:
+            for k, seg in enumerate(pipe.segments):
+                ts = time.perf_counter()
+                label = _segment_label(pipe, k)
+                task = progress.add_task(label, total=len(plan.shards), rows=0)
+                results: dict[int, dict] = {}
+                todo = []
+                for shard in plan.shards:
+                    marker = p["seg"](k) / f"{shard.index:05d}.done.json"
+                    if marker.is_file():
+                        results[shard.index] = json.loads(marker.read_text())
+                        progress.advance(task)
+                    else:
+                        todo.append(shard)
+                rows = 0
+                if pool is not None and todo:
+                    futures = [pool.submit(_worker_task, k, s.index, str(work)) for s in todo]
+                    for fut in as_completed(futures):
+                        r = fut.result()
+                        results[r["shard"]] = r
+                        rows += _rows_in(r)
+                        progress.update(task, advance=1, rows=f"{rows:,}")
+                else:
+                    for s in todo:
+                        r = run_segment_shard(pipe, k, s, work)
+                        results[r["shard"]] = r
+                        rows += _rows_in(r)
+                        progress.update(task, advance=1, rows=f"{rows:,}")
+                all_stats.extend(results[i] for i in sorted(results))
+                if seg.reduce is not None:
+                    _run_reduce(seg.reduce, k, plan, work)
+                timings[label] = round(time.perf_counter() - ts, 3)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    manifest = _finish(plan, pipe, work, all_stats)
+    seconds = time.perf_counter() - t0
+    stats = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 3),
+             "workers": workers, "segments": timings,
+             "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
+    atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
+    version = store.publish(name, vid, p["final"])
+    for tag in ("latest", *tags):
+        store.set_ref(name, tag, vid)
+    shutil.rmtree(work, ignore_errors=True)
+    return RunResult(version, True, manifest, seconds)
+
+
+def _rows_in(result: dict) -> int:
+    st = result["stages"]
+    first = st.get(readers.READ_STAGE) or next(iter(st.values()), None)
+    return first["in"] if first else 0
+
+
+def _segment_label(pipe: Pipeline, k: int) -> str:
+    seg = pipe.segments[k]
+    names = ([readers.READ_STAGE] if k == 0 else []) + ([seg.apply.name] if seg.apply else [])
+    names += [s.name for s in seg.maps] + ([f"{seg.reduce.name} (map)"] if seg.reduce else [])
+    return f"[{k + 1}/{len(pipe.segments)}] " + " > ".join(names)
+
+
+def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path) -> None:
+    p = _paths(work)
+    marker = work / f"reduce-{stage.name}.done.json"
+    if marker.is_file():
+        return
+    decisions = p["decisions"](stage.name)
+    index = p["index"] / stage.name
+    shutil.rmtree(decisions, ignore_errors=True)
+    shutil.rmtree(index, ignore_errors=True)
+    decisions.mkdir(parents=True)
+    facts_dir = p["facts"](stage.name)
+    facts = [(facts_dir / f"{s.index:05d}.parquet") for s in plan.shards]
+    counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
+    atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
+
+
+def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> dict:
+    """Merge statistics, check the accounting, write the manifest into the final folder."""
+    p = _paths(work)
+    stages = {n: _stage_stats() for n in pipe.stage_names}
+    for r in shard_stats:
+        for n, st in r["stages"].items():
+            agg = stages[n]
+            agg["in"] += st["in"]
+            agg["kept"] += st["kept"]
+            for key in ("rejected", "counters"):
+                for reason, v in st[key].items():
+                    agg[key][reason] = agg[key].get(reason, 0) + v
+    for stage in pipe.stages:
+        if isinstance(stage, ReduceStage):
+            marker = work / f"reduce-{stage.name}.done.json"
+            for key, v in json.loads(marker.read_text()).items():
+                stages[stage.name]["counters"][key] = v
+    # rows in = kept + rejected for every stage, and each stage gets what the one before kept
+    names = pipe.stage_names
+    for i, n in enumerate(names):
+        st = stages[n]
+        if st["in"] != st["kept"] + sum(st["rejected"].values()):
+            raise AccountingError(f"stage '{n}': {st}")
+        if i and st["in"] != stages[names[i - 1]]["kept"]:
+            raise AccountingError(f"stage '{n}' received {st['in']} rows, '{names[i-1]}' kept {stages[names[i-1]]['kept']}")
+    splits: dict[str, int] = {}
+    files: dict[str, dict] = {}
+    schema = None
+    for folder in ("data", "rejects", "index"):
+        for f in sorted(p[folder].rglob("*")) if p[folder].is_dir() else []:
+            if not f.is_file():
+                continue
+            rel = str(f.relative_to(p["final"]))
+            entry = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+            if folder in ("data", "rejects"):
+                meta = pq.read_metadata(f)
+                entry["rows"] = meta.num_rows
+                if folder == "data":
+                    split = f.name.rsplit("-", 1)[0]
+                    splits[split] = splits.get(split, 0) + meta.num_rows
+                    schema = schema or pq.read_schema(f)
+            files[rel] = entry
+    kept = stages[names[-1]]["kept"]
+    if sum(splits.values()) != kept:
+        raise AccountingError(f"data files hold {sum(splits.values())} rows, the last stage kept {kept}")
+    if not splits:
+        splits = {"all": 0}
+    if schema is None:
+        schema = pipe.schema
+    total_in = stages[readers.READ_STAGE]["in"]
+    rejected = {n: dict(sorted(st["rejected"].items())) for n, st in stages.items() if st["rejected"]}
+    if total_in != kept + sum(sum(r.values()) for r in rejected.values()):
+        raise AccountingError("input rows != kept + rejected")
+    inputs = []
+    for i, spec in enumerate(plan.config.inputs):
+        inputs.append({
+            "path": spec.path, "format": spec.format, "license": spec.license, "source": spec.source,
+            "files": [{"name": f.name, "format": f.format, "compression": f.compression, "bytes": f.size, "sha256": d}
+                      for f, d in zip(plan.files, plan.digests) if f.input_index == i],
+        })
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "dataset": plan.config.dataset,
+        "version": plan.version_id,
+        "parent": None,
+        "code_version": __version__,
+        "seed": plan.config.seed,
+        "inputs": inputs,
+        "config": plan.resolved,
+        "counts": {"input": total_in, "kept": kept, "rejected": rejected},
+        "stages": [{"name": n, **stages[n]} for n in names],
+        "splits": dict(sorted(splits.items())),
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schema if f.name != S.SPLIT],
+        "shards": len(plan.shards),
+        "files": files,
+    }
+    p["final"].mkdir(parents=True, exist_ok=True)
+    atomic_write_text(p["final"] / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
