@@ -1,0 +1,37 @@
+# The two commands:   make demo   (set up + run the demo end to end)
+#                     make test   (set up + run the test suite; what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real text for the demo and benchmarks: Debian's fortune cookies in 8 languages.
+DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs fortunes-br
+
+.PHONY: demo test test-all bench debian-data clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev,hf]"
+	touch $@
+
+debian-data:
+	@if [ ! -d /usr/share/games/fortunes/ru ] || [ ! -d /usr/share/games/fortunes/cs ]; then \
+	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+demo: $(BIN)/.installed debian-data
+	$(BIN)/corpusmill demo
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+test-all: $(BIN)/.installed debian-data
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(BIN)/.installed debian-data
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) corpusmill-demo corpusmill-store bench/data bench/results

@@ -1,0 +1,85 @@
+"""Shared benchmark helpers: real text from Debian's fortunes, peak memory of a process tree,
+and one JSON result file per benchmark under bench/results/ (what the README tables quote)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+DATA_DIR = BENCH_DIR / "data"
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def fortunes() -> list[dict]:
+    """Every fortune as {text, category, lang, file}; needs the Debian packages (make bench installs them)."""
+    import orjson
+
+    from corpusmill.demo import build_fortunes_corpus
+
+    out_dir = DATA_DIR / "fortunes"
+    if not out_dir.is_dir() or not any(out_dir.glob("*.jsonl")):
+        build_fortunes_corpus(out_dir)
+    rows = []
+    for p in sorted(out_dir.glob("*.jsonl")):
+        rows += [orjson.loads(line) for line in p.read_bytes().splitlines()]
+    return [r for r in rows if r["text"].strip()]
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and its children every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def save_result(name: str, result: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    result = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **result}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {path.relative_to(BENCH_DIR.parent)}")
+    return path
