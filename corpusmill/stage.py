@@ -58,6 +58,8 @@ class RunInfo:
 
     dataset: str
     seed: int
+    #: the store the version is published to; stages that read earlier versions resolve refs here
+    store_root: str | None = None
 
 
 class Stage:
@@ -73,6 +75,12 @@ class Stage:
         self.config = config
         self.name = name
         self.run = run
+
+    @property
+    def needs_reduce(self) -> bool:
+        """True when the stage runs as map_facts/reduce/apply. A ReduceStage may return False for
+        configs that need no global step (the runner then calls :meth:`process`)."""
+        return False
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         """Schema of the kept rows given the input schema. Default: unchanged."""
@@ -111,6 +119,10 @@ class Filter(Stage):
 class ReduceStage(Stage):
     """A map + reduce stage."""
 
+    @property
+    def needs_reduce(self) -> bool:
+        return True
+
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table | None:
         """Per-row facts for the global decision, one row per input row (or None)."""
         raise NotImplementedError
@@ -129,7 +141,7 @@ class ReduceStage(Stage):
         raise NotImplementedError
 
     def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:  # pragma: no cover
-        raise TypeError("a reduce stage runs through map_facts/reduce/apply, not process")
+        raise TypeError(f"stage {self.kind!r} needs its reduce step; override process() if needs_reduce can be False")
 
 
 def decision_path(decisions: Path, shard: int) -> Path:

@@ -55,6 +55,7 @@ class Plan:
     digests: list[str]
     version_id: str = ""
     resolved: dict = field(default_factory=dict)
+    store_root: str | None = None  # set by execute(); not part of the version id
 
 
 def resolved_config(config: PipelineConfig, steps) -> dict:
@@ -100,7 +101,7 @@ class Pipeline:
         from corpusmill.pipelines.registry import stage_class
 
         self.plan = plan
-        run = RunInfo(plan.config.dataset, plan.config.seed)
+        run = RunInfo(plan.config.dataset, plan.config.seed, plan.store_root)
         generated = frozenset(
             s.index for s in plan.shards if plan.config.inputs[s.file.input_index].id_field is None
         )
@@ -110,7 +111,7 @@ class Pipeline:
         self.segments: list[Segment] = []
         current = Segment(None, [], None)
         for st in self.stages:
-            if isinstance(st, ReduceStage):
+            if st.needs_reduce:
                 current.reduce = st
                 self.segments.append(current)
                 current = Segment(st, [], None)
@@ -346,6 +347,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
 
     work = store.work_dir(name, vid)
     work.mkdir(parents=True, exist_ok=True)
+    plan.store_root = str(store.root)
     pipe = Pipeline(plan)
     p = _paths(work)
     timings: dict[str, float] = {}
@@ -447,7 +449,7 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
                 for reason, v in st[key].items():
                     agg[key][reason] = agg[key].get(reason, 0) + v
     for stage in pipe.stages:
-        if isinstance(stage, ReduceStage):
+        if stage.needs_reduce:
             marker = work / f"reduce-{stage.name}.done.json"
             for key, v in json.loads(marker.read_text()).items():
                 stages[stage.name]["counters"][key] = v
