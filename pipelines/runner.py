@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import multiprocessing as mp
@@ -396,7 +397,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
 
     manifest = _finish(plan, pipe, work, all_stats)
     seconds = time.perf_counter() - t0
-    stats = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 3),
+    created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    stats = {"created_at": created, "seconds": round(seconds, 3),
              "workers": workers, "segments": timings,
              "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")

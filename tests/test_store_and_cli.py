@@ -1,0 +1,141 @@
+"""The store's addressing and the datasets commands: list, show, diff, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from corpusmill.cli import main
+from corpusmill.errors import StoreError
+from corpusmill.store import Store
+from tests.conftest import REAL_TEXTS, write_jsonl, write_pipeline
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def two_versions(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_jsonl(raw / "t.jsonl", [{"id": f"t{i}", "text": t, "label": "x"} for i, t in enumerate(REAL_TEXTS[:6])])
+    p = write_pipeline(tmp_path / "p.yaml", {"dataset": "tickets", "inputs": [{"path": "raw/*.jsonl", "id_field": "id",
+                                                                                "label_field": "label"}]})
+    store = str(tmp_path / "store")
+    code, out, _ = _cli(capsys, "run", str(p), "--store", store, "--workers", "1", "--tag", "v1")
+    assert code == 0
+    ref_a = out.strip().splitlines()[-1]
+    # refreshed data: t0 removed, t1 changed, t6/t7 added, and a duplicate row
+    rows = [{"id": f"t{i}", "text": t, "label": "x"} for i, t in enumerate(REAL_TEXTS[:8]) if i != 0]
+    rows[0]["text"] = "The backup job now succeeds every night."
+    write_jsonl(raw / "t.jsonl", rows)
+    code, out, _ = _cli(capsys, "run", str(p), "--store", store, "--workers", "1")
+    ref_b = out.strip().splitlines()[-1]
+    return store, ref_a, ref_b
+
+
+def test_run_prints_reference_last_and_rerun_is_identical(two_versions, capsys, tmp_path):
+    store, ref_a, ref_b = two_versions
+    assert ref_a.startswith("tickets@") and ref_a != ref_b
+    code, out, err = _cli(capsys, "run", str(tmp_path / "p.yaml"), "--store", store, "--workers", "2")
+    assert out.strip() == ref_b
+    assert "nothing redone" in err
+
+
+def test_refs_tags_and_prefixes(two_versions):
+    store, ref_a, ref_b = two_versions
+    s = Store(store)
+    assert s.resolve("tickets").ref == ref_b
+    assert s.resolve("tickets@latest").ref == ref_b
+    assert s.resolve("tickets@v1").ref == ref_a
+    assert s.resolve(ref_a[: len("tickets@") + 6]).ref == ref_a
+    with pytest.raises(StoreError, match="no version or tag 'nope'"):
+        s.resolve("tickets@nope")
+    with pytest.raises(StoreError, match="no dataset 'other'"):
+        s.resolve("other@latest")
+
+
+def test_list_and_show_json(two_versions, capsys):
+    store, ref_a, ref_b = two_versions
+    code, out, _ = _cli(capsys, "datasets", "list", "--store", store, "--json")
+    rows = json.loads(out)
+    assert [f"{r['dataset']}@{r['version']}" for r in rows] == [ref_a, ref_b]
+    assert rows[0]["tags"] == ["v1"] and rows[1]["tags"] == ["latest"]
+    code, out, _ = _cli(capsys, "datasets", "show", ref_a, "--store", store, "--json")
+    m = json.loads(out)
+    assert m["dataset"] == "tickets" and m["version"] == ref_a.split("@")[1] and m["parent"] is None
+    assert m["counts"] == {"input": 6, "kept": 6, "rejected": {}}
+    assert m["splits"] == {"all": 6}
+    assert m["inputs"][0]["files"][0]["name"] == "t.jsonl"
+    assert len(m["inputs"][0]["files"][0]["sha256"]) == 64
+    code, out, _ = _cli(capsys, "datasets", "show", ref_a, "--store", store)
+    assert code == 0 and "unique_ids" in out and "splits" in out
+
+
+def test_diff(two_versions, capsys):
+    store, ref_a, ref_b = two_versions
+    code, out, _ = _cli(capsys, "datasets", "diff", ref_a, ref_b, "--store", store, "--json")
+    d = json.loads(out)["splits"]["all"]
+    assert (d["added"], d["removed"], d["changed"], d["unchanged"]) == (2, 1, 1, 4)
+    assert d["examples"] == {"added": ["t6", "t7"], "removed": ["t0"], "changed": ["t1"]}
+    code, out, _ = _cli(capsys, "datasets", "diff", ref_a, ref_b, "--store", store)
+    assert "added" in out
+
+
+def test_export_jsonl_parquet_hf(two_versions, capsys, tmp_path):
+    store, ref_a, _ = two_versions
+    out_dir = tmp_path / "exp"
+    code, out, _ = _cli(capsys, "datasets", "export", ref_a, "--format", "jsonl", "--out", str(out_dir), "--store", store)
+    assert code == 0
+    rows = [json.loads(line) for line in (out_dir / "all.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == REAL_TEXTS[:6]
+    assert (out_dir / "rejects.jsonl").read_text() == ""
+    code, _, _ = _cli(capsys, "datasets", "export", ref_a, "--format", "parquet", "--out", str(tmp_path / "pq"), "--store", store)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "pq" / "all.parquet").num_rows == 6
+    datasets = pytest.importorskip("datasets")
+    code, _, _ = _cli(capsys, "datasets", "export", ref_a, "--format", "hf", "--out", str(tmp_path / "hf"), "--store", store)
+    dd = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert dd["all"]["text"] == REAL_TEXTS[:6]
+
+
+def test_export_keeps_rejects_with_raw_bytes(tmp_path, run, capsys):
+    (tmp_path / "d.jsonl").write_bytes(b'{"text": "good"}\n{"text": "caf\xe9"}\n')
+    r = run({"dataset": "d", "inputs": [{"path": "d.jsonl"}]})
+    code, _, _ = _cli(capsys, "datasets", "export", r.version.ref, "--out", str(tmp_path / "e"), "--store", str(tmp_path / "store"))
+    rej = [json.loads(x) for x in (tmp_path / "e" / "rejects.jsonl").read_text().splitlines()]
+    import base64
+
+    assert rej[0]["reason"] == "invalid_utf8"
+    assert base64.b64decode(rej[0]["raw_base64"]) == b'{"text": "caf\xe9"}'
+
+
+def test_unknown_reference_is_a_clean_error(tmp_path, capsys):
+    code, out, err = _cli(capsys, "datasets", "show", "nothing@latest", "--store", str(tmp_path / "empty"))
+    assert code == 2 and "no dataset 'nothing'" in err and "Traceback" not in err
+
+
+def test_run_does_not_import_torch(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in REAL_TEXTS])
+    p = write_pipeline(tmp_path / "p.yaml", {"dataset": "d", "inputs": [{"path": "d.jsonl"}], "steps": [{"dedup": {}}]})
+    code = (
+        "import sys; from corpusmill.cli import main; "
+        f"rc = main(['run', {str(p)!r}, '--store', {str(tmp_path / 's')!r}, '--workers', '1', '--quiet']); "
+        "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
+        "assert rc == 0 and not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_store_location_from_environment(tmp_path, monkeypatch, capsys):
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "hello there"}])
+    p = write_pipeline(tmp_path / "p.yaml", {"dataset": "env", "inputs": [{"path": "d.jsonl"}]})
+    monkeypatch.setenv("CORPUSMILL_STORE", str(tmp_path / "envstore"))
+    code, out, _ = _cli(capsys, "run", str(p), "--workers", "1", "--quiet")
+    assert Store(tmp_path / "envstore").resolve(out.strip()).manifest["counts"]["kept"] == 1
