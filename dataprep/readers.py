@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import xxhash
+from xxhash import xxh3_64_hexdigest
 
 from corpusmill import schema as S
 
@@ -38,6 +38,7 @@ EXTENSIONS = {
 HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 CHUNK = 4 << 20
 _MISSING = object()
+orjson_dumps = orjson.dumps
 
 
 # ----------------------------------------------------------------------------- input planning
@@ -322,18 +323,27 @@ class RecordBuilder:
         }
         if self.mode != "text":
             self.mapped.discard(spec.text_field)
+        # hot-path constants
+        self.max_bytes = spec.max_text_bytes
+        self.id_field = spec.id_field
+        self.label_field = spec.label_field
+        self.keep_meta = spec.keep_meta
+        self.n_mapped_min = 1 if self.mode == "text" else 0  # a row with only its text field has no meta
+        self.id_prefix = f"{file.name}\x00"
+        self.source_prefix = f"{file.name}:"
         self._reset()
         self.rejects: list[dict] = []
 
     def _reset(self) -> None:
         self.cols: dict[str, list] = {n: [] for n in self.schema.names}
+        self.n = 0
         self.nbytes = 0
 
     def __len__(self) -> int:
-        return len(self.cols[S.ID])
+        return self.n
 
     def full(self) -> bool:
-        return len(self) >= self.batch_rows or self.nbytes >= self.batch_bytes
+        return self.n >= self.batch_rows or self.nbytes >= self.batch_bytes
 
     # -- rejects
     def reject(self, line: int, reason: str, detail: str, raw: bytes | None, row: dict | None = None) -> None:
@@ -344,7 +354,7 @@ class RecordBuilder:
         rec.update(stage=READ_STAGE, reason=reason, detail=detail, raw=raw)
         self.rejects.append(rec)
 
-    # -- the hot path
+    # -- the hot path: one call per input row, so lookups are kept out of it where possible
     def add(self, obj, line: int, raw: bytes) -> None:
         """Validate one parsed row and append it to the batch, or reject it with a reason."""
         if type(obj) is not dict:
@@ -353,13 +363,13 @@ class RecordBuilder:
         prompt = response = messages = None
         if self.mode == "text":
             text = obj.get(spec.text_field, _MISSING)
-            if text is _MISSING:
-                return self.reject(
-                    line, "missing_text",
-                    f"no field '{spec.text_field}' (fields: {', '.join(map(str, list(obj)[:8]))}); set text_field in the input",
-                    raw,
-                )
             if type(text) is not str:
+                if text is _MISSING:
+                    return self.reject(
+                        line, "missing_text",
+                        f"no field '{spec.text_field}' (fields: {', '.join(map(str, list(obj)[:8]))}); set text_field in the input",
+                        raw,
+                    )
                 return self.reject(
                     line, "invalid_text_type",
                     f"field '{spec.text_field}' is {type(text).__name__}, expected a string", raw,
@@ -393,7 +403,7 @@ class RecordBuilder:
             return self.reject(line, "empty_text", "the text is empty or only whitespace", raw)
         if "\x00" in text:
             return self.reject(line, "nul_byte", "the text contains NUL (\\u0000) characters", raw)
-        limit = spec.max_text_bytes
+        limit = self.max_bytes
         if limit and len(text) * 4 > limit:
             n = len(text.encode("utf-8", "surrogatepass"))
             if n > limit:
@@ -403,31 +413,30 @@ class RecordBuilder:
                     raw, {S.TEXT: text},
                 )
 
-        if spec.id_field:
-            rid = obj.get(spec.id_field, _MISSING)
-            if rid is _MISSING or rid is None:
-                return self.reject(line, "missing_id", f"no field '{spec.id_field}' (id_field)", raw)
+        id_field = self.id_field
+        if id_field:
+            rid = obj.get(id_field, _MISSING)
             if type(rid) is not str:
+                if rid is _MISSING or rid is None:
+                    return self.reject(line, "missing_id", f"no field '{id_field}' (id_field)", raw)
                 if type(rid) is int:
                     rid = str(rid)
                 else:
-                    return self.reject(
-                        line, "invalid_id", f"field '{spec.id_field}' is {type(rid).__name__}, expected a string or integer", raw
-                    )
+                    return self.reject(line, "invalid_id", f"field '{id_field}' is {type(rid).__name__}, expected a string or integer", raw)
             if not rid:
-                return self.reject(line, "missing_id", f"field '{spec.id_field}' is empty", raw)
+                return self.reject(line, "missing_id", f"field '{id_field}' is empty", raw)
         else:
-            rid = xxhash.xxh3_64_hexdigest(f"{self.file.name}\x00{text}".encode("utf-8", "surrogatepass"))
+            rid = xxh3_64_hexdigest((self.id_prefix + text).encode("utf-8", "surrogatepass"))
 
         cols = self.cols
         if self.has_label:
-            label = obj.get(spec.label_field) if spec.label_field else None
+            label = obj.get(self.label_field) if self.label_field else None
             if label is not None and type(label) is not str:
                 if isinstance(label, (int, float)):  # bool is an int
                     label = str(label)
                 else:
                     return self.reject(
-                        line, "invalid_label", f"field '{spec.label_field}' is {type(label).__name__}, expected a string or number", raw
+                        line, "invalid_label", f"field '{self.label_field}' is {type(label).__name__}, expected a string or number", raw
                     )
             cols[S.LABEL].append(label)
         if self.has_pr:
@@ -436,19 +445,21 @@ class RecordBuilder:
         if self.has_messages:
             cols[S.MESSAGES].append(messages)
         meta = None
-        if spec.keep_meta and len(obj) > len(self.mapped):
-            extra = {k: v for k, v in obj.items() if k not in self.mapped}
-            if extra:
-                meta = orjson.dumps(extra).decode()
+        if self.keep_meta and len(obj) > self.n_mapped_min:
+            for k in self.mapped:
+                obj.pop(k, None)
+            if obj:
+                meta = orjson_dumps(obj).decode()
         cols[S.ID].append(rid)
         cols[S.TEXT].append(text)
-        cols[S.SOURCE].append(f"{self.file.name}:{line}")
+        cols[S.SOURCE].append(f"{self.source_prefix}{line}")
         cols[S.META].append(meta)
+        self.n += 1
         self.nbytes += len(text)
 
     def flush(self) -> tuple[pa.Table | None, pa.Table | None]:
         table = None
-        if len(self):
+        if self.n:
             table = pa.Table.from_pydict(self.cols, schema=self.schema)
             self._reset()
         rejects = None
@@ -469,6 +480,7 @@ def _broken(builder: RecordBuilder, err: StreamBroken) -> None:
 def _read_jsonl(shard: Shard, b: RecordBuilder):
     loads = orjson.loads
     JSONDecodeError = orjson.JSONDecodeError
+    batch_rows, batch_bytes = b.batch_rows, b.batch_bytes
     try:
         for first, lines in iter_line_blocks(shard):
             for i, raw in enumerate(lines):
@@ -489,7 +501,7 @@ def _read_jsonl(shard: Shard, b: RecordBuilder):
                             b.reject(line, "malformed_json", f"not valid JSON: {err}", raw)
                     continue
                 b.add(obj, line, raw)
-                if b.full():
+                if b.n >= batch_rows or b.nbytes >= batch_bytes:
                     yield b.flush()
     except StreamBroken as err:
         _broken(b, err)

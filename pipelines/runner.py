@@ -129,8 +129,9 @@ class Pipeline:
 class _Sink:
     """A Parquet file written in row groups of a fixed size, under a temporary name until closed."""
 
-    def __init__(self, path: Path, row_group_rows: int) -> None:
+    def __init__(self, path: Path, row_group_rows: int, compression: str = "zstd") -> None:
         self.path = path
+        self.compression = compression
         self.rows = row_group_rows
         self.pending: list[pa.Table] = []
         self.npending = 0
@@ -142,7 +143,7 @@ class _Sink:
             return
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression=self.compression)
         elif table.schema != self.writer.schema:
             table = table.cast(self.writer.schema)
         self.pending.append(table)
@@ -217,7 +218,7 @@ def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) 
     stats: dict = {}
     reject_sinks: dict[str, _Sink] = {}
     out_sinks: dict[str, _Sink] = {}
-    facts_sink = _Sink(p["facts"](seg.reduce.name) / f"{sid}.parquet", rg) if seg.reduce else None
+    facts_sink = _Sink(p["facts"](seg.reduce.name) / f"{sid}.parquet", rg, "lz4") if seg.reduce else None
 
     def write_rejects(name: str, table: pa.Table | None) -> None:
         if table is not None and table.num_rows:
@@ -241,7 +242,8 @@ def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) 
     def _sink(split: str) -> _Sink:
         if split not in out_sinks:
             path = p["data"] / f"{split}-{sid}.parquet" if last else p["seg"](k) / f"{sid}.parquet"
-            out_sinks[split] = _Sink(path, rg)
+            # work files between segments are read once: fast lz4; published files: smaller zstd
+            out_sinks[split] = _Sink(path, rg, "zstd" if last else "lz4")
         return out_sinks[split]
 
     if k == 0:
