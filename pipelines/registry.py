@@ -7,16 +7,29 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: dict[str, str] = {
+STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
 }
+
+
+def register_stage(stage_cls: type, kind: str | None = None) -> type:
+    """Make a stage class available in pipelines under ``kind`` (default: its ``kind``).
+
+    Stages outside corpusmill register themselves this way; it returns the class, so it also
+    works as a decorator.
+    """
+    STAGES[kind or stage_cls.kind] = stage_cls
+    return stage_cls
 
 
 class _Lazy(dict):
     """A mapping kind -> class that imports the class when it is looked up."""
 
     def __getitem__(self, kind):
-        module, _, cls = STAGES[kind].partition(":")
+        target = STAGES[kind]
+        if isinstance(target, type):
+            return target
+        module, _, cls = target.partition(":")
         return getattr(importlib.import_module(module), cls)
 
     def __contains__(self, kind):
