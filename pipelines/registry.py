@@ -9,6 +9,7 @@ import importlib
 
 STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "split": "corpusmill.dataprep.split:Split",
 }
 
 

@@ -466,6 +466,7 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
         if i and st["in"] != stages[names[i - 1]]["kept"]:
             raise AccountingError(f"stage '{n}' received {st['in']} rows, '{names[i-1]}' kept {stages[names[i-1]]['kept']}")
     splits: dict[str, int] = {}
+    label_counts: dict[str, Counter] = {}
     files: dict[str, dict] = {}
     schema = None
     for folder in ("data", "rejects", "index"):
@@ -481,6 +482,9 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
                     split = f.name.rsplit("-", 1)[0]
                     splits[split] = splits.get(split, 0) + meta.num_rows
                     schema = schema or pq.read_schema(f)
+                    if S.LABEL in schema.names:
+                        labels = pq.read_table(f, columns=[S.LABEL]).column(S.LABEL).to_pylist()
+                        label_counts.setdefault(split, Counter()).update("" if x is None else x for x in labels)
             files[rel] = entry
     kept = stages[names[-1]]["kept"]
     if sum(splits.values()) != kept:
@@ -512,6 +516,8 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
         "counts": {"input": total_in, "kept": kept, "rejected": rejected},
         "stages": [{"name": n, **stages[n]} for n in names],
         "splits": dict(sorted(splits.items())),
+        # rows per label in each split ("" = no label); present when the rows have labels
+        "label_counts": {s: dict(sorted(c.items())) for s, c in sorted(label_counts.items())},
         "schema": [{"name": f.name, "type": str(f.type)} for f in schema if f.name != S.SPLIT],
         "shards": len(plan.shards),
         "files": files,
