@@ -121,6 +121,14 @@ class Pipeline:
         self.segments.append(current)
         self.schema = readers.record_schema_for(plan.config.inputs)
 
+    def passes_through(self, k: int) -> bool:
+        """Segment ``k`` is the last one and only applies a decision: a shard the decision does
+        not touch can be published as the previous segment wrote it."""
+        if k <= 0 or k != len(self.segments) - 1:
+            return False
+        seg = self.segments[k]
+        return seg.apply is not None and not seg.maps and seg.reduce is None and S.SPLIT not in self.schema.names
+
     @property
     def stage_names(self) -> list[str]:
         return [readers.READ_STAGE] + [s.name for s in self.stages]
@@ -243,8 +251,32 @@ def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) 
         if split not in out_sinks:
             path = p["data"] / f"{split}-{sid}.parquet" if last else p["seg"](k) / f"{sid}.parquet"
             # work files between segments are read once: fast lz4; published files: smaller zstd
-            out_sinks[split] = _Sink(path, rg, "zstd" if last else "lz4")
+            # work files between segments are read once: fast lz4; published files: smaller zstd.
+            # A file the next segment may pass through unchanged is written as published.
+            final_like = last or pipe.passes_through(k + 1)
+            out_sinks[split] = _Sink(path, rg, "zstd" if final_like else "lz4")
         return out_sinks[split]
+
+    if pipe.passes_through(k):
+        prev = p["seg"](k - 1) / f"{sid}.parquet"
+        dp = decision_path(p["decisions"](seg.apply.name), shard.index)
+        if not dp.is_file():
+            # nothing to change in this shard: publish the previous segment's file as it is
+            splits = {}
+            if prev.is_file():
+                target = p["data"] / f"all-{sid}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    target.unlink()
+                os.link(prev, target)
+                n = pq.read_metadata(target).num_rows
+                stats[seg.apply.name] = {"in": n, "kept": n, "rejected": {}, "counters": {}}
+                splits = {"all": target.name}
+            result = {"shard": shard.index, "stages": stats, "splits": splits}
+            marker = p["seg"](k) / f"{sid}.done.json"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, json.dumps(result, sort_keys=True))
+            return result
 
     if k == 0:
         spec = plan.config.inputs[shard.file.input_index]
