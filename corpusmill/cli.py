@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
 
     console = _console()
     result = run_pipeline(args.pipeline, store=args.store, workers=args.workers, tags=tuple(args.tag or ()),
-                          executor=args.executor)
+                          executor=args.executor, quiet=args.quiet)
     if not args.quiet:
         print_run_summary(result, console)
     print(result.version.ref, flush=True)

@@ -7,7 +7,8 @@ from typing import Any
 
 
 def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | None = None, workers: int | None = None,
-                 tags: tuple[str, ...] = (), base_dir: str | Path | None = None, executor: str = "local"):
+                 tags: tuple[str, ...] = (), base_dir: str | Path | None = None, executor: str = "local",
+                 quiet: bool = False):
     """Validate and run a pipeline (a YAML path or an already-loaded mapping), publish its version.
 
     Returns a :class:`corpusmill.pipelines.runner.RunResult`. Mirrors ``corpusmill run``.
@@ -28,4 +29,4 @@ def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | N
         config, steps, base = load_pipeline(pipeline, REGISTRY)
     root = store_root(str(store) if store else None, config, base)
     plan = make_plan(config, steps, base)
-    return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags)
+    return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags, quiet=quiet)

@@ -425,6 +425,10 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 if seg.reduce is not None:
                     _run_reduce(seg.reduce, k, plan, work)
                 timings[label] = round(time.perf_counter() - ts, 3)
+                if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
+                    total = sum(_rows_in(r) for r in results.values())
+                    console.print(f"{label}: {len(plan.shards)} shards ({len(todo)} run, "
+                                  f"{len(plan.shards) - len(todo)} resumed), {total:,} rows in, {timings[label]:.1f}s")
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
