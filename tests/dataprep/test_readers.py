@@ -133,3 +133,19 @@ def test_generated_ids_do_not_depend_on_location_or_line(tmp_path, run):
     ids_b = dict(zip(*[run({"dataset": "b", "inputs": [{"path": "b/x.jsonl"}]}).version.read_split("all").column(c).to_pylist()
                        for c in ("text", "id")]))
     assert ids_a["alpha"] == ids_b["alpha"] and ids_a["beta"] == ids_b["beta"]
+
+
+def test_hub_dataset_name_goes_through_load_dataset(tmp_path, run, monkeypatch):
+    """No network here: the real hub path is exercised with load_dataset answering from memory."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name, split=None, **kw):
+        calls.append((name, split))
+        return datasets.Dataset.from_dict({"text": REAL_TEXTS[:2]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    r = run({"dataset": "hub", "inputs": [{"path": "someorg/tickets", "format": "hf_hub", "split": "validation"}]})
+    assert calls == [("someorg/tickets", "validation")]
+    assert _texts(r) == REAL_TEXTS[:2]
+    assert r.manifest["inputs"][0]["files"][0]["sha256"] == "hub:someorg/tickets:validation"
