@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from corpusmill import __version__
 from corpusmill.errors import CorpusmillError
@@ -156,6 +157,84 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from corpusmill.dataprep.audit import markdown_summary, order_splits, resolve_side, run_audit
+
+    store = _store(args)
+    kw = dict(text_field=args.text_field, label_field=args.label_field, id_field=args.id_field)
+    against = [resolve_side(a, store, default_split="test", **kw) for a in args.against or ()]
+    for side, path in zip(against, args.against or ()):
+        side.name = f"against:{os.path.basename(path)}"
+    if args.ref:
+        if args.train or args.test or args.validation:
+            raise CorpusmillError("give either a dataset reference or --train/--test/--validation, not both")
+        version = store.resolve(args.ref)
+        splits = order_splits(version.splits())
+        sides = {s: resolve_side(f"{version.ref}:{s}", store, default_split=s, **kw) for s in splits}
+        pairs = [(sides[b], sides[a]) for i, a in enumerate(splits) for b in splits[i + 1:]]
+        train = sides[splits[0]]
+    else:
+        if not args.train or not (args.test or args.validation or against):
+            raise CorpusmillError("audit needs NAME@REF, or --train and at least one of --test, --validation, --against")
+        train = resolve_side(args.train, store, default_split="train", **kw)
+        train.name = "train"
+        evals = []
+        for role in ("validation", "test"):
+            spec = getattr(args, role)
+            if spec:
+                side = resolve_side(spec, store, default_split=role, **kw)
+                side.name = role
+                evals.append(side)
+        pairs = [(e, train) for e in evals]
+        if len(evals) == 2:
+            pairs.append((evals[1], evals[0]))
+        sides = {s.name: s for s in [train, *evals]}
+    pairs += [(a, train) for a in against]
+    checks = tuple(c.strip() for c in args.checks.split(","))
+    result = run_audit(pairs, ngram=args.ngram, threshold=args.threshold, checks=checks, within=list(sides.values()))
+    report = result.report
+    if args.fix:
+        report["fix"] = _audit_fix(store, train, result, args.fix)
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(markdown_summary(report))
+    print(f"report: {args.report}")
+    if report.get("fix"):
+        print(f"fixed version: {report['fix']['ref']} ({report['fix']['removed']:,} leaking train rows removed)")
+    worst = report["summary"]["max_contamination_rate"]
+    if args.fail_above is not None and worst > args.fail_above:
+        print(f"corpusmill: contamination {worst:.4f} is above --fail-above {args.fail_above}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _audit_fix(store, train, result, out_ref: str) -> dict:
+    """Publish the audited version minus the training rows that leak (never the evaluation rows)."""
+    from corpusmill.derive import publish_removal
+    from corpusmill.store import parse_ref
+
+    if train.version is None:
+        raise CorpusmillError("--fix needs the training side to be a dataset version (NAME@REF[:split])")
+    name, tag = parse_ref(out_ref)
+    removals: dict[str, dict] = {}
+    for pair in result.pairs:
+        if pair.train_name != train.name:
+            continue
+        for check in ("exact", "near", "ngram"):  # the strongest evidence names the reason
+            evidence = {h["train_id"]: h for h in pair.hits[check]}
+            for train_id in pair.leaking_train_ids[check]:
+                if train_id in removals.get(train.split, {}):
+                    continue
+                h = evidence.get(train_id, {})
+                removals.setdefault(train.split, {})[train_id] = {
+                    "reason": f"leaked_{check}", "duplicate_of": h.get("test_id"), "similarity": h.get("similarity"),
+                    "detail": f"leaks into {pair.eval_name}: {h.get('why', check)}"}
+    tags = () if tag == "latest" else (tag,)
+    version, _ = publish_removal(store, train.version, name, "audit_fix", removals,
+                                 {"audited": train.version.ref, "summary": result.report["summary"]}, tags)
+    return {"ref": version.ref, "removed": sum(len(v) for v in removals.values())}
+
+
 def cmd_demo(args) -> int:
     from corpusmill.demo import run_demo
 
@@ -203,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output folder: one file per split, plus rejects")
     x.add_argument("--store", help=store_help)
     x.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("audit", help="train/test leakage: exact, near and n-gram overlap and label conflicts, with evidence")
+    a.add_argument("ref", nargs="?", help="NAME@REF: audit every pair of the version's splits")
+    a.add_argument("--train", help="training side: a file/glob (any reader format) or NAME@REF[:split]")
+    a.add_argument("--test", help="test side: a file/glob or NAME@REF[:split]")
+    a.add_argument("--validation", help="validation side: a file/glob or NAME@REF[:split]")
+    a.add_argument("--against", action="append", help="public benchmark file to check the training side against (repeatable)")
+    a.add_argument("--text-field", default="text", help="text field of file sides (default: text)")
+    a.add_argument("--label-field", default=None, help="label field of file sides, for label conflicts")
+    a.add_argument("--id-field", default=None, help="id field of file sides (default: generated ids)")
+    a.add_argument("--ngram", type=int, default=13, help="n-gram length in words (default 13, as GPT-3 and lm-evaluation-harness)")
+    a.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold of the near check (default 0.8)")
+    a.add_argument("--checks", default="exact,near,ngram", help="comma-separated checks to run (default: all)")
+    a.add_argument("--report", required=True, help="where to write the JSON report")
+    a.add_argument("--fail-above", type=float, default=None,
+                   help="exit 1 when a pair's contamination rate (share of test rows with any hit) exceeds this")
+    a.add_argument("--fix", metavar="OUT_REF", help="publish NAME[@TAG]: the audited version without the leaking train rows")
+    a.add_argument("--store", help=store_help)
+    a.set_defaults(func=cmd_audit)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes and run the demo pipeline")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")

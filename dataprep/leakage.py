@@ -1,0 +1,202 @@
+"""Train/test leakage: which evaluation rows also sit in the training data, and why.
+
+A :class:`LeakIndex` is built over the (small) evaluation side: test rows, a validation split or
+public benchmark files. Training rows are then streamed through :meth:`LeakIndex.match` in
+batches, so the training side can be far larger than memory. Checks, each with evidence:
+
+* ``exact``: the same normalised text (dedup's default normal form: case and whitespace ignored);
+* ``near``: MinHash candidates verified by true Jaccard >= threshold on word shingles;
+* ``ngram``: a shared word n-gram (default 13: the GPT-3 / lm-evaluation-harness definition),
+  with the longest shared token span as evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from corpusmill import schema as S
+from corpusmill.dataprep.dedup import ExactConfig, hash128, normalise
+from corpusmill.dataprep.ngrams import ngram_hashes, shared_span
+
+EVIDENCE_CHARS = 300
+
+
+def truncate(text: str | None, n: int = EVIDENCE_CHARS) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@dataclass
+class Hit:
+    check: str  # exact | near | ngram
+    eval_row: int
+    train_id: str
+    train_text: str
+    train_label: str | None
+    similarity: float | None = None
+    ngram: str | None = None
+    shared_ngrams: int | None = None
+
+
+@dataclass
+class LeakIndex:
+    """The evaluation side, indexed for the checks asked for."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: list[str | None]
+    ngram: int = 13
+    checks: tuple[str, ...] = ("exact", "ngram")
+    threshold: float = 0.8
+    max_hits_per_row: int = 5  # evidence kept per evaluation row and check; counts are exact
+    _exact: dict = field(default_factory=dict, repr=False)
+    _ngram_hashes: np.ndarray | None = field(default=None, repr=False)
+    _ngram_rows: np.ndarray | None = field(default=None, repr=False)
+
+    @staticmethod
+    def available_checks() -> tuple[str, ...]:
+        return ("exact", "ngram")
+
+    @classmethod
+    def build(cls, table: pa.Table, **kw) -> "LeakIndex":
+        labels = table.column(S.LABEL).to_pylist() if S.LABEL in table.column_names else [None] * table.num_rows
+        idx = cls(table.column(S.ID).to_pylist(), table.column(S.TEXT).to_pylist(), labels, **kw)
+        texts = table.column(S.TEXT)
+        if "exact" in idx.checks and table.num_rows:
+            hi, lo = hash128(normalise(texts, ExactConfig()).to_pylist())
+            for row, key in enumerate(zip(hi.tolist(), lo.tolist())):
+                idx._exact.setdefault(key, []).append(row)
+        if "ngram" in idx.checks:
+            ng = ngram_hashes(texts, idx.ngram)
+            order = np.argsort(ng.hashes, kind="stable")
+            idx._ngram_hashes, idx._ngram_rows = ng.hashes[order], ng.doc[order]
+        return idx
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def match(self, batch: pa.Table) -> list[Hit]:
+        """Every (evaluation row, training row) pair of ``batch`` that leaks, one Hit per check."""
+        hits: list[Hit] = []
+        if batch.num_rows == 0 or not len(self):
+            return hits
+        texts = batch.column(S.TEXT)
+        ids = batch.column(S.ID).to_pylist()
+        labels = batch.column(S.LABEL).to_pylist() if S.LABEL in batch.column_names else [None] * batch.num_rows
+        text_list = None
+        if "exact" in self.checks and self._exact:
+            hi, lo = hash128(normalise(texts, ExactConfig()).to_pylist())
+            text_list = texts.to_pylist()
+            for r, key in enumerate(zip(hi.tolist(), lo.tolist())):
+                for e in self._exact.get(key, ()):
+                    hits.append(Hit("exact", e, ids[r], text_list[r], labels[r], similarity=1.0))
+        if "ngram" in self.checks and self._ngram_hashes is not None and len(self._ngram_hashes):
+            ng = ngram_hashes(texts, self.ngram)
+            pos = np.searchsorted(self._ngram_hashes, ng.hashes)
+            pos = np.minimum(pos, len(self._ngram_hashes) - 1)
+            found = np.flatnonzero(self._ngram_hashes[pos] == ng.hashes)
+            if found.size:
+                text_list = text_list or texts.to_pylist()
+                pairs: dict[tuple[int, int], int] = {}
+                for f in found.tolist():
+                    h = ng.hashes[f]
+                    lo_i = pos[f]
+                    hi_i = np.searchsorted(self._ngram_hashes, h, side="right")
+                    for e in set(self._ngram_rows[lo_i:hi_i].tolist()):
+                        key = (e, int(ng.doc[f]))
+                        pairs[key] = pairs.get(key, 0) + 1
+                for (e, r), count in sorted(pairs.items()):
+                    hits.append(Hit("ngram", e, ids[r], text_list[r], labels[r], shared_ngrams=count,
+                                    ngram=shared_span(self.texts[e], text_list[r], self.ngram)))
+        return hits
+
+
+@dataclass
+class PairReport:
+    """Leaks of one evaluation side into one training side."""
+
+    eval_name: str
+    train_name: str
+    eval_rows: int
+    train_rows: int = 0
+    hits: dict[str, list[dict]] = field(default_factory=lambda: {"exact": [], "near": [], "ngram": []})
+    leaking_rows: dict[str, set[int]] = field(default_factory=lambda: {"exact": set(), "near": set(), "ngram": set()})
+    leaking_train_ids: dict[str, set[str]] = field(default_factory=lambda: {"exact": set(), "near": set(), "ngram": set()})
+    label_conflicts: list[dict] = field(default_factory=list)
+
+    def add(self, index: LeakIndex, hit: Hit) -> None:
+        self.leaking_train_ids[hit.check].add(hit.train_id)
+        rows = self.leaking_rows[hit.check]
+        already = sum(1 for h in self.hits[hit.check] if h["_row"] == hit.eval_row)
+        rows.add(hit.eval_row)
+        evidence = {
+            "_row": hit.eval_row, "test_split": self.eval_name, "train_split": self.train_name,
+            "test_id": index.ids[hit.eval_row], "train_id": hit.train_id,
+            "test_text": truncate(index.texts[hit.eval_row]), "train_text": truncate(hit.train_text),
+        }
+        if hit.check == "ngram":
+            evidence.update(ngram=hit.ngram, shared_ngrams=hit.shared_ngrams,
+                            why=f"shares the {index.ngram}-gram span '{truncate(hit.ngram, 120)}' "
+                                f"({hit.shared_ngrams} shared {index.ngram}-grams)")
+        elif hit.check == "near":
+            evidence.update(similarity=round(hit.similarity, 4),
+                            why=f"Jaccard {hit.similarity:.2f} >= {index.threshold} on word shingles")
+        else:
+            evidence.update(similarity=1.0, why="same text after normalisation (case and whitespace ignored)")
+        if already < index.max_hits_per_row:
+            self.hits[hit.check].append(evidence)
+        a, b = index.labels[hit.eval_row], hit.train_label
+        if hit.check in ("exact", "near") and a is not None and b is not None and a != b:
+            self.label_conflicts.append({
+                "scope": "across", "split_a": self.eval_name, "split_b": self.train_name,
+                "id_a": index.ids[hit.eval_row], "id_b": hit.train_id, "label_a": a, "label_b": b,
+                "match": hit.check, "similarity": evidence["similarity"],
+                "text_a": truncate(index.texts[hit.eval_row]), "text_b": truncate(hit.train_text),
+            })
+
+    def summary(self) -> dict:
+        any_rows = set().union(*self.leaking_rows.values())
+        return {
+            "test_split": self.eval_name, "train_split": self.train_name,
+            "test_rows": self.eval_rows, "train_rows": self.train_rows,
+            **{check: len(rows) for check, rows in self.leaking_rows.items()},
+            "any": len(any_rows),
+            "contamination_rate": round(len(any_rows) / self.eval_rows, 6) if self.eval_rows else 0.0,
+            "label_conflicts": len(self.label_conflicts),
+        }
+
+
+def audit_pair(index: LeakIndex, eval_name: str, train_name: str, train_batches: Iterator[pa.Table]) -> PairReport:
+    report = PairReport(eval_name, train_name, len(index))
+    for batch in train_batches:
+        report.train_rows += batch.num_rows
+        for hit in index.match(batch):
+            report.add(index, hit)
+    return report
+
+
+def label_conflicts_within(name: str, table: pa.Table) -> list[dict]:
+    """Rows of one split whose normalised texts are equal but whose labels differ."""
+    if S.LABEL not in table.column_names or table.num_rows == 0:
+        return []
+    hi, lo = hash128(normalise(table.column(S.TEXT), ExactConfig()).to_pylist())
+    groups: dict = {}
+    for row, key in enumerate(zip(hi.tolist(), lo.tolist())):
+        groups.setdefault(key, []).append(row)
+    ids, texts, labels = (table.column(c).to_pylist() for c in (S.ID, S.TEXT, S.LABEL))
+    out = []
+    for rows in groups.values():
+        labelled = [r for r in rows if labels[r] is not None]
+        if len({labels[r] for r in labelled}) > 1:
+            first = labelled[0]
+            for r in labelled[1:]:
+                if labels[r] != labels[first]:
+                    out.append({"scope": "within", "split_a": name, "split_b": name, "id_a": ids[first], "id_b": ids[r],
+                                "label_a": labels[first], "label_b": labels[r], "match": "exact", "similarity": 1.0,
+                                "text_a": truncate(texts[first]), "text_b": truncate(texts[r])})
+    return out
