@@ -60,6 +60,8 @@ class RunInfo:
     seed: int
     #: the store the version is published to; stages that read earlier versions resolve refs here
     store_root: str | None = None
+    #: the pipeline file's folder: relative paths in stage options are relative to it
+    base_dir: str | None = None
 
 
 class Stage:
@@ -75,6 +77,12 @@ class Stage:
         self.config = config
         self.name = name
         self.run = run
+
+    def identity(self) -> object:
+        """What the output depends on beyond the config, e.g. the content hash of a file the
+        stage reads; JSON-serialisable, part of the version id. Keep construction and this call
+        cheap: heavy loading belongs in the first batch."""
+        return None
 
     @property
     def needs_reduce(self) -> bool:

@@ -57,6 +57,7 @@ class Plan:
     version_id: str = ""
     resolved: dict = field(default_factory=dict)
     store_root: str | None = None  # set by execute(); not part of the version id
+    base_dir: str | None = None  # the pipeline file's folder; not part of the version id
 
 
 def resolved_config(config: PipelineConfig, steps) -> dict:
@@ -66,7 +67,7 @@ def resolved_config(config: PipelineConfig, steps) -> dict:
     return out
 
 
-def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
+def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | Path | None = None) -> Plan:
     from corpusmill.pipelines.registry import stage_class
 
     files = readers.resolve_files(config.inputs, base_dir)
@@ -74,15 +75,18 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
     resolved = resolved_config(config, steps)
     # The id depends on content, file names relative to their pattern (they are in the data),
     # options, code and seed; never on absolute paths, the store or the worker count.
+    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
+    stages = [stage_class(kind)(cfg, name=name, run=run) for name, kind, cfg in steps]
     identity = {
         "code_version": __version__,
+        "stage_inputs": [st.identity() for st in stages],
         "config": {**resolved, "inputs": [
             {k: v for k, v in spec.items() if k != "path"} for spec in resolved["inputs"]
         ]},
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
     }
-    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved)
+    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved, base_dir=str(base_dir))
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -102,7 +106,7 @@ class Pipeline:
         from corpusmill.pipelines.registry import stage_class
 
         self.plan = plan
-        run = RunInfo(plan.config.dataset, plan.config.seed, plan.store_root)
+        run = RunInfo(plan.config.dataset, plan.config.seed, plan.store_root, plan.base_dir)
         generated = frozenset(
             s.index for s in plan.shards if plan.config.inputs[s.file.input_index].id_field is None
         )
