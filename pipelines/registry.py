@@ -10,6 +10,7 @@ import importlib
 STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
     "split": "corpusmill.dataprep.split:Split",
+    "decontaminate": "corpusmill.dataprep.decontaminate:Decontaminate",
 }
 
 
