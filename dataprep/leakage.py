@@ -102,15 +102,17 @@ class LeakIndex:
             found = np.flatnonzero(self._ngram_hashes[pos] == ng.hashes)
             if found.size:
                 text_list = text_list or texts.to_pylist()
-                pairs: dict[tuple[int, int], int] = {}
-                for f in found.tolist():
-                    h = ng.hashes[f]
-                    lo_i = pos[f]
-                    hi_i = np.searchsorted(self._ngram_hashes, h, side="right")
-                    for e in set(self._ngram_rows[lo_i:hi_i].tolist()):
-                        key = (e, int(ng.doc[f]))
-                        pairs[key] = pairs.get(key, 0) + 1
-                for (e, r), count in sorted(pairs.items()):
+                # every (evaluation row, training row) pair sharing an n-gram, with its count
+                lo = pos[found]
+                hi = np.searchsorted(self._ngram_hashes, ng.hashes[found], side="right")
+                counts = hi - lo
+                within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                eval_rows = self._ngram_rows[np.repeat(lo, counts) + within]
+                train_rows = np.repeat(ng.doc[found], counts)
+                key = eval_rows.astype(np.int64) * (batch.num_rows + 1) + train_rows
+                uniq, shared = np.unique(key, return_counts=True)
+                for k, count in zip(uniq.tolist(), shared.tolist()):
+                    e, r = divmod(k, batch.num_rows + 1)
                     hits.append(Hit("ngram", e, ids[r], text_list[r], labels[r], shared_ngrams=count,
                                     ngram=shared_span(self.texts[e], text_list[r], self.ngram)))
         return hits

@@ -67,48 +67,73 @@ _UNICODE_SPACES = [chr(c).encode() for c in (0x85, 0xA0, 0x1680, *range(0x2000, 
 
 
 def _mark_unicode_spaces(data: np.ndarray, cls: np.ndarray) -> None:
+    """Mark the bytes of non-ASCII whitespace as separators (checked only at their lead bytes)."""
+    leads = np.flatnonzero((data == 0xC2) | (data == 0xE1) | (data == 0xE2) | (data == 0xE3))
+    if leads.size == 0:
+        return
+    padded = np.concatenate([data, np.zeros(2, np.uint8)])
     for seq in _UNICODE_SPACES:
-        m = len(seq)
-        if len(data) < m:
-            continue
-        hit = data[: len(data) - m + 1] == seq[0]
-        for k in range(1, m):
-            hit &= data[k: len(data) - m + 1 + k] == seq[k]
-        for k in range(m):
-            cls[np.flatnonzero(hit) + k] = _SEP
+        hit = leads[padded[leads] == seq[0]]
+        for k in range(1, len(seq)):
+            hit = hit[padded[hit + k] == seq[k]]
+        for k in range(len(seq)):
+            cls[hit + k] = _SEP
+
+
+def _inverse(m: np.uint64) -> np.uint64:
+    """Multiplicative inverse of an odd number mod 2**64 (Newton's iteration)."""
+    with np.errstate(over="ignore"):
+        inv = m
+        for _ in range(6):
+            inv = inv * (np.uint64(2) - m * inv)
+    return inv
+
+
+_TOKEN_MULT_INV = _inverse(_TOKEN_MULT)
 
 
 def token_hashes(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(hash of every token, row of every token), tokens in text order."""
+    """(hash of every token, row of every token), tokens in text order.
+
+    A token's hash is ``mix64(sum_i (byte_i + 1) * M**i)`` over its bytes (punctuation removed),
+    computed for all tokens at once from prefix sums over the word bytes of the whole column.
+    """
     data, offsets = _buffers(pc.utf8_lower(texts))
     if data.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     cls = _BYTE_CLASS[data]
     if data.max() >= 0x80:
         _mark_unicode_spaces(data, cls)
-    keep = cls != _DROP
-    if not keep.all():
-        before = np.zeros(len(keep) + 1, dtype=np.int64)
-        np.cumsum(keep, out=before[1:])
-        data, cls, offsets = data[keep], cls[keep], before[offsets]
-    word = cls == _KEEP
-    # a token starts at a word byte that follows a separator or begins its row
+    # a byte is a separator, a dropped punctuation byte, or part of a word; a token starts at a word
+    # byte whose previous kept byte is a separator, or which is the first kept byte of its row
+    kept = np.flatnonzero(cls != _DROP)
+    kcls = cls[kept]
+    word = kcls == _KEEP
     first = word.copy()
     first[1:] &= ~word[:-1]
-    row_starts = offsets[:-1][offsets[:-1] < offsets[1:]]
-    first[row_starts] = word[row_starts]
-    starts = np.flatnonzero(first)
-    if starts.size == 0:
+    row_first = np.searchsorted(kept, offsets[:-1])  # first kept byte of each row
+    row_first = row_first[row_first < np.searchsorted(kept, offsets[1:])]
+    first[row_first] = word[row_first]
+    wpos = np.flatnonzero(word)  # word bytes, as positions in `kept`
+    if wpos.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    token_of_byte = np.cumsum(first) - 1
-    idx = np.flatnonzero(word)
-    pos = idx - starts[token_of_byte[idx]]
-    powers = np.ones(int(pos.max()) + 1, dtype=np.uint64)
+    w = data[kept[wpos]].astype(np.uint64) + np.uint64(1)
+    starts = np.flatnonzero(first[wpos])  # token starts, as positions in `w`
+    ends = np.r_[starts[1:], len(w)]
     with np.errstate(over="ignore"):
-        np.cumprod(np.full(len(powers) - 1, _TOKEN_MULT), out=powers[1:])
-        contrib = (data[idx].astype(np.uint64) + np.uint64(1)) * powers[pos]
-    sums = np.add.reduceat(contrib, np.flatnonzero(np.r_[True, token_of_byte[idx][1:] != token_of_byte[idx][:-1]]))
-    rows = np.searchsorted(offsets, starts, side="right") - 1
+        powers = np.empty(len(w), dtype=np.uint64)
+        powers[0] = 1
+        np.cumprod(np.full(len(w) - 1, _TOKEN_MULT), out=powers[1:])
+        prefix = np.zeros(len(w) + 1, dtype=np.uint64)
+        np.cumsum(w * powers, out=prefix[1:])
+        inv = np.empty(len(starts), dtype=np.uint64)
+        # M**-start for every token start: powers of the inverse, gathered at the starts
+        inv_powers = np.empty(len(w), dtype=np.uint64)
+        inv_powers[0] = 1
+        np.cumprod(np.full(len(w) - 1, _TOKEN_MULT_INV), out=inv_powers[1:])
+        inv[:] = inv_powers[starts]
+        sums = (prefix[ends] - prefix[starts]) * inv
+    rows = np.searchsorted(offsets, kept[wpos[starts]], side="right") - 1
     return mix64(sums), rows
 
 
