@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -93,5 +94,29 @@ def run_demo(workdir: str | Path = "corpusmill-demo", workers: int | None = None
         print_run_summary(result, console)
         console.print(f"pipeline: {pipeline} (edit it and run 'corpusmill run {pipeline}')")
         console.print(f"inspect: corpusmill datasets show {result.version.ref} --store {workdir / 'store'}")
+    audit_demo(result.version, workdir, console)
     print(result.version.ref, flush=True)
     return 0
+
+
+def audit_demo(version, workdir: Path, console=None) -> dict:
+    """Audit the demo version's splits: what exact dedup and grouped splits leave behind
+    (near-identical fortunes filed in two categories, long shared quotations)."""
+    import json
+
+    from corpusmill.dataprep.audit import markdown_summary, order_splits, resolve_side, run_audit
+    from corpusmill.store import Store
+
+    store = Store(version.path.parents[2])
+    splits = order_splits(version.splits())
+    sides = {s: resolve_side(f"{version.ref}:{s}", store, default_split=s, text_field="text", label_field=None)
+             for s in splits}
+    pairs = [(sides[b], sides[a]) for i, a in enumerate(splits) for b in splits[i + 1:]]
+    result = run_audit(pairs, within=list(sides.values()))
+    out = workdir / "audit.json"
+    out.write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if console:
+        console.print(f"leakage audit of {version.ref} (corpusmill audit {version.ref}):")
+        print(markdown_summary(result.report), file=sys.stderr)
+        console.print(f"report: {out}")
+    return result.report

@@ -367,7 +367,7 @@ def _progress():
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(),
                     console=console, transient=False, disable=not console.is_terminal), console

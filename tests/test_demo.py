@@ -40,5 +40,12 @@ def test_build_corpus_and_run_demo_pipeline(tmp_path):
     assert m["counts"]["input"] == 6
     assert m["counts"]["rejected"]["read"] == {"empty_text": 1}
     assert m["counts"]["rejected"]["dedup"] == {"exact_duplicate": 1}
-    assert sorted(result.version.read_split("all").column("label").to_pylist()) == ["brasil", "murphy", "science", "science"]
+    labels = [x for s in result.version.splits() for x in result.version.read_split(s).column("label").to_pylist()]
+    assert sorted(labels) == ["brasil", "murphy", "science", "science"]
+    assert set(result.version.splits()) <= {"train", "validation", "test"}
     assert result.version.path.is_relative_to(tmp_path / "work" / "store")
+    from corpusmill.demo import audit_demo
+
+    report = audit_demo(result.version, tmp_path / "work")
+    assert (tmp_path / "work" / "audit.json").is_file()
+    assert set(report) >= {"exact", "near", "ngram", "label_conflicts", "summary"}
