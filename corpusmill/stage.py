@@ -60,6 +60,8 @@ class RunInfo:
     seed: int
     #: the store the version is published to; stages that read earlier versions resolve refs here
     store_root: str | None = None
+    #: the pipeline file's folder; stages resolve relative paths of their own files against it
+    base_dir: str | None = None
 
 
 class Stage:
@@ -85,6 +87,12 @@ class Stage:
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         """Schema of the kept rows given the input schema. Default: unchanged."""
         return schema
+
+    def fingerprint(self) -> dict | list | str | None:
+        """The content of what the stage reads besides its rows and config (a file's hash, a
+        resolved dataset version), as a JSON value; make_plan puts it in the version id, so a
+        changed file gives a new version. None (the default): nothing else is read."""
+        return None
 
     def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
         raise NotImplementedError(f"stage {self.kind!r} must implement process()")

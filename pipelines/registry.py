@@ -9,6 +9,7 @@ import importlib
 
 STAGES: dict[str, str] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "select": "corpusmill.dataprep.select:Select",
 }
 
 

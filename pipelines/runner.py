@@ -56,6 +56,7 @@ class Plan:
     version_id: str = ""
     resolved: dict = field(default_factory=dict)
     store_root: str | None = None  # set by execute(); not part of the version id
+    base_dir: str | None = None  # the pipeline file's folder; not part of the version id
 
 
 def resolved_config(config: PipelineConfig, steps) -> dict:
@@ -65,7 +66,7 @@ def resolved_config(config: PipelineConfig, steps) -> dict:
     return out
 
 
-def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
+def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | Path | None = None) -> Plan:
     from corpusmill.pipelines.registry import stage_class
 
     files = readers.resolve_files(config.inputs, base_dir)
@@ -81,7 +82,14 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
     }
-    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved)
+    # what stages read besides their rows (a target file, a dataset version): by content
+    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
+    stage_inputs = {name: fp for name, kind, cfg in steps
+                    if (fp := stage_class(kind)(cfg, name=name, run=run).fingerprint()) is not None}
+    if stage_inputs:
+        identity["stage_inputs"] = stage_inputs
+    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved,
+                store_root=run.store_root, base_dir=run.base_dir)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -101,7 +109,7 @@ class Pipeline:
         from corpusmill.pipelines.registry import stage_class
 
         self.plan = plan
-        run = RunInfo(plan.config.dataset, plan.config.seed, plan.store_root)
+        run = RunInfo(plan.config.dataset, plan.config.seed, plan.store_root, plan.base_dir)
         generated = frozenset(
             s.index for s in plan.shards if plan.config.inputs[s.file.input_index].id_field is None
         )
