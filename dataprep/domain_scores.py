@@ -154,7 +154,8 @@ class PoolScorer:
     def fit(self, pool: Callable[[], Iterator[tuple[Features, np.ndarray]]]) -> dict:
         raise NotImplementedError
 
-    def score(self, feats: Features) -> np.ndarray:
+    def score(self, feats: Features, keys: np.ndarray | None = None) -> np.ndarray:
+        """Scores of ``feats``' rows; ``keys`` are their sample keys (rows the fit trained on)."""
         raise NotImplementedError
 
 
@@ -162,8 +163,8 @@ class NgramImportance(PoolScorer):
     """Importance weights over hashed n-grams, as in DSIR (Xie et al. 2023, "Data Selection for
     Language Models via Importance Resampling").
 
-    Target and pool are each a bag-of-hashed-n-grams model, p(f) = (count(f) + smoothing) /
-    (total + smoothing * buckets). A document's log importance weight is
+    Target and pool are each a bag-of-hashed-n-grams model: the pool's with add-one smoothing,
+    the target's smoothed towards the pool's (see :meth:`fit`). A document's log importance weight is
     sum over its features f of log p_target(f) - log p_pool(f). With ``per_feature`` the sum is
     divided by the number of features (a mean), so length does not decide the rank by itself.
     """
@@ -174,21 +175,23 @@ class NgramImportance(PoolScorer):
         self.per_feature = per_feature
         self.log_ratio: np.ndarray | None = None
 
-    def _log_probs(self, counts: np.ndarray) -> np.ndarray:
-        c = counts.astype(np.float64) + self.smoothing
-        return np.log(c) - np.log(c.sum())
-
     def fit(self, pool) -> dict:
         counts = np.zeros(self.buckets, np.int64)
         rows = 0
         for feats, _ in pool():
             counts += np.bincount(feats.buckets, minlength=self.buckets)
             rows += feats.n_rows
-        target_counts = np.bincount(self.target.buckets, minlength=self.buckets)
-        self.log_ratio = self._log_probs(target_counts) - self._log_probs(counts)
-        return {"pool_rows": rows, "pool_features": int(counts.sum()), "target_features": int(target_counts.sum())}
+        p_pool = (counts + 1.0) / (counts.sum() + self.buckets)  # add-one: the pool is large
+        # the target is small: smooth it towards the pool (a Dirichlet prior of weight
+        # smoothing x its own size), so n-grams common everywhere weigh ~0 and unseen ones
+        # weigh log(1 / (1 + smoothing)), whatever the pool size
+        target_counts = np.bincount(self.target.buckets, minlength=self.buckets).astype(np.float64)
+        n_t = max(target_counts.sum(), 1.0)
+        p_target = (target_counts + self.smoothing * n_t * p_pool) / (n_t * (1.0 + self.smoothing))
+        self.log_ratio = np.log(p_target) - np.log(p_pool)
+        return {"pool_rows": rows, "pool_features": int(counts.sum()), "target_features": int(n_t)}
 
-    def score(self, feats: Features) -> np.ndarray:
+    def score(self, feats: Features, keys: np.ndarray | None = None) -> np.ndarray:
         s = row_sums(feats, self.log_ratio)
         if self.per_feature:
             s = s / np.maximum(np.diff(feats.offsets), 1)
@@ -212,7 +215,11 @@ class LinearClassifier(PoolScorer):
     sample of the pool (0): the quality-classifier recipe of DCLM and fastText filters, trained
     in numpy with full-batch Nesterov gradient descent from zero weights, so it is deterministic.
 
-    Classes are weighted to equal total weight; the score is P(in-domain) in [0, 1].
+    The sampled pool rows may be in-domain themselves, and a model scores the rows it was trained
+    on as negatives too low. So it is cross-fitted: the sample is cut in two folds by sample key,
+    one model is trained per fold (all targets + that fold's negatives), a sampled row is scored
+    by the other fold's model, every other row by the mean of the two. Classes are weighted to
+    equal total weight; the score is P(in-domain) in [0, 1].
     """
 
     def __init__(self, target_texts: list[str], buckets: int, negatives: int, l2: float, steps: int) -> None:
@@ -220,31 +227,35 @@ class LinearClassifier(PoolScorer):
         self.negatives = negatives
         self.l2 = l2
         self.steps = steps
-        self.w: np.ndarray | None = None
-        self.b = 0.0
+        self.models: list[tuple[np.ndarray, float]] = []
+        self.cut = np.uint64(0)  # sample keys <= cut are the training negatives
 
     def fit(self, pool) -> dict:
         # the `negatives` rows with the smallest sample keys: a seeded random sample that does
         # not depend on how the pool is cut into shards
         keys = np.concatenate([k for _, k in pool()] or [np.zeros(0, np.uint64)])
         n_neg = min(self.negatives, len(keys))
-        cut = np.partition(keys, n_neg - 1)[n_neg - 1] if n_neg else np.uint64(0)
+        if n_neg == 0:
+            raise ValueError("the classifier needs at least one pool row as a negative example")
+        self.cut = np.partition(keys, n_neg - 1)[n_neg - 1]
         chosen, chosen_keys = [], []
         for feats, k in pool():
-            sel = np.flatnonzero(k <= cut) if n_neg else np.zeros(0, np.int64)
+            sel = np.flatnonzero(k <= self.cut)
             if len(sel):
                 chosen.append(feats.take(sel))
                 chosen_keys.append(k[sel])
-        neg = Features.concat(chosen)
-        if chosen_keys:  # training order by key: independent of the shard layout
-            order = np.argsort(np.concatenate(chosen_keys), kind="stable")[:n_neg]
-            neg = neg.take(order)
-        X = Features.concat([self.target, neg])
-        y = np.concatenate([np.ones(self.target.n_rows), np.zeros(neg.n_rows)])
-        self._train(X, y)
-        return {"train_positives": self.target.n_rows, "train_negatives": neg.n_rows}
+        neg_keys = np.concatenate(chosen_keys)
+        order = np.argsort(neg_keys, kind="stable")  # training order by key: independent of the shard layout
+        neg, neg_keys = Features.concat(chosen).take(order), neg_keys[order]
+        self.models = []
+        for fold in (0, 1):
+            mine = np.flatnonzero(_fold(neg_keys) == fold)
+            X = Features.concat([self.target, neg.take(mine)])
+            y = np.concatenate([np.ones(self.target.n_rows), np.zeros(len(mine))])
+            self.models.append(self._train(X, y))
+        return {"train_positives": self.target.n_rows, "train_negatives": int(neg.n_rows)}
 
-    def _train(self, X: Features, y: np.ndarray) -> None:
+    def _train(self, X: Features, y: np.ndarray) -> tuple[np.ndarray, float]:
         rows, cols, vals = _tf_rows(X, self.buckets)
         n = len(y)
         pos = max(y.sum(), 1.0)
@@ -264,12 +275,22 @@ class LinearClassifier(PoolScorer):
             vw = mom * vw - lr * gw
             vb = mom * vb - lr * gb
             w, b = w + vw, b + vb
-        self.w, self.b = w, b
+        return w, b
 
-    def score(self, feats: Features) -> np.ndarray:
+    def score(self, feats: Features, keys: np.ndarray | None = None) -> np.ndarray:
         rows, cols, vals = _tf_rows(feats, self.buckets)
-        z = np.bincount(rows, weights=vals * self.w[cols], minlength=feats.n_rows) + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        p = [1.0 / (1.0 + np.exp(-(np.bincount(rows, weights=vals * w[cols], minlength=feats.n_rows) + b)))
+             for w, b in self.models]
+        out = (p[0] + p[1]) / 2
+        if keys is not None:
+            sampled = keys <= self.cut
+            fold = _fold(keys)
+            out = np.where(sampled & (fold == 0), p[1], np.where(sampled & (fold == 1), p[0], out))
+        return out
+
+
+def _fold(keys: np.ndarray) -> np.ndarray:
+    return ((keys >> np.uint64(7)) & np.uint64(1)).astype(np.int8)
 
 
 # ----------------------------------------------------------------------------- row scorers

@@ -105,7 +105,9 @@ class NgramImportanceOptions(StageConfig):
     buckets: int = Field(
         10_000, ge=16,
         description="hash buckets for unigrams+bigrams; DSIR's 10,000 (few buckets pool the sparse counts of a small target)")
-    smoothing: float = Field(1.0, gt=0, description="pseudo-count added to every bucket of both models (Laplace)")
+    smoothing: float = Field(
+        1.0, gt=0, description="weight of the pool model in the target model, in multiples of the target's size "
+                               "(a Dirichlet prior): a small target needs it; 1 = as much prior as data")
     per_feature: bool = Field(
         True, description="divide a document's log importance weight by its number of n-grams, so long documents "
                           "do not win (or lose) by length alone; false = DSIR's plain sum")
@@ -340,6 +342,19 @@ class Select(ReduceStage):
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         return schema.append(pa.field(DOMAIN_SCORE, pa.float64()))
 
+    def score_in_memory(self, pool: pa.Table) -> np.ndarray:
+        """``domain_score`` of every row of ``pool`` (columns id, text), fitted on ``pool`` itself:
+        what a run computes, without the runner (``corpusmill select preview``, benchmarks)."""
+        from corpusmill.dataprep.domain_scores import Features
+
+        facts = self.map_facts(pool, BatchInfo(0, 0))
+        if self.config.method in ROW_METHODS:
+            return facts.column("score").to_numpy()
+        feats = Features.from_arrow(facts.column("features"))
+        keys = facts.column("sample_key").to_numpy() if "sample_key" in facts.column_names else np.zeros(len(pool), np.uint64)
+        self.scorer.fit(lambda: iter([(feats, keys)]))
+        return self.scorer.score(feats, keys)
+
     # -- map
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         n = batch.num_rows
@@ -379,8 +394,9 @@ class Select(ReduceStage):
                     yield Features.from_arrow(t.column("features")), keys
 
             fit_stats = scorer.fit(pool) if shards else {}
-            scores = [scorer.score(Features.from_arrow(pq.read_table(p, columns=["features"]).column("features")))
-                      for _, p in shards]
+            scores = []
+            for feats, keys in pool():
+                scores.append(scorer.score(feats, keys))
         all_scores = np.concatenate(scores) if scores else np.zeros(0)
         rank_by = all_scores
         if c.method == "ngram_importance" and c.ngram_importance.resample and shards:
