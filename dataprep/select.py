@@ -458,3 +458,116 @@ class Select(ReduceStage):
         scores = self.scorer.score(batch.column(S.TEXT))
         keep = np.where(np.isnan(scores), False, scores >= self.config.keep.min_score)
         return self._split(batch, scores, keep)
+
+
+# ----------------------------------------------------------------------------- preview
+
+
+def preview_select(*, pipeline: str | None = None, step: int | None = None, dataset: str | None = None,
+                   target: str | None = None, method: str | None = None, keywords: list[str] | None = None,
+                   store: str | None = None, limit: int = 20000, show: int = 10, bins: int = 10) -> dict:
+    """Score the first ``limit`` rows with a select step's settings (from a pipeline file, or
+    from ``dataset`` + ``target`` + ``method``) and report the top and bottom rows, a histogram
+    and what the cuts would keep. Fits on the sample itself; writes nothing."""
+    import time
+
+    from corpusmill.pipelines.config import load_pipeline, store_root
+    from corpusmill.stage import RunInfo
+
+    if bool(pipeline) == bool(dataset):
+        raise ConfigError(["select preview: give --pipeline P.yaml, or --dataset NAME@REF[:split] with --target/--method"])
+    note = ""
+    if pipeline:
+        from corpusmill.pipelines.registry import REGISTRY
+
+        config, steps, base = load_pipeline(pipeline, REGISTRY)
+        selects = [(i, name, cfg) for i, (name, kind, cfg) in enumerate(steps) if kind == "select"]
+        if not selects:
+            raise ConfigError([f"{pipeline}: no select step to preview"])
+        k = step or 0
+        if not 0 <= k < len(selects):
+            raise ConfigError([f"--step {k}: the pipeline has {len(selects)} select step(s) (0-based)"])
+        position, name, cfg = selects[k]
+        if position:
+            note = (f"note: the {position} step(s) before '{name}' are not applied here; rows are scored as read "
+                    f"(a run scores what those steps keep)")
+        root = store_root(store, config, base)
+        table = _read_inputs(config, base, limit)
+        source = f"{pipeline} inputs"
+        run = RunInfo(config.dataset, config.seed, str(root), str(base))
+    else:
+        from corpusmill.store import Store
+
+        root = store_root(store, None, None)
+        opts: dict = {"keep": {"top_fraction": 0.2}}
+        if method:
+            opts["method"] = method
+        if keywords:
+            opts["keywords"] = keywords
+        if target:
+            opts["target"] = target
+        from pydantic import ValidationError
+
+        from corpusmill.pipelines.config import format_errors
+
+        try:
+            cfg = SelectConfig(**opts)
+        except ValidationError as err:
+            raise ConfigError(format_errors(err, SelectConfig, prefix=("select",)), source="select preview") from None
+        ref, _, split = dataset.partition(":")
+        version = Store(root).resolve(ref)
+        parts = [version.read_split(s, columns=[S.ID, S.TEXT]) for s in ([split] if split else version.splits())]
+        table = pa.concat_tables(parts)
+        if limit:
+            table = table.slice(0, limit)
+        source = version.ref + (f":{split}" if split else "")
+        run = RunInfo(version.dataset, 0, str(root), str(Path.cwd()))
+    stage = Select(cfg, name="select", run=run)
+    t0 = time.perf_counter()
+    scores = stage.score_in_memory(table) if table.num_rows else np.zeros(0)
+    seconds = time.perf_counter() - t0
+    order = np.lexsort((np.arange(len(scores)), -scores))
+
+    def rows(idx):
+        ids, texts = table.column(S.ID), table.column(S.TEXT)
+        return [{"id": ids[int(i)].as_py(), "domain_score": float(scores[i]),
+                 "text": " ".join(texts[int(i)].as_py().split())[:160]} for i in idx]
+
+    finite = scores[np.isfinite(scores)]
+    hist = []
+    if len(finite):
+        counts, edges = np.histogram(finite, bins=bins)
+        hist = [{"from": float(a), "to": float(b), "rows": int(c)} for a, b, c in zip(edges[:-1], edges[1:], counts)]
+    rules = [cfg.keep] + [KeepRule(top_fraction=f) for f in (0.1, 0.2, 0.5) if f != cfg.keep.top_fraction]
+    cuts = []
+    for rule in rules:
+        mask, lowest = find_cut(scores, rule)
+        cuts.append({"rule": rule.describe(), "kept": int(mask.sum()), "lowest_kept_score": lowest})
+    return {
+        "source": source, "rows": int(table.num_rows), "method": cfg.method, "seconds": seconds,
+        "target": (cfg.target if isinstance(cfg.target, str) else cfg.target.path) if cfg.target else None,
+        "note": note, "top": rows(order[:show]), "bottom": rows(order[::-1][:show][::-1]) if len(order) > show else [],
+        "histogram": hist, "cuts": cuts,
+    }
+
+
+def _read_inputs(config, base: Path, limit: int) -> pa.Table:
+    """The first ``limit`` readable rows of a pipeline's inputs (id, text), in input order."""
+    from corpusmill.dataprep import readers
+
+    schema = readers.record_schema_for(config.inputs)
+    parts, n = [], 0
+    for k, f in enumerate(readers.resolve_files(config.inputs, base)):
+        spec = config.inputs[f.input_index]
+        for table, _ in readers.read_shard(readers.Shard(k, f), spec, schema, config.execution.batch_rows):
+            if table is not None:
+                parts.append(table.select([S.ID, S.TEXT]))
+                n += table.num_rows
+            if limit and n >= limit:
+                break
+        if limit and n >= limit:
+            break
+    if not parts:
+        return pa.table({S.ID: pa.array([], pa.string()), S.TEXT: pa.array([], pa.string())})
+    out = pa.concat_tables(parts)
+    return out.slice(0, limit) if limit else out

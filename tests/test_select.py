@@ -291,3 +291,27 @@ def test_numpy_minilm_matches_the_published_embedding():
     # a text's vector does not depend on the batch it is encoded in
     alone = enc.encode(["flag embedding"])
     assert np.allclose(alone[0], v[1], atol=1e-5)
+
+
+def test_select_preview_shows_the_best_and_worst_rows_and_the_histogram(tmp_path, capsys):
+    from corpusmill.cli import main
+    from tests.conftest import write_pipeline
+
+    rows = _pool(tmp_path)
+    write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
+    path = write_pipeline(tmp_path / "p.yaml", _pipeline({"target": "target.jsonl", "method": "ngram_importance",
+                                                          "keep": {"top_fraction": 0.25}}))
+    assert main(["select", "preview", "--pipeline", str(path), "--show", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == len(rows) and report["method"] == "ngram_importance"
+    assert [r["id"][0] for r in report["top"]] == ["c", "c", "c"]
+    assert [r["id"][0] for r in report["bottom"]] == ["o", "o", "o"]
+    assert sum(b["rows"] for b in report["histogram"]) == len(rows)
+    assert report["cuts"][0] == {"rule": "top_fraction 0.25", "kept": math.ceil(0.25 * len(rows)),
+                                 "lowest_kept_score": report["cuts"][0]["lowest_kept_score"]}
+    # the table form for people, and a dataset in the store as the pool
+    assert main(["select", "preview", "--pipeline", str(path), "--show", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "score histogram" in out and "top 2" in out and "keeps" in out
+    assert main(["select", "preview", "--dataset", "nosuch@latest", "--target", str(tmp_path / "target.jsonl"),
+                 "--store", str(tmp_path / "store")]) == 2
