@@ -241,6 +241,66 @@ def cmd_demo(args) -> int:
     return run_demo(workdir=args.workdir, workers=args.workers, console=_console())
 
 
+# ----------------------------------------------------------------------------- select preview
+# `corpusmill select preview`: score a sample with a select step's settings and show the top and
+# bottom rows and the score histogram, before committing to a cut. Nothing is written.
+
+
+def cmd_select_preview(args) -> int:
+    from corpusmill.dataprep.select import preview_select
+
+    report = preview_select(pipeline=args.pipeline, step=args.step, dataset=args.dataset, target=args.target,
+                            method=args.method, keywords=args.keyword, store=args.store, limit=args.limit,
+                            show=args.show, bins=args.bins)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from rich.table import Table
+
+    con = _console(stderr=False)
+    con.print(f"[bold]select preview[/bold]: {report['rows']:,} rows from {report['source']} scored by {report['method']}"
+              + (f" against {report['target']}" if report.get("target") else "") + f" in {report['seconds']:.1f}s")
+    if report.get("note"):
+        con.print(report["note"])
+    for title, rows in (("top", report["top"]), ("bottom", report["bottom"])):
+        t = Table(title=f"{title} {len(rows)}", title_justify="left")
+        t.add_column("domain_score", justify="right")
+        t.add_column("id")
+        t.add_column("text")
+        for r in rows:
+            t.add_row(f"{r['domain_score']:.4g}", r["id"], r["text"])
+        con.print(t)
+    t = Table(title="score histogram", title_justify="left")
+    for col in ("from", "to", "rows", ""):
+        t.add_column(col, justify="right" if col != "" else "left")
+    peak = max((b["rows"] for b in report["histogram"]), default=1) or 1
+    for b in report["histogram"]:
+        t.add_row(f"{b['from']:.4g}", f"{b['to']:.4g}", f"{b['rows']:,}", "#" * round(40 * b["rows"] / peak))
+    con.print(t)
+    for cut in report["cuts"]:
+        con.print(f"{cut['rule']}: keeps {cut['kept']:,} of {report['rows']:,} rows (lowest kept score {cut['lowest_kept_score']})")
+    return 0
+
+
+def add_select_parser(sub, store_help: str) -> None:
+    s = sub.add_parser("select", help="domain selection tools")
+    ssub = s.add_subparsers(dest="select_command", required=True, metavar="ACTION")
+    x = ssub.add_parser("preview", help="score a sample and show top/bottom rows and the score histogram; writes nothing")
+    x.add_argument("--pipeline", help="pipeline YAML with a select step: its inputs are read and scored with its settings")
+    x.add_argument("--step", type=int, default=None, help="which select step (0-based among select steps; default: the first)")
+    x.add_argument("--dataset", help="NAME@REF[:split] in the store to score instead of a pipeline's inputs")
+    x.add_argument("--target", help="with --dataset: examples of the domain (file or NAME@REF[:split])")
+    x.add_argument("--method", choices=["ngram_importance", "classifier", "embedding", "keywords"], default=None,
+                   help="with --dataset: scoring method (default: the stage's default)")
+    x.add_argument("--keyword", action="append", help="with --method keywords: a keyword (repeatable)")
+    x.add_argument("--limit", type=int, default=20000, help="rows scored, from the start (default 20000; 0 = all)")
+    x.add_argument("--show", type=int, default=10, help="rows shown at the top and at the bottom (default 10)")
+    x.add_argument("--bins", type=int, default=10, help="histogram bins (default 10)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the preview as JSON on stdout")
+    x.set_defaults(func=cmd_select_preview)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -301,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fix", metavar="OUT_REF", help="publish NAME[@TAG]: the audited version without the leaking train rows")
     a.add_argument("--store", help=store_help)
     a.set_defaults(func=cmd_audit)
+    add_select_parser(sub, store_help)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes and run the demo pipeline")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")

@@ -78,10 +78,11 @@ class Stage:
         self.name = name
         self.run = run
 
-    def identity(self) -> object:
-        """What the output depends on beyond the config, e.g. the content hash of a file the
-        stage reads; JSON-serialisable, part of the version id. Keep construction and this call
-        cheap: heavy loading belongs in the first batch."""
+    def identity(self) -> dict | list | str | None:
+        """The content of what the stage reads besides its rows and config (a file's hash, a
+        resolved dataset version), as a JSON value; make_plan puts it in the version id, so a
+        changed file gives a new version. None (the default): nothing else is read. Keep
+        construction and this call cheap: heavy loading belongs in the first batch."""
         return None
 
     @property

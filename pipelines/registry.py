@@ -11,6 +11,7 @@ STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
     "split": "corpusmill.dataprep.split:Split",
     "decontaminate": "corpusmill.dataprep.decontaminate:Decontaminate",
+    "select": "corpusmill.dataprep.select:Select",
 }
 
 

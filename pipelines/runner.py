@@ -75,18 +75,22 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
     resolved = resolved_config(config, steps)
     # The id depends on content, file names relative to their pattern (they are in the data),
     # options, code and seed; never on absolute paths, the store or the worker count.
-    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
-    stages = [stage_class(kind)(cfg, name=name, run=run) for name, kind, cfg in steps]
     identity = {
         "code_version": __version__,
-        "stage_inputs": [st.identity() for st in stages],
         "config": {**resolved, "inputs": [
             {k: v for k, v in spec.items() if k != "path"} for spec in resolved["inputs"]
         ]},
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
     }
-    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved, base_dir=str(base_dir))
+    # what stages read besides their rows (a target file, a dataset version): by content
+    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
+    stage_inputs = {name: fp for name, kind, cfg in steps
+                    if (fp := stage_class(kind)(cfg, name=name, run=run).identity()) is not None}
+    if stage_inputs:
+        identity["stage_inputs"] = stage_inputs
+    return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved,
+                store_root=run.store_root, base_dir=run.base_dir)
 
 
 # ----------------------------------------------------------------------------- the pipeline
