@@ -12,7 +12,7 @@ at the cut are broken by input order, shard then row), apply (add the column, re
 ``min_score`` with a method that scores rows on their own (``keywords``, ``embedding``) needs no
 global step and runs as a plain map.
 
-The target's content is part of the version id (:meth:`Select.fingerprint`): changing the file,
+The target's content is part of the version id (:meth:`Select.identity`): changing the file,
 or a ``@latest`` that now points elsewhere, gives a new version.
 """
 
