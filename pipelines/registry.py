@@ -9,6 +9,8 @@ import importlib
 
 STAGES: dict[str, str] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "clean": "corpusmill.dataprep.clean:Clean",
+    "quality": "corpusmill.dataprep.quality:Quality",
 }
 
 
