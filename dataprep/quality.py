@@ -274,24 +274,28 @@ class _TopNgram(QualityRule):
         return stats.top_ngram_char_fraction(self.n)
 
 
-def _top(n: int, default: float) -> type[RuleConfig]:
-    return create_model(f"Top{n}gramConfig", __base__=RuleConfig, max=(
-        float | None, _max(default, f"a larger character fraction in the most frequent {n}-gram")))
-
-
 class GopherTop2gram(_TopNgram):
     __doc__ = _TopNgram.__doc__
-    name, column, n, Config = "gopher_top_2gram", "q_top_2gram_char_fraction", 2, _top(2, 0.20)
+    name, column, n = "gopher_top_2gram", "q_top_2gram_char_fraction", 2
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.20, "a larger character fraction in the most frequent 2-gram")
 
 
 class GopherTop3gram(_TopNgram):
     __doc__ = _TopNgram.__doc__
-    name, column, n, Config = "gopher_top_3gram", "q_top_3gram_char_fraction", 3, _top(3, 0.18)
+    name, column, n = "gopher_top_3gram", "q_top_3gram_char_fraction", 3
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.18, "a larger character fraction in the most frequent 3-gram")
 
 
 class GopherTop4gram(_TopNgram):
     __doc__ = _TopNgram.__doc__
-    name, column, n, Config = "gopher_top_4gram", "q_top_4gram_char_fraction", 4, _top(4, 0.16)
+    name, column, n = "gopher_top_4gram", "q_top_4gram_char_fraction", 4
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.16, "a larger character fraction in the most frequent 4-gram")
 
 
 class _DuplicateNgram(QualityRule):
@@ -304,39 +308,52 @@ class _DuplicateNgram(QualityRule):
         return stats.duplicate_ngram_char_fraction(self.n)
 
 
-def _dup(n: int, default: float) -> type[RuleConfig]:
-    return create_model(f"Dup{n}gramConfig", __base__=RuleConfig, max=(
-        float | None, _max(default, f"a larger character fraction in repeated {n}-grams")))
-
-
 class GopherDup5gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_5gram", "q_dup_5gram_char_fraction", 5, _dup(5, 0.15)
+    name, column, n = "gopher_dup_5gram", "q_dup_5gram_char_fraction", 5
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.15, "a larger character fraction in repeated 5-grams")
 
 
 class GopherDup6gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_6gram", "q_dup_6gram_char_fraction", 6, _dup(6, 0.14)
+    name, column, n = "gopher_dup_6gram", "q_dup_6gram_char_fraction", 6
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.14, "a larger character fraction in repeated 6-grams")
 
 
 class GopherDup7gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_7gram", "q_dup_7gram_char_fraction", 7, _dup(7, 0.13)
+    name, column, n = "gopher_dup_7gram", "q_dup_7gram_char_fraction", 7
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.13, "a larger character fraction in repeated 7-grams")
 
 
 class GopherDup8gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_8gram", "q_dup_8gram_char_fraction", 8, _dup(8, 0.12)
+    name, column, n = "gopher_dup_8gram", "q_dup_8gram_char_fraction", 8
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.12, "a larger character fraction in repeated 8-grams")
 
 
 class GopherDup9gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_9gram", "q_dup_9gram_char_fraction", 9, _dup(9, 0.11)
+    name, column, n = "gopher_dup_9gram", "q_dup_9gram_char_fraction", 9
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.11, "a larger character fraction in repeated 9-grams")
 
 
 class GopherDup10gram(_DuplicateNgram):
     __doc__ = _DuplicateNgram.__doc__
-    name, column, n, Config = "gopher_dup_10gram", "q_dup_10gram_char_fraction", 10, _dup(10, 0.10)
+    name, column, n = "gopher_dup_10gram", "q_dup_10gram_char_fraction", 10
+
+    class Config(RuleConfig):
+        max: float | None = _max(0.10, "a larger character fraction in repeated 10-grams")
 
 
 # ----------------------------------------------------------------------------- C4
@@ -549,6 +566,7 @@ PRESETS: dict[str, dict[str, str]] = {
 QualityRules = create_model(
     "QualityRules",
     __base__=StageConfig,
+    __module__=__name__,  # picklable: worker processes receive the config
     __doc__="Per-rule settings: rule name -> its options, true (defaults) or false (disabled).",
     **{r.name: (r.Config, Field(default_factory=r.Config, description=(r.__doc__ or "").split("\n")[0]))
        for r in RULES},
