@@ -239,6 +239,10 @@ class Clean(ReduceStage):
     def needs_reduce(self) -> bool:
         return self.boilerplate is not None
 
+    def output_fields(self, schema: pa.Schema) -> pa.Schema:
+        fields = [f for f in schema if f.name != CHANGES]
+        return pa.schema(fields + [pa.field(CHANGES, pa.list_(pa.string()))])
+
     # ------------------------------------------------------------------ the per-row steps
 
     def clean_texts(self, texts: pa.Array) -> tuple[pa.Array, dict[str, np.ndarray]]:

@@ -195,20 +195,20 @@ GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 
 
 class GopherStopWords(QualityRule):
-    """Gopher: at least 2 of the English stop words the, be, to, of, and, that, have, with
-    (occurrences, case-insensitive). English only, so by default it judges rows whose ``lang``
-    is 'en' (or every row when there is no ``lang`` column: run the language stage first on
-    multilingual data, or give ``words`` and ``languages`` of your own)."""
+    """Gopher: at least 2 different words of the English stop words the, be, to, of, and, that,
+    have, with (case-insensitive; 'to ... to' is one). English only, so by default it judges rows
+    whose ``lang`` is 'en' (or every row when there is no ``lang`` column: run the language stage
+    first on multilingual data, or give ``words`` and ``languages`` of your own)."""
 
     name, column, dtype = "gopher_stop_words", "q_stop_word_count", pa.int64()
 
     class Config(RuleConfig):
-        min: int | None = _min(2, "fewer stop-word occurrences")
+        min: int | None = _min(2, "fewer different stop words")
         words: list[str] = Field(GOPHER_STOP_WORDS, description="the stop words (matched lowercased)")
         languages: list[str] | None = Field(["en"], description=RuleConfig.model_fields["languages"].description)
 
     def signal(self, stats):
-        return stats.words_in(self.config.words)
+        return stats.distinct_words_in(self.config.words)
 
 
 # ----------------------------------------------------------------------------- Gopher repetition
@@ -422,12 +422,11 @@ class C4CurlyBracket(QualityRule):
 
 
 def _javascript_lines(stats: TextStats) -> np.ndarray:
-    return pc.match_substring(stats.lines_lower, "javascript").to_numpy(zero_copy_only=False)
+    return stats.lines_mentioning("javascript")
 
 
 def _policy_lines(stats: TextStats) -> np.ndarray:
-    pattern = "|".join(POLICY_PHRASES)
-    return pc.match_substring_regex(stats.lines_lower, pattern).to_numpy(zero_copy_only=False)
+    return stats.lines_mentioning("|".join(POLICY_PHRASES))
 
 
 class C4JavascriptLines(QualityRule):

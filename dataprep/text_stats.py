@@ -66,6 +66,7 @@ class TextStats:
         self.texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
         self.n = len(self.texts)
         self._ngrams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._mentions: dict[str, np.ndarray] = {}
 
     def per_row(self, rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Sum of ``weights`` (or a count) per row."""
@@ -141,10 +142,13 @@ class TextStats:
         letters[mixed] = _np(pc.match_substring_regex(self.words.filter(pa.array(mixed)), r"\pL"))
         return self.per_row(self.word_row[letters])
 
-    def words_in(self, vocabulary: list[str]) -> np.ndarray:
-        """Words (lowercased) that are in ``vocabulary``, per row."""
-        hit = _np(pc.is_in(self.words_lower, value_set=pa.array([w.lower() for w in vocabulary], pa.string())))
-        return self.per_row(self.word_row[hit])
+    def distinct_words_in(self, vocabulary: list[str]) -> np.ndarray:
+        """How many different words of ``vocabulary`` each row contains (lowercased)."""
+        index = _np(pc.index_in(self.words_lower, value_set=pa.array([w.lower() for w in vocabulary], pa.string())))
+        hit = ~np.isnan(index) if index.dtype.kind == "f" else index >= 0
+        rows, which = self.word_row[hit], index[hit].astype(np.int64)
+        pairs = np.unique(rows * len(vocabulary) + which)
+        return self.per_row(pairs // len(vocabulary))
 
     # ------------------------------------------------------------------ lines and paragraphs
 
@@ -182,9 +186,18 @@ class TextStats:
     def lines_matching(self, pattern: str) -> np.ndarray:
         return _np(pc.match_substring_regex(self.lines, pattern))
 
-    @cached_property
-    def lines_lower(self) -> pa.Array:
-        return pc.utf8_lower(self.lines)
+    def lines_mentioning(self, pattern: str) -> np.ndarray:
+        """Lines where the regex ``pattern`` matches, ignoring case. Rare phrases: the whole texts
+        are checked first and only the lines of the rows that match are looked at."""
+        if pattern not in self._mentions:
+            out = np.zeros(len(self.lines), dtype=bool)
+            rows = _np(pc.match_substring_regex(self.texts, pattern, ignore_case=True))
+            if rows.any():
+                candidates = rows[self.line_row]
+                out[candidates] = _np(pc.match_substring_regex(
+                    self.lines.filter(pa.array(candidates)), pattern, ignore_case=True))
+            self._mentions[pattern] = out
+        return self._mentions[pattern]
 
     @cached_property
     def line_words(self) -> np.ndarray:

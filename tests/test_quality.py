@@ -142,7 +142,14 @@ def test_stop_word_rule_judges_only_its_languages():
     assert out.rejected.column("reason").to_pylist() == ["gopher_stop_words"]
     custom = quality([german], lang=["de"], preset="annotate", rules={"gopher_stop_words": {
         "action": "reject", "words": ["der", "die", "und", "das"], "languages": ["de"]}})
-    assert custom.rejected is None and custom.kept.column("q_stop_word_count").to_pylist() == [4]
+    assert custom.rejected is None and custom.kept.column("q_stop_word_count").to_pylist() == [3]  # der, die, und
+
+
+def test_stop_words_are_counted_once_each():
+    text = "To err is human, to forgive divine, to persist is what we do."  # 'to' three times, nothing else
+    out = quality([text, text + " The end."], preset="annotate", rules={"gopher_stop_words": {"action": "reject"}})
+    assert out.rejected.column("q_stop_word_count").to_pylist() == [1]
+    assert out.kept.column("q_stop_word_count").to_pylist() == [2]
 
 
 # ----------------------------------------------------------------------------- signal values
