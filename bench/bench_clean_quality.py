@@ -42,14 +42,15 @@ from corpusmill.stage import BatchInfo, RunInfo  # noqa: E402
 BATCH = 8192  # the runner's default batch_rows
 
 
-def run_stage(stage, table: pa.Table) -> tuple[float, int]:
-    """Seconds to push ``table`` through ``stage`` in runner-sized batches, and rows kept."""
-    kept = 0
+def run_stage(stage, table: pa.Table) -> tuple[float, dict[str, str]]:
+    """Seconds to push ``table`` through ``stage`` in runner-sized batches, and id -> text of the
+    rows kept."""
+    kept: list[pa.Table] = []
     t0 = time.perf_counter()
     for start in range(0, table.num_rows, BATCH):
-        out = stage.process(table.slice(start, BATCH), BatchInfo(0, start))
-        kept += out.kept.num_rows
-    return time.perf_counter() - t0, kept
+        kept.append(stage.process(table.slice(start, BATCH), BatchInfo(0, start)).kept)
+    seconds = time.perf_counter() - t0
+    return seconds, {i: t for k in kept for i, t in zip(k.column("id").to_pylist(), k.column("text").to_pylist())}
 
 
 # ----------------------------------------------------------------------------- clean baseline
@@ -77,7 +78,7 @@ def clean_row(text: str, ftfy, config) -> str:
     return re.sub(r"^(?:[ \t]*\n)+", "", text).rstrip()
 
 
-def clean_baseline(texts: list[str]) -> tuple[float, int]:
+def clean_baseline(texts: list[str]) -> tuple[float, list[str]]:
     import ftfy
 
     config = ftfy.TextFixerConfig(
@@ -86,8 +87,8 @@ def clean_baseline(texts: list[str]) -> tuple[float, int]:
         remove_control_chars=False, normalization=None, explain=False,
     )
     t0 = time.perf_counter()
-    kept = sum(1 for t in texts if clean_row(t, ftfy, config).strip())
-    return time.perf_counter() - t0, kept
+    out = [clean_row(t, ftfy, config) for t in texts]
+    return time.perf_counter() - t0, out
 
 
 # ----------------------------------------------------------------------------- quality baseline
@@ -111,17 +112,17 @@ def datatrove_filters():
         return None, None, f"{type(err).__name__}: {err}"
 
 
-def quality_baseline(texts: list[str], filters, Document) -> tuple[float, int]:
-    kept = 0
+def quality_baseline(ids: list[str], texts: list[str], filters, Document) -> tuple[float, set[str]]:
+    kept = set()
     t0 = time.perf_counter()
-    for i, text in enumerate(texts):
-        doc = Document(text=text, id=str(i))
+    for i, text in zip(ids, texts):
+        doc = Document(text=text, id=i)
         for f in filters:
             verdict = f.filter(doc)
             if verdict is not True and (verdict is False or not verdict[0]):
                 break
         else:
-            kept += 1
+            kept.add(i)
     return time.perf_counter() - t0, kept
 
 
@@ -147,34 +148,40 @@ def main() -> None:
     run = RunInfo("bench", 0)
     results: list[dict] = []
 
-    def record(stage: str, impl: str, seconds: float, n: int, size_mb: float, kept: int, baseline=False):
+    def record(stage: str, impl: str, seconds: float, n: int, size_mb: float, kept: int, baseline=False, **extra):
         results.append({"stage": stage, "implementation": impl, "rows": n, "seconds": round(seconds, 3),
                         "rows_per_s": round(n / seconds, 1), "mb_per_s": round(size_mb / seconds, 2),
-                        "kept": kept, "baseline": baseline})
+                        "kept": kept, "baseline": baseline, **extra})
 
     with PeakRSS() as rss:
         # clean (a warm-up batch first: imports and regex compilation are not what we measure)
         stage = Clean(CleanConfig(), name="clean", run=run)
         stage.process(table.slice(0, 500), BatchInfo(0, 0))
         seconds, kept = run_stage(stage, table)
-        record("clean", "corpusmill Clean (defaults)", seconds, len(texts), mb, kept)
-        seconds, kept_b = clean_baseline(texts)
-        record("clean", "per-row Python, same steps", seconds, len(texts), mb, kept_b, baseline=True)
+        record("clean", "corpusmill Clean (defaults)", seconds, len(texts), mb, len(kept))
+        seconds, cleaned = clean_baseline(texts)
+        same = sum(kept.get(f"f{i}", "") == t for i, t in enumerate(cleaned)) / len(texts)
+        record("clean", "per-row Python, same steps", seconds, len(texts), mb, sum(1 for t in cleaned if t.strip()),
+               baseline=True, same_output=round(same, 4))
 
         # quality, on all rows and on the rows of >= 50 words
         filters, Document, why_not = datatrove_filters()
         long_idx = [i for i, t in enumerate(texts) if len(t.split()) >= 50]
-        subsets = {"all": (table, texts), ">=50 words": (table.take(long_idx), [texts[i] for i in long_idx])}
+        subsets = {"all": table, ">=50 words": table.take(long_idx)}
         stage = Quality(QualityConfig(), name="quality", run=run)
         stage.process(table.slice(0, 500), BatchInfo(0, 0))
-        for label, (tbl, txt) in subsets.items():
+        for label, tbl in subsets.items():
+            ids, txt = tbl.column("id").to_pylist(), tbl.column("text").to_pylist()
             size = sum(len(t.encode()) for t in txt) / 1e6
             seconds, kept = run_stage(stage, tbl)
-            record(f"quality ({label})", "corpusmill Quality (fineweb preset)", seconds, len(txt), size, kept)
+            record(f"quality ({label})", "corpusmill Quality (fineweb preset)", seconds, len(txt), size, len(kept))
             if filters is not None:
-                seconds, kept_b = quality_baseline(txt, filters, Document)
-                record(f"quality ({label})", "datatrove Gopher+C4+FineWeb filters", seconds, len(txt), size, kept_b,
-                       baseline=True)
+                seconds, kept_b = quality_baseline(ids, txt, filters, Document)
+                # how often both keep or both reject a row (the definitions differ in details,
+                # see docs/cleaning-and-quality.md)
+                agree = sum((i in kept) == (i in kept_b) for i in ids) / len(ids)
+                record(f"quality ({label})", "datatrove Gopher+C4+FineWeb filters", seconds, len(txt), size,
+                       len(kept_b), baseline=True, same_decision=round(agree, 4))
 
     print(f"\nfortunes: {len(texts):,} rows, {mb:.1f} MB of text; batch {BATCH} rows; one process\n")
     print(f"| stage | implementation | rows | rows/s | MB/s | kept | speed-up vs baseline |")
@@ -184,6 +191,12 @@ def main() -> None:
         ratio = "1.0 (baseline)" if r["baseline"] else (f"{r['rows_per_s'] / base['rows_per_s']:.1f}x" if base else "n/a")
         print(f"| {r['stage']} | {r['implementation']} | {r['rows']:,} | {r['rows_per_s']:,.0f} | "
               f"{r['mb_per_s']:.2f} | {r['kept']:,} | {ratio} |")
+    for r in results:
+        if "same_output" in r:
+            print(f"clean: both implementations give the same text for {100 * r['same_output']:.2f}% of rows")
+        if "same_decision" in r:
+            print(f"{r['stage']}: corpusmill and datatrove take the same keep/reject decision on "
+                  f"{100 * r['same_decision']:.1f}% of rows")
     if why_not:
         print(f"\nquality baseline skipped: datatrove could not run ({why_not}); pip install -e '.[bench]'")
     print(f"\npeak RSS {rss.peak_mb} MB")

@@ -54,11 +54,13 @@ KINDS = (MOJIBAKE, CONTROL, INVISIBLE, MARKUP, ENTITIES, UNICODE, WHITESPACE, BO
 
 # UTF-8 bytes read as Latin-1 or Windows-1252: a lead byte (U+00C2..U+00F4) followed by as many
 # continuation bytes as it announces, each seen as U+0080..U+00BF or as the cp1252 letter for
-# 0x80..0x9F. Cheap and generous; ftfy decides whether the row really is mojibake.
+# 0x80..0x9F; or a C1 control character, which is what Windows-1252 punctuation (’ “ ” – …)
+# becomes when read as Latin-1. Cheap and generous; ftfy decides whether the row really is
+# mojibake (and turns the C1 controls back into the punctuation they stood for).
 _CONTINUATION = r"[\x{80}-\x{BF}€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]"
 MOJIBAKE_HINT = (
     rf"[\x{{C2}}-\x{{DF}}]{_CONTINUATION}|[\x{{E0}}-\x{{EF}}]{_CONTINUATION}{{2}}"
-    rf"|[\x{{F0}}-\x{{F4}}]{_CONTINUATION}{{3}}"
+    rf"|[\x{{F0}}-\x{{F4}}]{_CONTINUATION}{{3}}|[\x{{80}}-\x{{9F}}]"
 )
 ANSI_ESCAPE = r"\x1B(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])"
 # C0 and C1 controls except tab, line feed, vertical tab, form feed, carriage return (whitespace)

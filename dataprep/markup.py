@@ -194,6 +194,8 @@ def markup_to_text(text: str, document: bool | None = None) -> str:
             out.brk(1)
         elif name in CELL and not is_end:
             out.text(" ")
+    if pos == 0 and skipping is None and not document:
+        return html.unescape(text)  # nothing was markup: the text keeps its layout
     if skipping is None:
         data(text[pos:])
     return out.result()

@@ -57,13 +57,15 @@ def test_mojibake_is_repaired_and_correct_accents_are_left_alone():
         "„Grüß Gott“, sagte der Förster.",  # correct German with low/high quotes (ß + “ look suspicious)
         "Příliš žluťoučký kůň úpěl ďábelské ódy.",  # correct Czech
         "Съешь же ещё этих мягких французских булок.",  # correct Russian
+        "It\x92s what the old mail client sent \x96 in Windows-1252.",  # cp1252 read as Latin-1: C1 controls
     ]
     out, changes, stage_out = clean(texts)
     assert out[0] == "The café serves crème brûlée."
     assert out[1] == "He said “yes” and didn’t look back."
-    assert out[2:] == texts[2:]
-    assert [c for c in changes] == [["mojibake_fixed"], ["mojibake_fixed"], [], [], []]
-    assert stage_out.counters["mojibake_fixed"] == 2
+    assert out[2:5] == texts[2:5]
+    assert out[5] == "It’s what the old mail client sent – in Windows-1252."  # not just the controls removed
+    assert changes == [["mojibake_fixed"], ["mojibake_fixed"], [], [], [], ["mojibake_fixed"]]
+    assert stage_out.counters["mojibake_fixed"] == 3
 
     off, _, _ = clean(texts, fix_mojibake=False)
     assert off[0] == texts[0]
@@ -96,13 +98,15 @@ def test_markup_fragments_are_stripped_but_text_that_looks_like_tags_is_kept():
         "if a < b and c > d then swap",
         "<br> did you try rebooting?\n<joe> br: yes",  # a chat nick that is an HTML element name
         "Prices: AT&amp;T &gt; Verizon &#8211; says who?",  # character references only
+        "      ,_,\n     <o o>\n    <  ^  >\n   an owl, not a tag",  # ASCII art keeps its indentation
         "<?xml version=\"1.0\"?><ticket><subject>Refund</subject> <message>Card charged twice.</message></ticket>",
     ]
     out, changes, stage_out = clean(texts)
     assert out[0] == "Use bold sparingly.\nNew line here."
     assert out[1:5] == texts[1:5]
     assert out[5] == "Prices: AT&T > Verizon – says who?"
-    assert out[6] == "Refund Card charged twice."
+    assert out[6] == texts[6] and changes[6] == []
+    assert out[7] == "Refund Card charged twice."
     assert changes[5] == ["entities_decoded"]
     assert stage_out.counters["markup_stripped"] == 2 and stage_out.counters["entities_decoded"] == 1
 
@@ -120,11 +124,13 @@ def test_control_characters_and_ansi_escapes_are_removed_tabs_and_newlines_kept(
         "bell\x07 here and a C1\x85 control",
         "col1\tcol2\nrow2",
     ]
-    out, changes, _ = clean(texts, whitespace="none")
+    out, changes, _ = clean(texts, whitespace="none", fix_mojibake=False)
     assert out[0] == "Build passed in 3s"
     assert out[1].endswith("whole ____BODY!")
     assert out[2] == "bell here and a C1 control"
     assert out[3] == "col1\tcol2\nrow2" and changes[3] == []
+    # with mojibake repair on, a C1 control is first read as the Windows-1252 character it stands for
+    assert clean(texts, whitespace="none")[0][2] == "bell here and a C1… control"
 
     off, _, _ = clean(texts, remove_control=False, whitespace="none")
     assert off[0] == texts[0]
