@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
 from bench.common import PeakRSS, fortunes, save_result  # noqa: E402
-from corpusmill.dataprep import clean as C  # noqa: E402
 from corpusmill.dataprep.clean import Clean, CleanConfig  # noqa: E402
 from corpusmill.dataprep.markup import markup_to_text  # noqa: E402
 from corpusmill.dataprep.quality import Quality, QualityConfig  # noqa: E402
@@ -184,8 +183,8 @@ def main() -> None:
                        len(kept_b), baseline=True, same_decision=round(agree, 4))
 
     print(f"\nfortunes: {len(texts):,} rows, {mb:.1f} MB of text; batch {BATCH} rows; one process\n")
-    print(f"| stage | implementation | rows | rows/s | MB/s | kept | speed-up vs baseline |")
-    print(f"|---|---|---:|---:|---:|---:|---:|")
+    print("| stage | implementation | rows | rows/s | MB/s | kept | speed-up vs baseline |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         base = next((b for b in results if b["stage"] == r["stage"] and b["baseline"]), None)
         ratio = "1.0 (baseline)" if r["baseline"] else (f"{r['rows_per_s'] / base['rows_per_s']:.1f}x" if base else "n/a")

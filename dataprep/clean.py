@@ -427,7 +427,8 @@ class Clean(ReduceStage):
                 hit = np.bincount(parents[boiler], minlength=batch.num_rows) > 0
                 offsets = np.zeros(batch.num_rows + 1, dtype=np.int32)
                 np.cumsum(np.bincount(parents[~boiler], minlength=batch.num_rows), out=offsets[1:])
-                joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), lines.filter(pa.array(~boiler))), "\n")
+                remaining = pa.ListArray.from_arrays(pa.array(offsets), lines.filter(pa.array(~boiler)))
+                joined = pc.binary_join(remaining, "\n")
                 # the blank lines around a removed line are tidied like the rest of the text
                 joined = normalize_whitespace(joined, self.config.whitespace)
                 texts = pc.replace_with_mask(texts, pa.array(hit), joined.filter(pa.array(hit)))

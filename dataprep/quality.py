@@ -493,7 +493,8 @@ class FineWebShortLines(QualityRule):
     name, column, fail_at_bound = "fineweb_short_lines", "q_short_line_fraction", True
 
     class Config(RuleConfig):
-        max: float | None = Field(0.67, description="rows whose fraction of short lines is at or above this fail; null = off")
+        max: float | None = Field(
+            0.67, description="rows whose fraction of short lines is at or above this fail; null = off")
         line_chars: int = Field(30, ge=1, description="a line of at most this many characters is short")
 
     def signal(self, stats):

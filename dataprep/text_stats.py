@@ -100,7 +100,8 @@ class TextStats:
         tokens, rows = self._tokens
         # most tokens are letters and digits only: strip the others (a regex is 10x a type check)
         other = pc.invert(pc.utf8_is_alnum(tokens))
-        words = pc.replace_with_mask(tokens, other, pc.replace_substring_regex(tokens.filter(other), _EDGE_PUNCTUATION, ""))
+        stripped = pc.replace_substring_regex(tokens.filter(other), _EDGE_PUNCTUATION, "")
+        words = pc.replace_with_mask(tokens, other, stripped)
         keep = pc.greater(pc.utf8_length(words), 0)
         return words.filter(keep), rows[_np(keep)]
 

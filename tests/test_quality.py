@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from corpusmill.dataprep.quality import PRESETS, RULES, Quality, QualityConfig
-from corpusmill.dataprep.text_stats import TextStats
+from corpusmill.dataprep.quality import PRESETS, RULES, Quality, QualityConfig, QualityRule, RuleConfig, _max
+from corpusmill.dataprep.text_stats import TextStats, ratio
 from corpusmill.errors import ConfigError
 from corpusmill.stage import BatchInfo, RunInfo
 from tests.conftest import REAL_TEXTS, write_jsonl
@@ -340,3 +340,23 @@ def test_rule_failures_agree_with_their_signal_columns():
     assert [("gopher_word_count" in f) for f in flags] == ((words < 50) | (words > 100_000)).tolist()
     punct = np.array(out.column("q_punct_line_fraction").to_pylist())
     assert [("fineweb_line_punctuation" in f) for f in flags] == (punct <= 0.12).tolist()
+
+
+def test_a_new_rule_is_one_small_class():
+    # the example of docs/cleaning-and-quality.md, "Adding a rule"
+    class QuestionMarks(QualityRule):
+        """At most 30% of sentences are questions (a FAQ page, a quiz)."""
+
+        name, column = "question_marks", "q_question_fraction"
+
+        class Config(RuleConfig):
+            max: float | None = _max(0.3, "a larger fraction of '?' among sentence ends")
+
+        def signal(self, stats):
+            return ratio(stats.count("?"), stats.count("?") + stats.count(".") + stats.count("!"))
+
+    rule = QuestionMarks(QuestionMarks.Config())
+    values = rule.signal(TextStats(pa.array(["Why? How? What? Fine.", GOOD])))
+    assert values.tolist() == [0.75, 0.0]
+    assert rule.fails(values).tolist() == [True, False]
+    assert rule.explain(0.75) == "q_question_fraction=0.75 > max 0.3"
