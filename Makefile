@@ -31,6 +31,7 @@ test-all: $(BIN)/.installed debian-data
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(BIN)/.installed debian-data
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -9,6 +9,8 @@ import importlib
 
 STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "clean": "corpusmill.dataprep.clean:Clean",
+    "quality": "corpusmill.dataprep.quality:Quality",
     "split": "corpusmill.dataprep.split:Split",
     "decontaminate": "corpusmill.dataprep.decontaminate:Decontaminate",
     "select": "corpusmill.dataprep.select:Select",
