@@ -9,6 +9,8 @@ import importlib
 
 STAGES: dict[str, str] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "pii": "corpusmill.dataprep.pii:Pii",
+    "language": "corpusmill.dataprep.language:Language",
 }
 
 
