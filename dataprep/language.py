@@ -3,17 +3,18 @@
 Columns added to every row (score once, filter later):
 
 * ``lang``: ISO 639-1 code where one exists, or ``und`` when the stage abstains: fewer than
-  ``min_chars`` letters, or a best guess with probability under ``min_score``. Abstaining is
-  the point: on a single word even a good identifier is often confidently wrong.
+  ``min_chars`` letters; or a best guess whose probability is under the bound for its length:
+  ``short_min_score`` for texts of fewer than ``short_chars`` letters (a word or two, where
+  identifiers are confidently wrong most often), ``min_score`` otherwise.
 * ``lang_score``: the probability of the best guess (renormalised over ``candidates`` when they
-  are set). 0.0 when the text was too short to ask. So ``lang == "und"`` exactly when
-  ``lang_score < min_score`` (for min_score > 0).
+  are set); 0.0 when the text was too short to ask.
 * ``lang_share`` (only with ``per_paragraph``): the share of the row's letters, among the
   paragraphs with a determined language, that are in the main language.
 
 Rejects, each with a detail that names the language, score and bound:
 
-* ``low_language_score``: the row is ``und`` and ``keep_und`` is false.
+* ``low_language_score``: the row is ``und`` (too short, or under its score bound) and
+  ``keep_und`` is false.
 * ``language_not_kept``: the row has a language and ``keep`` lists others.
 """
 
@@ -57,11 +58,22 @@ class LanguageConfig(StageConfig):
                     "the identifier gives the other languages together better odds than its own guess",
     )
     min_chars: int = Field(
-        8, ge=0,
+        4, ge=0,
         description="texts (paragraphs, with per_paragraph) with fewer letters are not asked: lang = und, "
                     "lang_score = 0.0. Letters, not characters: digits, punctuation and spaces say nothing "
-                    "about language. Default 8: shorter single words are guessed wrong too often "
-                    "(bench_language.py single-word table); 0 = ask about every text",
+                    "about language. Default 4: most words of 1-3 letters (a, in, die, no) exist in many "
+                    "languages; 0 = ask about every text with a letter",
+    )
+    short_chars: int = Field(
+        16, ge=0,
+        description="texts with fewer letters than this (a word or two) must reach short_min_score instead "
+                    "of min_score. 0 = no separate bound for short text",
+    )
+    short_min_score: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="the bound for texts under short_chars letters (the stricter of it and min_score applies). "
+                    "Default 0.9: identifiers are over-confident on single words; on the fortunes' single "
+                    "words this keeps what is answered >= 90% right (docs/pii-and-language.md)",
     )
     keep_und: bool = Field(
         False,
@@ -174,9 +186,14 @@ class Language(Stage):
             guess[asked] = langs
             score[asked] = probs
         lang = guess.copy()
-        lang[score < self.config.min_score] = UND
+        lang[score < self.required_score(letters)] = UND
         lang[guess == UND] = UND
         return lang, score, guess, letters
+
+    def required_score(self, letters: np.ndarray) -> np.ndarray:
+        """The score bound of each text given its letters."""
+        cfg = self.config
+        return np.where(letters < cfg.short_chars, max(cfg.min_score, cfg.short_min_score), cfg.min_score)
 
     def detect_paragraphs(self, texts: pa.Array):
         """Per row: main language over its paragraphs, its weighted score, its letter share, the
@@ -260,4 +277,7 @@ class Language(Stage):
                 return (f"no paragraph, nor the whole text, has min_chars={cfg.min_chars} letters and a language "
                         f"with score >= min_score={cfg.min_score}")
             return f"backend {cfg.backend} found no language"
+        if letters < cfg.short_chars and cfg.short_min_score > cfg.min_score:
+            return (f"best guess {guess} at {score:.2f}, under short_min_score={cfg.short_min_score} "
+                    f"for texts under short_chars={cfg.short_chars} letters")
         return f"best guess {guess} at {score:.2f}, under min_score={cfg.min_score}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -31,7 +32,7 @@ SENTENCES = {
     "es": ["La copia de seguridad volvió a fallar anoche porque el disco estaba lleno.",
            "Por favor, restablezca mi contraseña, el enlace del correo ha caducado."],
 }
-SHORT = ["Hallo!", "OK", "12345 !!!", "Merci"]
+SHORT = ["Hi!", "OK", "12345 !!!", "Tak."]  # under min_chars=4 letters
 
 
 def stage(**options) -> Language:
@@ -73,7 +74,7 @@ def test_keep_rejects_other_languages_and_und(tmp_path, run):
     assert rejects["fr0"]["reason"] == "language_not_kept" and rejects["fr0"]["lang"] == "fr"
     assert re.fullmatch(r"language fr \(score \d\.\d\d\) is not in keep \['en', 'de'\]", rejects["fr0"]["detail"])
     assert rejects["short0"]["reason"] == "low_language_score"
-    assert rejects["short0"]["detail"] == "5 letters, under min_chars=8: too short to tell the language"
+    assert rejects["short0"]["detail"] == "2 letters, under min_chars=4: too short to tell the language"
     assert (rejects["short0"]["lang"], rejects["short0"]["lang_score"]) == ("und", 0.0)
     stage_stats = next(s for s in m["stages"] if s["name"] == "language")
     assert stage_stats["counters"] == {"lang_de": 2, "lang_en": 2, "lang_es": 2, "lang_fr": 2, "lang_und": 4}
@@ -97,23 +98,42 @@ def test_no_keep_only_annotates(tmp_path, run):
 
 
 def test_und_below_min_chars_and_min_score():
-    texts = ["Hallo!", "Ahoj, to je dobré.", "To je pravda.", "1234 5678", SENTENCES["en"][0]]
+    texts = ["Hi!", "Ahoj, to je dobré.", "To je pravda.", "1234 5678", SENTENCES["en"][0]]
     lang, score, guess, n = stage(keep_und=True).detect(pa.array(texts))
     assert n.tolist() == [letters(t) for t in texts]
     # too short: not asked, score 0.0
     assert (lang[0], score[0], guess[0]) == ("und", 0.0, "und")
     assert (lang[3], score[3]) == ("und", 0.0)
-    # long enough, but the best guess is unsure: und, and the score says how unsure
+    # long enough to ask, but the best guess is unsure: und, and the score says how unsure
     assert lang[1] == lang[2] == "und" and 0.0 < score[1] < 0.5 and 0.0 < score[2] < 0.5
     assert guess[1] != "und"
+    assert stage().required_score(n).tolist() == [0.9, 0.9, 0.9, 0.9, 0.5]  # under 16 letters: 0.9
     assert (lang[4], score[4] > 0.9) == ("en", True)
     # without the bounds every text with letters gets a guess
-    lang0, score0, _, _ = stage(min_chars=0, min_score=0.0).detect(pa.array(texts))
+    lang0, score0, _, _ = stage(min_chars=0, min_score=0.0, short_chars=0).detect(pa.array(texts))
     assert "und" not in lang0[[0, 1, 2, 4]].tolist() and lang0[3] == "und"
-    # und exactly when the score is under the bound
+    # und exactly when the score is under the bound for the text's length
     for bound in (0.3, 0.6, 0.9):
-        lang_b, score_b, _, _ = stage(min_score=bound).detect(pa.array(texts))
-        assert ((lang_b == "und") == (score_b < bound)).all()
+        for short_bound in (0.0, 0.95):
+            st = stage(min_score=bound, short_min_score=short_bound)
+            lang_b, score_b, _, n_b = st.detect(pa.array(texts))
+            required = np.where(n_b < 16, max(bound, short_bound), bound)
+            assert ((lang_b == "und") == (score_b < required)).all()
+
+
+def test_short_text_needs_the_short_bound():
+    words = ["Nachrichtensprecherin", "convencido", "Sardinen", "político", "milujeme", "Beethoven"]
+    loose = stage(short_chars=0)
+    strict = stage()
+    lang_l, score_l, _, n = loose.detect(pa.array(words))
+    lang_s, score_s, guess_s, _ = strict.detect(pa.array(words))
+    assert (score_l == score_s).all()
+    for i, word in enumerate(words):
+        if n[i] < 16:
+            assert lang_s[i] == (lang_l[i] if score_s[i] >= 0.9 else "und")
+        else:
+            assert lang_s[i] == lang_l[i]
+    assert "und" in lang_s.tolist() and (lang_s != lang_l).any()
 
 
 def test_raising_min_score_rejects_unsure_rows(tmp_path, run):
@@ -132,8 +152,9 @@ def test_raising_min_score_rejects_unsure_rows(tmp_path, run):
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_candidates_restrict_the_answer(backend):
     texts = ["Ahoj, to je dobré.", "To je pravda.", "Mám rád kávu.", "Dobrou noc a sladké sny."]
-    free_lang, _, _, _ = stage(backend=backend, min_score=0.0).detect(pa.array(texts))
-    lang, score, _, _ = stage(backend=backend, candidates=["cs", "de", "en"], min_score=0.0).detect(pa.array(texts))
+    free_lang, _, _, _ = stage(backend=backend, min_score=0.0, short_chars=0).detect(pa.array(texts))
+    lang, score, _, _ = stage(backend=backend, candidates=["cs", "de", "en"], min_score=0.0,
+                              short_chars=0).detect(pa.array(texts))
     assert lang.tolist() == ["cs"] * 4
     assert set(free_lang.tolist()) != {"cs"}  # without the restriction some go to sk, sr, eo...
 
@@ -150,14 +171,14 @@ def test_per_paragraph_share(tmp_path, run):
     de = ("Die Sicherung ist letzte Nacht wieder fehlgeschlagen, weil die Festplatte voll war. "
           "Wir haben den alten Server deshalb heute Morgen neu gestartet und die Protokolle geprüft.")
     en = "The backup failed again last night because the disk was full."
-    doc = f"{de}\n\n{en}\n  \nDanke!"
+    doc = f"{de}\n\n{en}\n  \nDanke schön!"
     rows = [{"id": "mixed", "text": doc}, {"id": "pure", "text": SENTENCES["fr"][0]},
-            {"id": "lines", "text": "Guten Morgen\nzusammen\nbis bald\nund danke"}]
+            {"id": "lines", "text": "Guten Morgen\n\nliebe Kollegen\n\nbis bald und danke"}]
     write_jsonl(tmp_path / "raw" / "tickets.jsonl", rows)
-    result = run(_pipeline(per_paragraph=True))
+    result = run(_pipeline(per_paragraph=True, min_chars=16))
     out = {r["id"]: r for r in result.version.read_split("all").to_pylist()}
     assert out["mixed"]["lang"] == "de"
-    # "Danke!" is too short to count; the share is over the paragraphs with a language
+    # "Danke schön!" is too short to count; the share is over the paragraphs with a language
     assert out["mixed"]["lang_share"] == pytest.approx(letters(de) / (letters(de) + letters(en)), abs=1e-6)
     assert out["pure"]["lang"] == "fr" and out["pure"]["lang_share"] == 1.0
     # no paragraph is long enough, the whole text is: decided on the whole text
@@ -173,7 +194,7 @@ def test_langdetect_is_deterministic_across_worker_counts(tmp_path, run):
     rows = [{"id": f"r{i}", "text": f"{phrases[i % len(phrases)]} {SENTENCES['en'][i % 2] if i % 3 == 0 else ''}".strip()}
             for i in range(240)]
     write_jsonl(tmp_path / "raw" / "tickets.jsonl", rows)
-    config = {**_pipeline(backend="langdetect", min_chars=1, min_score=0.0, keep_und=True),
+    config = {**_pipeline(backend="langdetect", min_chars=1, min_score=0.0, short_chars=0, keep_und=True),
               "execution": {"shard_bytes": 4096, "batch_rows": 16}}
     one = run(config, workers=1, store=tmp_path / "s1")
     two = run(config, workers=2, store=tmp_path / "s2")
@@ -193,7 +214,7 @@ def test_langdetect_is_deterministic_across_worker_counts(tmp_path, run):
 
 def test_langdetect_result_does_not_depend_on_order():
     texts = ["Ahoj, to je dobré.", "Ist das gut?", "Tak, to prawda.", "Gracias por todo.", "To je pravda."] * 3
-    st = stage(backend="langdetect", min_chars=1, min_score=0.0)
+    st = stage(backend="langdetect", min_chars=1, min_score=0.0, short_chars=0)
     lang, score, _, _ = st.detect(pa.array(texts))
     lang_r, score_r, _, _ = st.detect(pa.array(texts[::-1]))
     assert lang.tolist() == lang_r[::-1].tolist() and score.tolist() == score_r[::-1].tolist()
