@@ -38,6 +38,8 @@ DEFAULT = LanguageConfig().backend
 BATCH = 8192
 SHORT = 50
 WORD = re.compile(r"[^\W\d_]+")
+SWEEP_CHARS = (1, 4, 8)
+SWEEP_SCORES = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 
 def sample(rows: list[dict], per_lang: int, seed: int = 0) -> list[dict]:
@@ -128,7 +130,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for backend in BACKENDS:
-        raw = stage(backend, min_chars=0, min_score=0.0)
+        raw = stage(backend, min_chars=0, min_score=0.0, short_chars=0)
         defaults = stage(backend)
         run_stage(raw, texts[:20])  # load the model outside the timing
         pred, _, _ = run_stage(raw, texts)
@@ -163,13 +165,15 @@ def main() -> None:
         "docs_per_s": len(texts) / base_seconds, "words_accuracy_raw": accuracy(base_words, word_gold),
     }
 
-    # the default backend's abstention trade-off on single words
+    # the default backend's abstention trade-off on single words (almost all under short_chars
+    # letters, so short_min_score is their bound)
     sweep = []
-    for min_chars in (1, 4, 8):
-        for min_score in (0.3, 0.5, 0.7, 0.9):
-            decided, _, _ = run_stage(stage(DEFAULT, min_chars=min_chars, min_score=min_score), word_texts)
+    for min_chars in SWEEP_CHARS:
+        for bound in SWEEP_SCORES:
+            st = stage(DEFAULT, min_chars=min_chars, min_score=min(bound, 0.5), short_min_score=bound)
+            decided, _, _ = run_stage(st, word_texts)
             ok = decided != "und"
-            sweep.append({"min_chars": min_chars, "min_score": min_score, "abstained": float(1 - ok.mean()),
+            sweep.append({"min_chars": min_chars, "short_min_score": bound, "abstained": float(1 - ok.mean()),
                           "accuracy_answered": accuracy(decided, word_gold, ok)})
 
     names = BACKENDS + ["langdetect.detect (baseline)"]
@@ -204,10 +208,10 @@ def main() -> None:
                  if name in results else f"{'-':>13}{'-':>17}{'-':>10}")
         print(f"{name:<30}{pct(r['words_accuracy_raw']):>22}" + extra)
     print(f"\nSingle words, {DEFAULT}: abstained % / accuracy of the answered %")
-    print(f"{'min_chars':<11}" + "".join(f"{'min_score ' + str(s):>20}" for s in (0.3, 0.5, 0.7, 0.9)))
-    for min_chars in (1, 4, 8):
+    print(f"{'min_chars':<11}" + "".join(f"{'short_min_score ' + str(s):>22}" for s in SWEEP_SCORES))
+    for min_chars in SWEEP_CHARS:
         cells = [s for s in sweep if s["min_chars"] == min_chars]
-        print(f"{min_chars:<11}" + "".join(f"{pct(c['abstained']):>11} / {pct(c['accuracy_answered'])}" for c in cells))
+        print(f"{min_chars:<11}" + "".join(f"{pct(c['abstained']):>13} / {pct(c['accuracy_answered'])}" for c in cells))
 
     best_other = max(results[b]["accuracy"] for b in BACKENDS if b != DEFAULT)
     checks = {

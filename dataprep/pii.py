@@ -188,10 +188,15 @@ def _national_phone_ok(m: re.Match) -> bool:
     return 9 <= len(digits) <= 12 and len(set(digits)) > 2
 
 
-def _mixes_letters_and_digits(m: re.Match) -> bool:
-    """Keys and tokens mix letters and digits; words, hyphenated phrases and placeholders do not."""
+def _looks_like_a_key(m: re.Match) -> bool:
+    """Keys and tokens mix letters with digits, or upper with lower case over 16+ characters;
+    words, hyphenated phrases and placeholders do not."""
     v = m.group("value") if "value" in m.re.groupindex else m.group(0)
-    return any(c.isdigit() for c in v) and any(c.isalpha() for c in v) and not v.startswith("<")
+    if v.startswith("<") or not any(c.isalpha() for c in v):
+        return False
+    if any(c.isdigit() for c in v):
+        return True
+    return len(v) >= 16 and any(c.isupper() for c in v) and any(c.islower() for c in v)
 
 
 @dataclass(frozen=True)
@@ -217,18 +222,18 @@ PATTERNS: tuple[PiiPattern, ...] = (
         r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}(?![A-Z0-9])")),
     PiiPattern("secret", re.compile(
         r"(?i:aws[\w .-]{0,20}?(?:secret|key)[\w .-]{0,20}?[\"']?\s*[:=]\s*[\"']?)"
-        r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"), _mixes_letters_and_digits),
+        r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"), _looks_like_a_key),
     PiiPattern("secret", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
     PiiPattern("secret", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
     PiiPattern("secret", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")),
     PiiPattern("secret", re.compile(r"\b(?:sk|rk|whsec)_(?:live_|test_)?[A-Za-z0-9]{16,}\b")),
     PiiPattern("secret", re.compile(r"\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-               _mixes_letters_and_digits),
+               _looks_like_a_key),
     PiiPattern("secret", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
-    PiiPattern("secret", re.compile(r"(?i:\bbearer\s+)(?P<value>[A-Za-z0-9._~+/-]{16,}=*)"), _mixes_letters_and_digits),
+    PiiPattern("secret", re.compile(r"(?i:\bbearer\s+)(?P<value>[A-Za-z0-9._~+/-]{16,}=*)"), _looks_like_a_key),
     PiiPattern("secret", re.compile(
         r"(?i:\b(?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|private[_-]?key"
-        r"|secret|password|passwd|pwd|token)[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;]{6,})"), _mixes_letters_and_digits),
+        r"|secret|password|passwd|pwd|token)[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;]{6,})"), _looks_like_a_key),
     # --- e-mail
     PiiPattern("email", re.compile(
         _B + r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
@@ -248,7 +253,7 @@ PATTERNS: tuple[PiiPattern, ...] = (
         _B + r"(?:\+|\b00)[1-9]\d{0,2}(?:[ .-]?\(0?\d{0,4}\))?(?:[ .-]?\d{1,5}){1,6}(?!\w|[.,-]?\d)"),
         _international_phone_ok),
     PiiPattern("phone", re.compile(
-        _B + r"(?<!\()(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}(?!\w|[.,-]?\d)"),
+        _B + r"(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}(?!\w|[.,-]?\d)"),
         _north_american_phone_ok),
     PiiPattern("phone", re.compile(
         _B + r"(?<!/)(?<![0-9A-Fa-f]{2} [0-9A-Fa-f]{2} )0\d{1,4}(?:(?: ?[/-] ?| )\d{2,8}){1,4}(?!\w|[./-]?\d)"),

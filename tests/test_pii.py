@@ -27,6 +27,7 @@ POSITIVES = {
         ("From abroad dial 0044 20 7946 0958.", "From abroad dial <PHONE>."),
         ("The office number is (415) 555-2671, ext. 12.", "The office number is <PHONE>, ext. 12."),
         ("Fax 415-555-2671 or 415.555.2671", "Fax <PHONE> or <PHONE>"),
+        ("-- Steven Wright\n(415-555-2671)", "-- Steven Wright\n(<PHONE>)"),
         ("Büro Berlin: 030 1234567", "Büro Berlin: <PHONE>"),
         ("Appelez le 06 12 34 56 78 demain.", "Appelez le <PHONE> demain."),
         ("Tel.: 089 / 12 34 56", "Tel.: <PHONE>"),
@@ -66,6 +67,7 @@ POSITIVES = {
         ("key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY in the app", "key <SECRET> in the app"),
         ('{"api_key": "a1b2c3d4e5f6"}', '{"api_key": "<SECRET>"}'),
         ("password: hunter22", "password: <SECRET>"),
+        ("export API_KEY=ZNxmoVhgiOKitXNSLcMy", "export API_KEY=<SECRET>"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n"
          "-----END RSA PRIVATE KEY-----\nthanks", "<SECRET>\nthanks"),
     ],
