@@ -18,8 +18,9 @@ What is found, by type (placeholder):
   length, with a valid ISO 13616 mod-97 checksum, printed contiguous or in groups of four.
 * ``secret`` (``<SECRET>``): private key blocks, AWS access key ids and secret keys, GitHub,
   Slack, Stripe, OpenAI/Anthropic-style and Google API keys, JSON web tokens, bearer tokens, and
-  values assigned to credential names (``api_key=...``, ``password: ...``) that mix letters and
-  digits. The name or ``Bearer`` word stays; only the value is masked.
+  values assigned to credential names (``api_key=...``, ``password: ...``) that look like keys
+  (letters with digits, or 16+ characters mixing cases). The name or ``Bearer`` word stays; only
+  the value is masked.
 
 Speed: one RE2 pre-filter per field (``pc.match_substring_regex``) picks the rows that may hold
 any of the enabled types; only those go through the Python-level patterns and checks (Luhn,
@@ -209,8 +210,9 @@ class PiiPattern:
     check: Callable[[re.Match], bool] | None = None
 
 
-_B = r"(?<![\w@.+-])(?<!\d[ /-])"  # no word character, dot, @, + or -, nor a digit group, right before a find
-_E = r"(?![\w@-])(?![.,]\d)"  # none right after it, and no decimal continuing it
+# no word character, dot, @, + or -, nor a digit group, right before a number
+_B = r"(?<![\w@.+-])(?<!\d[ /-])"
+_E = r"(?![\w@-])(?![.,]\d)"  # none right after it, and no decimal part continuing it
 
 PATTERNS: tuple[PiiPattern, ...] = (
     # --- secrets
@@ -236,7 +238,7 @@ PATTERNS: tuple[PiiPattern, ...] = (
         r"|secret|password|passwd|pwd|token)[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;]{6,})"), _looks_like_a_key),
     # --- e-mail
     PiiPattern("email", re.compile(
-        _B + r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+        r"(?<![\w@.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
         r"(?!(?:png|jpe?g|gif|svg|webp|ico|bmp|tiff?)\b)[A-Za-z]{2,24}(?![\w-])")),
     # --- IBAN: the account part is cut to the country's length in _mask_iban
     PiiPattern("iban", re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w])")),

@@ -20,6 +20,7 @@ POSITIVES = {
         ("Please write to jane.doe+billing@example.co.uk before Friday.", "Please write to <EMAIL> before Friday."),
         ("-- Daniel Burrows <dburrows@debian.org>", "-- Daniel Burrows <<EMAIL>>"),
         ("Contact: J.Smith@mail.example-corp.com.", "Contact: <EMAIL>."),
+        ("Room 5 jane@example.org, room 6 joe@example.org", "Room 5 <EMAIL>, room 6 <EMAIL>"),
     ],
     "phone": [
         ("Call me on +49 30 1234567 after six.", "Call me on <PHONE> after six."),
