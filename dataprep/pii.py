@@ -267,7 +267,7 @@ PATTERNS: tuple[PiiPattern, ...] = (
 PREFILTERS = {
     "secret": r"PRIVATE KEY|eyJ|A[KSBCGIPNR][A-Z]{2}[A-Z0-9]{16}|gh[pousr]_|github_pat_|xox[abposr]-|hooks\.slack"
               r"|(?:sk|rk|whsec)_|sk-|AIza|(?i:bearer|aws|key|secret|token|passw|pwd)",
-    "email": r"[A-Za-z0-9]@[A-Za-z0-9-]+\.",
+    "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.",
     "iban": r"[A-Z]{2}\d{2} ?[A-Z0-9]{4}",
     "credit_card": r"[2-6]\d{3}[ -]?\d{4}",
     "ip_address": r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]:[0-9A-Fa-f]*:|::[0-9A-Fa-f]",

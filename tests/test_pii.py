@@ -21,6 +21,8 @@ POSITIVES = {
         ("-- Daniel Burrows <dburrows@debian.org>", "-- Daniel Burrows <<EMAIL>>"),
         ("Contact: J.Smith@mail.example-corp.com.", "Contact: <EMAIL>."),
         ("Room 5 jane@example.org, room 6 joe@example.org", "Room 5 <EMAIL>, room 6 <EMAIL>"),
+        ('From: "magilla" <magilla_@poczta.onet.pl>', 'From: "magilla" <<EMAIL>>'),
+        ("-- ap1+@andrew.cmu.edu (Andrew C. Plotkin)", "-- <EMAIL> (Andrew C. Plotkin)"),
     ],
     "phone": [
         ("Call me on +49 30 1234567 after six.", "Call me on <PHONE> after six."),
