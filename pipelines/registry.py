@@ -14,6 +14,8 @@ STAGES: dict[str, str | type] = {
     "split": "corpusmill.dataprep.split:Split",
     "decontaminate": "corpusmill.dataprep.decontaminate:Decontaminate",
     "select": "corpusmill.dataprep.select:Select",
+    "pii": "corpusmill.dataprep.pii:Pii",
+    "language": "corpusmill.dataprep.language:Language",
 }
 
 
