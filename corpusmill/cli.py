@@ -19,7 +19,10 @@ from corpusmill.errors import CorpusmillError
 def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # logs and pipes: wide enough for the stage table, not 80 columns
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=160)
+    return console
 
 
 def _store(args):
@@ -36,12 +39,15 @@ def stage_table(manifest: dict):
     from rich.table import Table
 
     t = Table(title=f"{manifest['dataset']}@{manifest['version']}", title_justify="left")
-    for col in ("stage", "in", "kept", "rejected", "reasons"):
+    for col in ("stage", "in", "kept", "rejected", "reasons", "changes (top 3)"):
         t.add_column(col, justify="right" if col in ("in", "kept", "rejected") else "left")
     for st in manifest["stages"]:
         rej = sum(st["rejected"].values())
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(st["rejected"].items(), key=lambda kv: -kv[1]))
-        t.add_row(st["name"], f"{st['in']:,}", f"{st['kept']:,}", f"{rej:,}", reasons)
+        counters = sorted(((k, v) for k, v in st.get("counters", {}).items() if isinstance(v, int) and v),
+                          key=lambda kv: -kv[1])[:3]
+        t.add_row(st["name"], f"{st['in']:,}", f"{st['kept']:,}", f"{rej:,}", reasons,
+                  ", ".join(f"{k} {v:,}" for k, v in counters))
     return t
 
 

@@ -372,6 +372,8 @@ def _progress():
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
 
     console = Console(stderr=True, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, soft_wrap=True, width=160)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(),
                     console=console, transient=False, disable=not console.is_terminal), console
