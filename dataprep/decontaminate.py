@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 
 from corpusmill import schema as S
 from corpusmill.dataprep.leakage import LeakIndex, truncate
-from corpusmill.dataprep.ngrams import ngram_hashes
+from corpusmill.dataprep.ngrams import HashSet, ngram_hashes
 from corpusmill.hashing import file_sha256
 from corpusmill.stage import BatchInfo, Stage, StageConfig, StageOutput
 
@@ -105,9 +105,7 @@ class Decontaminate(Stage):
             checks = tuple(c for c in checks if c != "ngram")  # n-gram matches are cut below, not dropped
         self._ngram_index = None
         if self.config.mode == "cut" and "ngram" in self.config.checks:
-            ng = ngram_hashes(table.column(S.TEXT), self.config.ngram)
-            order = np.argsort(ng.hashes, kind="stable")
-            self._ngram_index = (ng.hashes[order], ng.doc[order])
+            self._ngram_index = HashSet(ngram_hashes(table.column(S.TEXT), self.config.ngram).hashes)
         return LeakIndex.build(table, ngram=self.config.ngram, threshold=self.config.threshold, checks=checks,
                                max_hits_per_row=1)
 
@@ -166,12 +164,10 @@ class Decontaminate(Stage):
         return StageOutput(kept, rejected, counters)
 
     def _ngram_positions(self, texts) -> dict[int, list[int]]:
-        hashes, _ = self._ngram_index
-        if not len(hashes):
+        if not len(self._ngram_index):
             return {}
         ng = ngram_hashes(texts, self.config.ngram)
-        pos = np.minimum(np.searchsorted(hashes, ng.hashes), len(hashes) - 1)
-        found = np.flatnonzero(hashes[pos] == ng.hashes)
+        found, _ = self._ngram_index.find(ng.hashes)
         out: dict[int, list[int]] = {}
         for f in found.tolist():
             out.setdefault(int(ng.doc[f]), []).append(int(ng.position[f]))

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from corpusmill import schema as S
 from corpusmill.dataprep.dedup import ExactConfig, hash128, normalise
-from corpusmill.dataprep.ngrams import ngram_hashes, shared_span
+from corpusmill.dataprep.ngrams import HashSet, ngram_hashes, shared_span
 
 EVIDENCE_CHARS = 300
 
@@ -55,8 +55,7 @@ class LeakIndex:
     threshold: float = 0.8
     max_hits_per_row: int = 5  # evidence kept per evaluation row and check; counts are exact
     _exact: dict = field(default_factory=dict, repr=False)
-    _ngram_hashes: np.ndarray | None = field(default=None, repr=False)
-    _ngram_rows: np.ndarray | None = field(default=None, repr=False)
+    _ngrams: HashSet | None = field(default=None, repr=False)
 
     @staticmethod
     def available_checks() -> tuple[str, ...]:
@@ -73,8 +72,7 @@ class LeakIndex:
                 idx._exact.setdefault(key, []).append(row)
         if "ngram" in idx.checks:
             ng = ngram_hashes(texts, idx.ngram)
-            order = np.argsort(ng.hashes, kind="stable")
-            idx._ngram_hashes, idx._ngram_rows = ng.hashes[order], ng.doc[order]
+            idx._ngrams = HashSet(ng.hashes, ng.doc)
         return idx
 
     def __len__(self) -> int:
@@ -95,19 +93,16 @@ class LeakIndex:
             for r, key in enumerate(zip(hi.tolist(), lo.tolist())):
                 for e in self._exact.get(key, ()):
                     hits.append(Hit("exact", e, ids[r], text_list[r], labels[r], similarity=1.0))
-        if "ngram" in self.checks and self._ngram_hashes is not None and len(self._ngram_hashes):
+        if "ngram" in self.checks and self._ngrams is not None and len(self._ngrams):
             ng = ngram_hashes(texts, self.ngram)
-            pos = np.searchsorted(self._ngram_hashes, ng.hashes)
-            pos = np.minimum(pos, len(self._ngram_hashes) - 1)
-            found = np.flatnonzero(self._ngram_hashes[pos] == ng.hashes)
+            found, lo = self._ngrams.find(ng.hashes)
             if found.size:
                 text_list = text_list or texts.to_pylist()
                 # every (evaluation row, training row) pair sharing an n-gram, with its count
-                lo = pos[found]
-                hi = np.searchsorted(self._ngram_hashes, ng.hashes[found], side="right")
+                hi = np.searchsorted(self._ngrams.hashes, ng.hashes[found], side="right")
                 counts = hi - lo
                 within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-                eval_rows = self._ngram_rows[np.repeat(lo, counts) + within]
+                eval_rows = self._ngrams.values[np.repeat(lo, counts) + within]
                 train_rows = np.repeat(ng.doc[found], counts)
                 key = eval_rows.astype(np.int64) * (batch.num_rows + 1) + train_rows
                 uniq, shared = np.unique(key, return_counts=True)

@@ -90,6 +90,46 @@ def _inverse(m: np.uint64) -> np.uint64:
 
 
 _TOKEN_MULT_INV = _inverse(_TOKEN_MULT)
+_POWERS: dict[str, np.ndarray] = {}
+
+
+def _powers(kind: str, n: int) -> np.ndarray:
+    """M**i (kind 'fwd') or M**-i ('inv') for i < n, wrapping uint64; cached and grown by doubling."""
+    table = _POWERS.get(kind)
+    if table is None or len(table) < n:
+        size = max(n, 2 * len(table) if table is not None else 1 << 20)
+        table = np.empty(size, dtype=np.uint64)
+        table[0] = 1
+        with np.errstate(over="ignore"):
+            np.cumprod(np.full(size - 1, _TOKEN_MULT if kind == "fwd" else _TOKEN_MULT_INV), out=table[1:])
+        _POWERS[kind] = table
+    return table[:n]
+
+
+class HashSet:
+    """Membership of uint64 hashes, vectorised: a bitmap on the low bits screens queries, and only
+    those that pass are looked up in the sorted array (a few percent of non-members)."""
+
+    def __init__(self, hashes: np.ndarray, values: np.ndarray | None = None, bits: int = 24) -> None:
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.values = values[order] if values is not None else None
+        self.mask = np.uint64((1 << bits) - 1)
+        self.bitmap = np.zeros(1 << bits, dtype=bool)
+        self.bitmap[(self.hashes & self.mask).astype(np.int64)] = True
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices of the queries that are members, position of their first match in ``hashes``)."""
+        if not len(self.hashes) or not len(queries):
+            e = np.zeros(0, np.int64)
+            return e, e
+        maybe = np.flatnonzero(self.bitmap[(queries & self.mask).astype(np.int64)])
+        pos = np.minimum(np.searchsorted(self.hashes, queries[maybe]), len(self.hashes) - 1)
+        hit = self.hashes[pos] == queries[maybe]
+        return maybe[hit], pos[hit]
 
 
 def token_hashes(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,18 +161,10 @@ def token_hashes(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     starts = np.flatnonzero(first[wpos])  # token starts, as positions in `w`
     ends = np.r_[starts[1:], len(w)]
     with np.errstate(over="ignore"):
-        powers = np.empty(len(w), dtype=np.uint64)
-        powers[0] = 1
-        np.cumprod(np.full(len(w) - 1, _TOKEN_MULT), out=powers[1:])
         prefix = np.zeros(len(w) + 1, dtype=np.uint64)
-        np.cumsum(w * powers, out=prefix[1:])
-        inv = np.empty(len(starts), dtype=np.uint64)
-        # M**-start for every token start: powers of the inverse, gathered at the starts
-        inv_powers = np.empty(len(w), dtype=np.uint64)
-        inv_powers[0] = 1
-        np.cumprod(np.full(len(w) - 1, _TOKEN_MULT_INV), out=inv_powers[1:])
-        inv[:] = inv_powers[starts]
-        sums = (prefix[ends] - prefix[starts]) * inv
+        np.cumsum(w * _powers("fwd", len(w)), out=prefix[1:])
+        # sum over a token of (b + 1) * M**i, rebased to its start by M**-start
+        sums = (prefix[ends] - prefix[starts]) * _powers("inv", len(w))[starts]
     rows = np.searchsorted(offsets, kept[wpos[starts]], side="right") - 1
     return mix64(sums), rows
 
