@@ -82,6 +82,13 @@ class Stage:
         configs that need no global step (the runner then calls :meth:`process`)."""
         return False
 
+    @classmethod
+    def input_versions(cls, config: StageConfig, store_root: str | None) -> dict[str, str]:
+        """Dataset versions the stage reads besides its rows (e.g. ``against: NAME@latest``),
+        resolved to ``NAME@ID``. They are part of the version id: a tag that moves gives a new
+        version. Default: none."""
+        return {}
+
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         """Schema of the kept rows given the input schema. Default: unchanged."""
         return schema

@@ -27,5 +27,5 @@ def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | N
     else:
         config, steps, base = load_pipeline(pipeline, REGISTRY)
     root = store_root(str(store) if store else None, config, base)
-    plan = make_plan(config, steps, base)
+    plan = make_plan(config, steps, base, root)
     return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags)

@@ -65,7 +65,7 @@ def resolved_config(config: PipelineConfig, steps) -> dict:
     return out
 
 
-def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
+def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | Path | None = None) -> Plan:
     from corpusmill.pipelines.registry import stage_class
 
     files = readers.resolve_files(config.inputs, base_dir)
@@ -81,6 +81,11 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path) -> Plan:
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
     }
+    # versions a stage reads (dedup's ``against``), as resolved ids: a moved tag is new content
+    reads = {name: refs for name, kind, cfg in steps
+             if (refs := stage_class(kind).input_versions(cfg, str(store_root) if store_root else None))}
+    if reads:
+        identity["input_versions"] = reads
     return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved)
 
 

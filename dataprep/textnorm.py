@@ -1,0 +1,316 @@
+"""Text normalisation for comparisons, vectorised over the UTF-8 bytes of a whole Arrow column.
+
+Deduplication compares normalised forms, never the stored text: lower-cased, with runs of
+separators collapsed to one space, optionally with punctuation and digits neutralised. The
+regular-expression kernels of Arrow run at about 16 MB/s on one core, which would make the
+normaliser the slowest part of a run; here every step is a numpy pass over the byte buffer
+(tens of bytes per nanosecond for ASCII text), with one small decode for non-ASCII characters.
+
+Characters are classified by their Unicode general category *as of Unicode 3.2*
+(``unicodedata.ucd_3_2_0``, frozen in every Python version), so the normal form, and with it
+every stored hash and signature, does not change when Python's Unicode tables are updated.
+Code points unassigned in 3.2 count as word characters (later scripts), except the emoji and
+pictograph planes U+1F000-U+1FFFF, which count as symbols.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# character classes
+WORD, DIGIT, SPACE, PUNCT, SYMBOL, FORMAT, CONTROL = range(7)
+# what a normal form does with a character of a class
+KEEP, SEP, ZERO, DROP = range(4)
+
+_TABLE_SIZE = 0x30000  # planes 0-2; above, everything is a word character (CJK extensions, private use)
+_CONTINUATION = 255
+
+
+@lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """Class of every code point below U+30000 (uint8), built once per process (~0.1 s)."""
+    ucd = unicodedata.ucd_3_2_0
+    first = {"L": WORD, "M": WORD, "N": WORD, "Z": SPACE, "P": PUNCT, "S": SYMBOL}
+    out = np.empty(_TABLE_SIZE, dtype=np.uint8)
+    for cp in range(_TABLE_SIZE):
+        cat = ucd.category(chr(cp))
+        if cat == "Nd":
+            out[cp] = DIGIT
+        elif cat == "Cf":
+            out[cp] = FORMAT
+        elif cat == "Cc":
+            out[cp] = CONTROL
+        elif cat in ("Cn", "Co", "Cs"):
+            out[cp] = WORD
+        else:
+            out[cp] = first[cat[0]]
+    for ws in "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85":  # what str.split() treats as whitespace
+        out[ord(ws)] = SPACE
+    out[0xAD] = FORMAT  # soft hyphen: Pd in 3.2, Cf since 4.0
+    out[0xFE00:0xFE10] = FORMAT  # variation selectors (emoji presentation): invisible
+    out[0x1F000:0x20000] = SYMBOL  # emoji and pictographs, unassigned in 3.2
+    return out
+
+
+@dataclass(frozen=True)
+class NormalForm:
+    """What happens to each class of character, and whether text is lower-cased first.
+
+    SEP characters are separators: each run of them becomes one space, and runs at the start
+    or end of a text disappear. DROP characters vanish without separating; invisible format
+    characters (soft hyphen, zero-width joiner, variation selectors) are dropped in every form.
+    ZERO characters become ``0``.
+    """
+
+    lowercase: bool
+    actions: tuple[int, int, int, int, int, int, int]  # indexed by class
+
+    @classmethod
+    def words(cls) -> "NormalForm":
+        """Lower-cased words (letters, marks, digits) separated by single spaces: what shingles see."""
+        return cls(True, (KEEP, KEEP, SEP, SEP, SEP, DROP, SEP))
+
+    @classmethod
+    def exact(cls, *, lowercase: bool, punctuation: bool, whitespace: bool, digits: bool) -> "NormalForm":
+        """The exact-duplicate comparison form; see :class:`corpusmill.dataprep.dedup.ExactConfig`."""
+        return cls(lowercase, (
+            KEEP,
+            ZERO if digits else KEEP,
+            SEP if whitespace else KEEP,
+            SEP if punctuation else KEEP,
+            SEP if punctuation else KEEP,
+            DROP,
+            KEEP,
+        ))
+
+
+@dataclass
+class Normalised:
+    """Normalised texts as one UTF-8 byte buffer: text ``i`` is ``data[offsets[i]:offsets[i+1]]``."""
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, len n + 1, offsets[0] == 0
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def to_arrow(self) -> pa.Array:
+        return pa.Array.from_buffers(pa.large_string(), len(self),
+                                     [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])
+
+
+def utf8_buffers(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte buffer and int64 offsets (starting at 0) of a string column, without copying text."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    large = pa.types.is_large_string(texts.type)
+    if not (large or pa.types.is_string(texts.type)):
+        raise TypeError(f"expected a string column, got {texts.type}")
+    bufs = texts.buffers()
+    n = len(texts)
+    offsets = np.frombuffer(bufs[1], dtype=np.int64 if large else np.int32)[texts.offset: texts.offset + n + 1]
+    start, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[start:end] if bufs[2] is not None and end > start else np.zeros(0, np.uint8)
+    return data, offsets.astype(np.int64) - start
+
+
+_LEAD = 254
+_DECODE = 253
+
+
+@lru_cache(maxsize=16)
+def _tables(form: NormalForm) -> tuple[bytes, bytes, np.ndarray]:
+    """The byte tables (ASCII actions, lead bytes marked; continuation bytes marked, or KEEP
+    for the tokenizer's fast path) and the table of non-ASCII characters by their first two
+    bytes: the action when every character starting with those two bytes shares it, else
+    _DECODE."""
+    actions = np.asarray(form.actions, dtype=np.uint8)
+    classes = char_classes()
+    table = np.empty(256, dtype=np.uint8)
+    table[:128] = actions[classes[:128]]
+    table[0x80:0xC0] = _CONTINUATION  # bytes 0x80-0xBF follow a lead byte
+    table[0xC0:] = _LEAD
+    pair = np.full(1 << 16, _DECODE, dtype=np.uint8)
+    act_of = np.full(0x110000, actions[WORD], dtype=np.uint8)
+    act_of[:_TABLE_SIZE] = actions[classes]
+    for b0 in range(0xC2, 0xF5):
+        for b1 in range(0x80, 0xC0):
+            if b0 < 0xE0:
+                lo = hi = ((b0 & 0x1F) << 6) | (b1 & 0x3F)
+            elif b0 < 0xF0:
+                lo = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6)
+                hi = lo + 0x3F
+            else:
+                lo = ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12)
+                hi = min(lo + 0xFFF, 0x10FFFF)
+            if lo > 0x10FFFF:
+                continue
+            block = act_of[lo:hi + 1]
+            if (block == block[0]).all():
+                pair[(b0 << 8) | b1] = block[0]
+    fast = table.copy()
+    fast[0x80:0xC0] = KEEP
+    return table.tobytes(), fast.tobytes(), pair
+
+
+def _lead_actions(data: np.ndarray, leads: np.ndarray, form: NormalForm) -> np.ndarray:
+    """The action of the non-ASCII characters starting at ``leads``: looked up by their first
+    two bytes, which settle almost every character (all of Latin, Greek, Cyrillic, CJK...);
+    the rest (general punctuation, some symbol blocks) are decoded to a code point."""
+    pair = _tables(form)[2]
+    b0 = data[leads]
+    lead_act = pair[(b0.astype(np.uint16) << 8) | data[leads + 1]]
+    odd = np.flatnonzero(lead_act == _DECODE)
+    if odd.size:
+        pos = leads[odd]
+        padded = np.zeros(len(data) + 3, dtype=np.uint8)
+        padded[:-3] = data
+        c0, c1, c2, c3 = (padded[pos + k].astype(np.uint32) for k in range(4))
+        cp = np.where(c0 >= 0xF0, ((c0 & 0x07) << 18) | ((c1 & 0x3F) << 12) | ((c2 & 0x3F) << 6) | (c3 & 0x3F),
+                      ((c0 & 0x0F) << 12) | ((c1 & 0x3F) << 6) | (c2 & 0x3F))
+        cls = np.full(len(cp), WORD, dtype=np.uint8)
+        low = cp < _TABLE_SIZE
+        cls[low] = char_classes()[cp[low]]
+        lead_act[odd] = np.asarray(form.actions, dtype=np.uint8)[cls]
+    return lead_act
+
+
+def byte_actions(data: np.ndarray, form: NormalForm) -> np.ndarray:
+    """The action of every byte: that of the character it belongs to.
+
+    ASCII bytes go through a 256-entry table (``bytes.translate``, one pass); non-ASCII
+    characters through :func:`_lead_actions`. Continuation bytes copy their lead's action,
+    except that a multi-byte ZERO character keeps only its lead byte (the caller rewrites it
+    to ``0``) and drops the rest.
+    """
+    act = np.frombuffer(bytearray(data).translate(_tables(form)[0]), dtype=np.uint8)
+    if data.size == 0 or int(data.max()) < 0x80:
+        return act
+    leads = np.flatnonzero(act == _LEAD)
+    lead_act = _lead_actions(data, leads, form)
+    act[leads] = lead_act
+    cont_act = np.where(lead_act == ZERO, np.uint8(DROP), lead_act)
+    b0 = data[leads]
+    act[leads + 1] = cont_act
+    longer = b0 >= 0xE0
+    act[leads[longer] + 2] = cont_act[longer]
+    four = b0 >= 0xF0
+    act[leads[four] + 3] = cont_act[four]
+    return act
+
+
+@dataclass
+class TokenSpans:
+    """Tokens of every text as byte spans ``data[starts[j]:ends[j]]`` of one buffer; the tokens
+    of text ``i`` are ``doc_offsets[i]:doc_offsets[i+1]``."""
+
+    data: np.ndarray  # uint8, the (lower-cased, digit-rewritten) text bytes
+    starts: np.ndarray  # int64
+    ends: np.ndarray  # int64
+    doc_offsets: np.ndarray  # int64, len n + 1
+
+    def __len__(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.doc_offsets)
+
+
+def tokenize(texts: pa.Array | pa.ChunkedArray, form: NormalForm) -> TokenSpans:
+    """Split every text of a string column into the tokens of ``form``: maximal runs of
+    characters that are not separators. Two texts have the same normal form exactly when
+    they have the same token sequence, so hashing tokens stands in for building the normal
+    form (no text is copied on the common path)."""
+    if form.lowercase:
+        texts = pc.utf8_lower(texts)
+    data, offsets = utf8_buffers(texts)
+    n = len(offsets) - 1
+    if data.size == 0:
+        z = np.zeros(0, np.int64)
+        return TokenSpans(data, z, z, np.zeros(n + 1, np.int64))
+    act = np.frombuffer(bytearray(data).translate(_tables(form)[1]), dtype=np.uint8)
+    stray_tokens = False
+    if int(data.max()) >= 0x80:
+        # Fast path: continuation bytes count as token bytes and only lead bytes get their
+        # character's action; the stray tokens this makes of a separator's continuation bytes
+        # are trimmed below. Characters that vanish or become 0 take the full path.
+        act = act.copy()
+        leads = np.flatnonzero(act == _LEAD)
+        lead_act = _lead_actions(data, leads, form)
+        if (lead_act == DROP).any() or (lead_act == ZERO).any():
+            act = byte_actions(data, form)
+        else:
+            act[leads] = lead_act
+            stray_tokens = bool((lead_act == SEP).any())
+    if ZERO in form.actions:
+        data = np.where(act == ZERO, np.uint8(0x30), data)
+    if (act == DROP).any():
+        keep = act != DROP
+        data, act, offsets = data[keep], act[keep], _shrink_offsets(offsets, keep)
+    solid = np.zeros(len(data) + 2, dtype=bool)
+    solid[1:-1] = act != SEP
+    # a token starts at a solid byte after a separator or at a text start, and ends likewise
+    before = solid[:-2].copy()
+    before[offsets[:-1][offsets[:-1] < len(data)]] = False
+    starts = np.flatnonzero(solid[1:-1] & ~before)
+    after = solid[2:].copy()
+    after[offsets[1:][offsets[1:] > 0] - 1] = False
+    ends = np.flatnonzero(solid[1:-1] & ~after) + 1
+    if stray_tokens:  # a token cannot start with a continuation byte: skip them, drop what is left empty
+        stray = np.flatnonzero((data[starts] & 0xC0) == 0x80)
+        if stray.size:
+            pos, end = starts[stray], ends[stray]
+            for _ in range(3):
+                pos = np.where((pos < end) & ((data[np.minimum(pos, len(data) - 1)] & 0xC0) == 0x80), pos + 1, pos)
+            starts[stray] = pos
+            empty = stray[pos == end]
+            if empty.size:
+                starts, ends = np.delete(starts, empty), np.delete(ends, empty)
+    return TokenSpans(data, starts, ends, np.searchsorted(starts, offsets).astype(np.int64))
+
+
+def normalise(texts: pa.Array | pa.ChunkedArray, form: NormalForm) -> Normalised:
+    """The normal form of every text of a string column, as one buffer (tokens joined by one space)."""
+    if form.lowercase:
+        texts = pc.utf8_lower(texts)
+    data, offsets = utf8_buffers(texts)
+    n = len(offsets) - 1
+    if data.size == 0:
+        return Normalised(np.zeros(0, np.uint8), np.zeros(n + 1, np.int64))
+    act = byte_actions(data, form)
+    data = np.where(act == ZERO, np.uint8(0x30), data) if ZERO in form.actions else data.copy()
+    sep = act == SEP
+    keep = (act != SEP) & (act != DROP)
+    # a separator run (DROP characters inside it do not break it) becomes one space, but only
+    # between two kept characters of the same text
+    visible = act != DROP
+    run_start = sep & visible
+    prev_sep = np.zeros(len(data), dtype=bool)
+    idx = np.flatnonzero(visible)
+    prev_sep[idx[1:]] = sep[idx[:-1]]
+    run_start &= ~prev_sep
+    run_start[offsets[:-1][offsets[:-1] < len(data)]] = sep[offsets[:-1][offsets[:-1] < len(data)]]
+    starts = np.flatnonzero(run_start)
+    solid = np.zeros(len(data) + 1, dtype=np.int64)  # solid[i]: kept bytes before byte i
+    np.cumsum(keep, out=solid[1:])
+    doc = np.searchsorted(offsets, starts, side="right") - 1
+    inner = (solid[starts] > solid[offsets[doc]]) & (solid[offsets[doc + 1]] > solid[starts])
+    keep[starts[inner]] = True
+    data[starts[inner]] = 0x20
+    return Normalised(data[keep], _shrink_offsets(offsets, keep))
+
+
+def _shrink_offsets(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Offsets of the same texts after keeping only the bytes where ``keep`` is true."""
+    kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    return kept_before[offsets]
