@@ -40,13 +40,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
 from corpusmill.dataprep import lsh
 from corpusmill.dataprep.minhash import MinHasher, Shingles, Shingling, estimate_jaccard, sequence_hash
 from corpusmill.dataprep.textnorm import NormalForm, tokenize
-from corpusmill.errors import ConfigError
+from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
 
 CLUSTER_ID = "cluster_id"
@@ -99,7 +99,7 @@ class NearConfig(StageConfig):
     seed: int = Field(0, description=(
         "seed of the MinHash hash functions (not the pipeline seed): signatures compare only under "
         "the same seed, so it is stored with the index"))
-    memory_mb: int = Field(1024, ge=1, description=(
+    memory_mb: float = Field(1024, gt=0, description=(
         "budget for band keys in the global step; a corpus needing more is partitioned by key to disk"))
 
     @property
@@ -117,23 +117,78 @@ class NearConfig(StageConfig):
 
 
 class DedupConfig(StageConfig):
-    exact: bool | ExactConfig = Field(True, description="true: default normalisation; false: off")
-    near: bool | NearConfig = Field(False, description="true: defaults; false: off")
+    exact: ExactConfig | None = Field(ExactConfig(), description="true: default normalisation; false (or null): off")
+    near: NearConfig | None = Field(None, description="true: default settings; false (or null, the default): off")
     keep: Literal["first", "longest", "quality"] = Field("first", description=(
         "representative of a group: first in stable order (input order, then line), the longest text, "
         "or the highest quality_column value; ties go to the first"))
-    quality_column: str | None = Field(None, description="numeric column ranking rows for keep: quality (null ranks last)")
+    quality_column: str | None = Field(None, validate_default=True, description=(
+        "numeric column ranking rows for keep: quality (null ranks last)"))
     against: str | None = Field(None, description=(
         "NAME@REF of an earlier version whose dedup index these rows are also compared with; "
         "its rows always win and are never recomputed"))
 
+    @field_validator("exact", "near", mode="before")
+    @classmethod
+    def _switch(cls, value):
+        """``true`` turns a part on with its defaults, ``false`` turns it off."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @field_validator("quality_column")
+    @classmethod
+    def _quality_named(cls, value, info):
+        if info.data.get("keep") == "quality" and not value:
+            raise ValueError("keep: quality needs quality_column, the numeric column to rank rows by")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "DedupConfig":
-        if self.keep == "quality" and not self.quality_column:
-            raise ValueError("keep: quality needs quality_column, the numeric column to rank rows by")
         if self.against is not None and (not self.against or self.against.startswith("@")):
             raise ValueError(f"against must be NAME@VERSION, NAME@TAG or NAME, got {self.against!r}")
         return self
+
+
+def index_meta(config: DedupConfig) -> dict:
+    """What a stored index must match for its hashes to be compared with this config's."""
+    e, c = config.exact, config.near
+    return {
+        "format": INDEX_FORMAT,
+        "exact": e.model_dump() if e else None,
+        "near": {"tokenizer": TOKENIZER, "sketch": SKETCH, "num_perm": c.num_perm, "seed": c.seed,
+                 "shingle": c.shingle, "ngram": c.n} if c else None,
+    }
+
+
+def find_index(version) -> Path | None:
+    """The dedup index folder of a published version (the first dedup stage's), or None."""
+    base = version.path / "index"
+    if not base.is_dir():
+        return None
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        if (folder / "meta.json").is_file():
+            return folder
+    return None
+
+
+def check_index(version, config: DedupConfig) -> Path:
+    """The index folder of ``version``; ConfigError when missing or built with other settings."""
+    folder = find_index(version)
+    where = "steps.dedup.against"
+    if folder is None:
+        raise ConfigError([f"{where}: {version.ref} has no dedup index (index/<stage>/meta.json); "
+                           f"compare only with versions built with a dedup step"])
+    meta = json.loads((folder / "meta.json").read_text())
+    want = index_meta(config)
+    problems = [f"{where}: the index of {version.ref} has {key} {meta.get(key)!r} but this step has {want[key]!r}; "
+                f"hashes built with other settings cannot be compared"
+                for key in ("format", "exact", "near") if meta.get(key) != want[key]]
+    if problems:
+        raise ConfigError(problems)
+    return folder
 
 
 @lru_cache(maxsize=64)
@@ -154,17 +209,11 @@ class Dedup(ReduceStage):
 
     @property
     def exact(self) -> ExactConfig | None:
-        e = self.config.exact
-        if e is True:
-            return ExactConfig()
-        return e or None
+        return self.config.exact
 
     @property
     def near(self) -> NearConfig | None:
-        n = self.config.near
-        if n is True:
-            return NearConfig()
-        return n or None
+        return self.config.near
 
     @cached_property
     def plan(self) -> lsh.BandPlan | None:
@@ -182,22 +231,18 @@ class Dedup(ReduceStage):
         return Shingling(self.near.shingle, self.near.n) if self.near else None
 
     def index_meta(self) -> dict:
-        """What a stored index must match to be compared with this stage's facts."""
-        e, c = self.exact, self.near
-        return {
-            "format": INDEX_FORMAT,
-            "exact": e.model_dump() if e else None,
-            "near": {"tokenizer": TOKENIZER, "sketch": SKETCH, "num_perm": c.num_perm, "seed": c.seed,
-                     "shingle": c.shingle, "ngram": c.n} if c else None,
-        }
+        return index_meta(self.config)
 
     @classmethod
     def input_versions(cls, config: DedupConfig, store_root) -> dict[str, str]:
+        """The ``against`` version, resolved; its index must exist and match these settings."""
         if not config.against or store_root is None:
             return {}
         from corpusmill.store import Store
 
-        return {"against": Store(store_root).resolve(config.against).ref}
+        version = Store(store_root).resolve(config.against)
+        check_index(version, config)
+        return {"against": version.ref}
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         return schema.append(pa.field(CLUSTER_ID, pa.string()))
@@ -235,11 +280,11 @@ class Dedup(ReduceStage):
     def _quality(self, batch: pa.Table) -> pa.Array:
         col = self.config.quality_column
         if col not in batch.column_names:
-            raise ConfigError([f"steps.{self.name}.quality_column: no column '{col}' in the rows "
-                               f"(columns: {', '.join(batch.column_names)})"])
+            raise CorpusmillError(f"steps.{self.name}.quality_column: no column '{col}' in the rows "
+                                  f"(columns: {', '.join(batch.column_names)}); a stage before dedup must add it")
         values = batch.column(col)
         if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
-            raise ConfigError([f"steps.{self.name}.quality_column: column '{col}' is {values.type}, expected numbers"])
+            raise CorpusmillError(f"steps.{self.name}.quality_column: column '{col}' is {values.type}, expected numbers")
         return pc.cast(values, pa.float64())
 
     # -- reduce
@@ -350,7 +395,7 @@ class _OldIndex:
     hi: np.ndarray | None
     lo: np.ndarray | None
     sig: np.ndarray | None
-    origin: list[str]  # per row: the version whose data holds the row
+    part_of: np.ndarray  # per row: its part, whose "origin" version holds the row's text
     parts: list[dict]  # meta entries of the parts, with their paths
     root: Path
 
@@ -363,22 +408,11 @@ class _OldIndex:
 
         store = Store(stage.run.store_root)
         version = store.resolve(stage.config.against)
-        folder = _find_index(version.path, stage)
+        folder = check_index(version, stage.config)
         meta = json.loads((folder / "meta.json").read_text())
-        want = stage.index_meta()
-        problems = []
-        for key in ("format", "exact", "near"):
-            if meta.get(key) != want[key]:
-                problems.append(f"{key}: index has {meta.get(key)!r}, this run has {want[key]!r}")
-        if problems:
-            raise ConfigError([f"steps.{stage.name}.against: the index of {version.ref} was built with other "
-                               f"settings, so its hashes cannot be compared; " + "; ".join(problems)])
         cols = ["id"] + (["hi", "lo"] if stage.exact else []) + (["sig"] if stage.near else [])
-        tables, origin = [], []
-        for part in meta["parts"]:
-            t = pq.read_table(folder / part["file"], columns=cols)
-            tables.append(t)
-            origin += [part.get("origin") or version.ref] * t.num_rows
+        tables = [pq.read_table(folder / part["file"], columns=cols) for part in meta["parts"]]
+        part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
         t = pa.concat_tables(tables) if tables else None
         n = t.num_rows if t is not None else 0
         sig = None
@@ -389,7 +423,7 @@ class _OldIndex:
             ids=t.column("id").combine_chunks() if n else pa.array([], pa.string()),
             hi=t.column("hi").to_numpy() if n and stage.exact else None,
             lo=t.column("lo").to_numpy() if n and stage.exact else None,
-            sig=sig, origin=origin,
+            sig=sig, part_of=part_of,
             parts=[{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]],
             root=store.root,
         )
@@ -403,8 +437,8 @@ class _OldIndex:
         out: list[str | None] = [None] * len(positions)
         ids = self.ids.take(pa.array(positions)).to_pylist()
         by_origin: dict[str, list[int]] = {}
-        for k, pos in enumerate(positions):
-            by_origin.setdefault(self.origin[pos], []).append(k)
+        for k, part in enumerate(self.part_of[positions].tolist()):
+            by_origin.setdefault(self.parts[part]["origin"], []).append(k)
         for ref, ks in by_origin.items():
             try:
                 version = store.resolve(ref)
@@ -420,16 +454,6 @@ class _OldIndex:
             for k in ks:
                 out[k] = found.get(ids[k])
         return positions, out
-
-
-def _find_index(version_path: Path, stage: Dedup) -> Path:
-    base = version_path / "index"
-    candidates = [stage.name] + sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    for name in candidates:
-        if (base / name / "meta.json").is_file():
-            return base / name
-    raise ConfigError([f"steps.{stage.name}.against: {version_path.name} has no dedup index "
-                       f"(index/<dedup stage>/meta.json); was it built with a dedup step?"])
 
 
 @dataclass
@@ -555,7 +579,7 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
     c, plan = stage.near, stage.plan
     n_old = len(old) if old is not None else 0
     need_bytes = int(eligible.sum()) * plan.bands * 24
-    parts = max(1, -(-need_bytes // (c.memory_mb << 20)))
+    parts = max(1, int(np.ceil(need_bytes / (c.memory_mb * 2**20))))
     pairs = []
     with _BandKeyParts(parts, plan.bands) as store:
         if n_old:

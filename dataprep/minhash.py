@@ -250,11 +250,16 @@ class MinHasher:
         return sig
 
     def _throw(self, keys: np.ndarray, h: np.ndarray, base: np.ndarray, first, rounds: np.ndarray) -> None:
-        """Throw shingle ``i`` in rounds ``first + t`` for ``t < rounds[i]`` (``rounds``
-        non-increasing, so the shingles of step ``t`` are a prefix). ``first`` is one round
-        for all shingles or one per shingle."""
+        """Throw shingle ``i`` in rounds ``first + t`` for ``t < rounds[i]``. ``first`` is one
+        round for all shingles or one per shingle. Shingles are taken in order of decreasing
+        ``rounds``, so those of step ``t`` are a prefix."""
         if not h.size:
             return
+        if (rounds[1:] > rounds[:-1]).any():
+            order = np.argsort(-rounds, kind="stable")
+            h, base, rounds = h[order], base[order], rounds[order]
+            if isinstance(first, np.ndarray):
+                first = first[order]
         g = np.empty(len(h), dtype=np.uint32)
         idx = np.empty(len(h), dtype=np.uint32)
         rank_mask = np.uint32((1 << _RANK_BITS) - 1)
@@ -293,8 +298,7 @@ class MinHasher:
         np.cumsum(counts, out=first[1:])
         open_docs = np.flatnonzero((keys == EMPTY).any(axis=1))
         while open_docs.size:
-            # documents with empty slots: about num_perm more throws each, then look again;
-            # extra rounds are non-increasing along the chunk like rounds_first
+            # documents with empty slots: about num_perm more throws each, then look again
             c = counts[open_docs]
             extra = np.minimum(np.ceil(p / c).astype(np.int64), _ROUNDS - done[open_docs])
             sel = np.repeat(first[open_docs] - np.cumsum(c) + c, c) + np.arange(c.sum())
