@@ -79,8 +79,11 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
                     raise ValueError(f"the fortunes make only {len(bases)} unshared base documents; ask for fewer")
                 t = pool[order[cursor]]
                 cursor += 1
+            n = len(t.encode()) + 1
+            if parts and size + n > target * 1.25:  # keep documents near the target size
+                break
             parts.append(t)
-            size += len(t.encode()) + 1
+            size += n
         bases.append("\n".join(parts))
     docs = [Doc(f"b{i:07d}", t, i, -1.0) for i, t in enumerate(bases)]
     for j in range(n_copies):

@@ -34,22 +34,19 @@ _CONTINUATION = 255
 
 @lru_cache(maxsize=1)
 def char_classes() -> np.ndarray:
-    """Class of every code point below U+30000 (uint8), built once per process (~0.1 s)."""
+    """Class of every code point below U+30000 (uint8), built once per process."""
     ucd = unicodedata.ucd_3_2_0
-    first = {"L": WORD, "M": WORD, "N": WORD, "Z": SPACE, "P": PUNCT, "S": SYMBOL}
-    out = np.empty(_TABLE_SIZE, dtype=np.uint8)
-    for cp in range(_TABLE_SIZE):
-        cat = ucd.category(chr(cp))
-        if cat == "Nd":
-            out[cp] = DIGIT
-        elif cat == "Cf":
-            out[cp] = FORMAT
-        elif cat == "Cc":
-            out[cp] = CONTROL
-        elif cat in ("Cn", "Co", "Cs"):
-            out[cp] = WORD
-        else:
-            out[cp] = first[cat[0]]
+    code = {"Nd": DIGIT, "Cf": FORMAT, "Cc": CONTROL, "Cn": WORD, "Co": WORD, "Cs": WORD}
+    for cat in ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nl", "No"):
+        code[cat] = WORD
+    for cat in ("Zs", "Zl", "Zp"):
+        code[cat] = SPACE
+    for cat in ("Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po"):
+        code[cat] = PUNCT
+    for cat in ("Sm", "Sc", "Sk", "So"):
+        code[cat] = SYMBOL
+    out = np.fromiter(map(code.__getitem__, map(ucd.category, map(chr, range(_TABLE_SIZE)))),
+                      dtype=np.uint8, count=_TABLE_SIZE)
     for ws in "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85":  # what str.split() treats as whitespace
         out[ord(ws)] = SPACE
     out[0xAD] = FORMAT  # soft hyphen: Pd in 3.2, Cf since 4.0
@@ -141,21 +138,18 @@ def _tables(form: NormalForm) -> tuple[bytes, bytes, np.ndarray]:
     pair = np.full(1 << 16, _DECODE, dtype=np.uint8)
     act_of = np.full(0x110000, actions[WORD], dtype=np.uint8)
     act_of[:_TABLE_SIZE] = actions[classes]
-    for b0 in range(0xC2, 0xF5):
-        for b1 in range(0x80, 0xC0):
-            if b0 < 0xE0:
-                lo = hi = ((b0 & 0x1F) << 6) | (b1 & 0x3F)
-            elif b0 < 0xF0:
-                lo = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6)
-                hi = lo + 0x3F
-            else:
-                lo = ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12)
-                hi = min(lo + 0xFFF, 0x10FFFF)
-            if lo > 0x10FFFF:
-                continue
-            block = act_of[lo:hi + 1]
-            if (block == block[0]).all():
-                pair[(b0 << 8) | b1] = block[0]
+    b1 = np.arange(0x80, 0xC0)
+    # two-byte characters (U+0080-U+07FF): the first two bytes are the whole character
+    b0 = np.arange(0xC2, 0xE0)
+    pair[(b0[:, None] << 8) | b1] = act_of[((b0[:, None] & 0x1F) << 6) | (b1 & 0x3F)]
+    # three- and four-byte characters: blocks of 64 or 4096 code points share their first two bytes
+    for lead, width, shift, mask in ((np.arange(0xE0, 0xF0), 64, 12, 0x0F), (np.arange(0xF0, 0xF5), 4096, 18, 0x07)):
+        first = ((lead[:, None] & mask) << shift) | ((b1 & 0x3F) << (shift - 6))
+        valid = first + width <= 0x110000
+        blocks = act_of[first[valid][:, None] + np.arange(width)]
+        uniform = (blocks == blocks[:, :1]).all(axis=1)
+        keys = ((lead[:, None] << 8) | b1)[valid]
+        pair[keys[uniform]] = blocks[uniform, 0]
     fast = table.copy()
     fast[0x80:0xC0] = KEEP
     return table.tobytes(), fast.tobytes(), pair
@@ -229,33 +223,82 @@ def tokenize(texts: pa.Array | pa.ChunkedArray, form: NormalForm) -> TokenSpans:
     """Split every text of a string column into the tokens of ``form``: maximal runs of
     characters that are not separators. Two texts have the same normal form exactly when
     they have the same token sequence, so hashing tokens stands in for building the normal
-    form (no text is copied on the common path)."""
+    form (no text is copied on the common path).
+
+    Texts holding characters that vanish (format characters) or become ``0`` (non-ASCII
+    digits, with ``digits``) go through a slower path that rewrites their bytes; the others
+    are not held up by them. Both paths give the same tokens for the same text.
+    """
     if form.lowercase:
         texts = pc.utf8_lower(texts)
+        form = NormalForm(False, form.actions)
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
     data, offsets = utf8_buffers(texts)
     n = len(offsets) - 1
-    if data.size == 0:
-        z = np.zeros(0, np.int64)
-        return TokenSpans(data, z, z, np.zeros(n + 1, np.int64))
     act = np.frombuffer(bytearray(data).translate(_tables(form)[1]), dtype=np.uint8)
     stray_tokens = False
-    if int(data.max()) >= 0x80:
+    if data.size and int(data.max()) >= 0x80:
         # Fast path: continuation bytes count as token bytes and only lead bytes get their
         # character's action; the stray tokens this makes of a separator's continuation bytes
-        # are trimmed below. Characters that vanish or become 0 take the full path.
-        act = act.copy()
+        # are trimmed below.
         leads = np.flatnonzero(act == _LEAD)
         lead_act = _lead_actions(data, leads, form)
-        if (lead_act == DROP).any() or (lead_act == ZERO).any():
-            act = byte_actions(data, form)
-        else:
-            act[leads] = lead_act
-            stray_tokens = bool((lead_act == SEP).any())
+        rewrite = (lead_act == DROP) | (lead_act == ZERO)
+        if rewrite.any():
+            slow = np.zeros(n, dtype=bool)
+            slow[np.searchsorted(offsets, leads[rewrite], side="right") - 1] = True
+            return _merge(texts, slow, form)
+        act = act.copy()
+        act[leads] = lead_act
+        stray_tokens = bool((lead_act == SEP).any())
+    return _spans(data, offsets, act, form, stray_tokens)
+
+
+def _tokenize_rewriting(texts: pa.Array, form: NormalForm) -> TokenSpans:
+    """The slow path: every byte gets its character's action, then the bytes are rewritten
+    (format characters removed, digits turned to ``0``)."""
+    data, offsets = utf8_buffers(texts)
+    act = byte_actions(data, form)
     if ZERO in form.actions:
         data = np.where(act == ZERO, np.uint8(0x30), data)
-    if (act == DROP).any():
-        keep = act != DROP
-        data, act, offsets = data[keep], act[keep], _shrink_offsets(offsets, keep)
+    keep = act != DROP
+    data, act, offsets = data[keep], act[keep], _shrink_offsets(offsets, keep)
+    return _spans(data, offsets, act, form, False)
+
+
+def _merge(texts: pa.Array, slow: np.ndarray, form: NormalForm) -> TokenSpans:
+    """Tokens of texts split between the fast (``~slow``) and slow path, in text order."""
+    fast_idx, slow_idx = np.flatnonzero(~slow), np.flatnonzero(slow)
+    a = tokenize(texts.take(pa.array(fast_idx)), form) if fast_idx.size else None
+    b = _tokenize_rewriting(texts.take(pa.array(slow_idx)), form)
+    parts = [p for p in (a, b) if p is not None]
+    who = np.concatenate([fast_idx, slow_idx])  # original text of each part's text, in part order
+    counts_parts = np.concatenate([p.counts for p in parts])
+    data = np.concatenate([p.data for p in parts])
+    shift = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
+    starts = np.concatenate([p.starts + d for p, d in zip(parts, shift)])
+    ends = np.concatenate([p.ends + d for p, d in zip(parts, shift)])
+    first_parts = np.concatenate([p.doc_offsets[:-1] + o for p, o in
+                                  zip(parts, np.cumsum([0] + [len(p.starts) for p in parts[:-1]]))])
+    n = len(slow)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[who] = counts_parts
+    first = np.zeros(n, dtype=np.int64)
+    first[who] = first_parts
+    doc_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=doc_offsets[1:])
+    src = np.repeat(first - doc_offsets[:-1], counts) + np.arange(doc_offsets[-1])
+    return TokenSpans(data, starts[src], ends[src], doc_offsets)
+
+
+def _spans(data: np.ndarray, offsets: np.ndarray, act: np.ndarray, form: NormalForm, stray_tokens: bool) -> TokenSpans:
+    """Token spans from the per-byte actions (continuation bytes of kept characters solid)."""
+    if data.size == 0:
+        z = np.zeros(0, np.int64)
+        return TokenSpans(data, z, z, np.zeros(len(offsets), np.int64))
+    if ZERO in form.actions:
+        data = np.where(act == ZERO, np.uint8(0x30), data)
     solid = np.zeros(len(data) + 2, dtype=bool)
     solid[1:-1] = act != SEP
     # a token starts at a solid byte after a separator or at a text start, and ends likewise

@@ -1,0 +1,104 @@
+"""The whole ``corpusmill run`` with exact + near dedup, on 2 workers: time, peak memory, and
+how the cost grows from 100k to 1M documents.
+
+Documents are real text from Debian's fortunes (~500 bytes, so 1M documents are ~0.5 GB of
+text) with 10 % planted copies at 0-20 % word edits. Each size is also run without the dedup
+step (read + id check only), so the table shows what dedup itself adds.
+
+    python bench/bench_dedup_run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from bench import dedup_corpus  # noqa: E402
+from bench.common import DATA_DIR, PeakRSS, save_result  # noqa: E402
+
+WORKERS = 2
+
+
+def corpus(n: int) -> tuple[Path, int]:
+    """The JSONL file of ``n`` documents (written once, then reused)."""
+    path = DATA_DIR / f"dedup-run-{n}.jsonl"
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        docs = dedup_corpus.build(n, copy_share=0.1, mean_bytes=500, seed=3)
+        text_bytes = dedup_corpus.write_jsonl(docs, path)
+        meta.write_text(json.dumps({"documents": n, "text_bytes": text_bytes}))
+    return path, json.loads(meta.read_text())["text_bytes"]
+
+
+def run(data: Path, steps: list, workdir: Path) -> dict:
+    """``corpusmill run`` as a user types it; wall time and peak RSS of the process tree."""
+    pipe = workdir / "pipeline.yaml"
+    pipe.write_text(yaml.safe_dump({"dataset": "bench", "inputs": [{"path": str(data), "id_field": "id"}],
+                                    "steps": steps}))
+    store = workdir / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    cli = Path(sys.executable).parent / "corpusmill"
+    cmd = [str(cli), "run", str(pipe), "--store", str(store), "--workers", str(WORKERS), "--quiet"]
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    version = next((store / "bench" / "versions").iterdir())
+    manifest = json.loads((version / "manifest.json").read_text())
+    stats = json.loads((version / "stats.json").read_text())
+    counters = manifest["stages"][-1]["counters"] if steps else {}
+    return {"seconds": round(seconds, 2), "peak_rss_mb": rss.peak_mb, "kept": manifest["counts"]["kept"],
+            "rejected": manifest["counts"]["rejected"].get("dedup", {}), "segments": stats["segments"],
+            "counters": {k: v for k, v in counters.items() if k != "lsh"}, "lsh": counters.get("lsh")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20k and 100k documents instead of 100k and 1M")
+    args = ap.parse_args()
+    sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
+    dedup = [{"dedup": {"exact": True, "near": True}}]
+    rows = []
+    workdir = DATA_DIR / "run-work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in sizes:
+            data, text_bytes = corpus(n)
+            base = run(data, [], workdir)
+            full = run(data, dedup, workdir)
+            rows.append({"documents": n, "text_mb": round(text_bytes / 1e6, 1), "without_dedup": base, "with_dedup": full})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n`corpusmill run`, {WORKERS} workers, exact + near dedup (defaults), machine: {os.cpu_count()} cores (shared)")
+    print(f"{'documents':>10s} {'text MB':>8s} {'read only s':>12s} {'with dedup s':>13s} {'dedup adds s':>13s} "
+          f"{'peak RSS MB':>12s} {'removed':>9s}")
+    for r in rows:
+        w, b = r["with_dedup"], r["without_dedup"]
+        print(f"{r['documents']:10,d} {r['text_mb']:8.1f} {b['seconds']:12.1f} {w['seconds']:13.1f} "
+              f"{w['seconds'] - b['seconds']:13.1f} {w['peak_rss_mb']:12.0f} {sum(w['rejected'].values()):9,d}")
+    if len(rows) == 2:
+        small, big = rows
+        scale = big["documents"] / small["documents"]
+        growth = big["with_dedup"]["seconds"] / small["with_dedup"]["seconds"]
+        added = (big["with_dedup"]["seconds"] - big["without_dedup"]["seconds"]) / max(
+            small["with_dedup"]["seconds"] - small["without_dedup"]["seconds"], 1e-9)
+        print(f"{scale:.0f}x the documents: {growth:.1f}x the time ({added:.1f}x for the dedup part)")
+    save_result("dedup_run", {"quick": args.quick, "workers": WORKERS, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
