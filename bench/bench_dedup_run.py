@@ -28,6 +28,7 @@ from bench import dedup_corpus  # noqa: E402
 from bench.common import DATA_DIR, PeakRSS, save_result  # noqa: E402
 
 WORKERS = 2
+SHARD_BYTES = 16_000_000  # 100k documents make 4 shards, 1M make 40: both sizes keep 2 workers busy
 
 
 def corpus(n: int) -> tuple[Path, int]:
@@ -46,7 +47,7 @@ def run(data: Path, steps: list, workdir: Path) -> dict:
     """``corpusmill run`` as a user types it; wall time and peak RSS of the process tree."""
     pipe = workdir / "pipeline.yaml"
     pipe.write_text(yaml.safe_dump({"dataset": "bench", "inputs": [{"path": str(data), "id_field": "id"}],
-                                    "steps": steps}))
+                                    "execution": {"shard_bytes": SHARD_BYTES}, "steps": steps}))
     store = workdir / "store"
     shutil.rmtree(store, ignore_errors=True)
     cli = Path(sys.executable).parent / "corpusmill"
@@ -83,7 +84,8 @@ def main() -> None:
             rows.append({"documents": n, "text_mb": round(text_bytes / 1e6, 1), "without_dedup": base, "with_dedup": full})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n`corpusmill run`, {WORKERS} workers, exact + near dedup (defaults), machine: {os.cpu_count()} cores (shared)")
+    print(f"\n`corpusmill run`, {WORKERS} workers, shards of {SHARD_BYTES / 1e6:.0f} MB, exact + near dedup (defaults), "
+          f"machine: {os.cpu_count()} cores (shared)")
     print(f"{'documents':>10s} {'text MB':>8s} {'read only s':>12s} {'with dedup s':>13s} {'dedup adds s':>13s} "
           f"{'peak RSS MB':>12s} {'removed':>9s}")
     for r in rows:

@@ -44,8 +44,9 @@ from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
 from corpusmill.dataprep import lsh
-from corpusmill.dataprep.minhash import MinHasher, Shingles, Shingling, estimate_jaccard, sequence_hash
-from corpusmill.dataprep.textnorm import NormalForm, tokenize
+from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimate_jaccard, sequence_hash,
+                                         word_shingles)
+from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
 
@@ -191,6 +192,26 @@ def check_index(version, config: DedupConfig) -> Path:
     return folder
 
 
+def to_fixed_binary(matrix: np.ndarray) -> pa.Array:
+    """A [rows x k] numeric matrix as one fixed-size binary value per row (little-endian):
+    Parquet stores these as plain fixed-length bytes, several times cheaper than lists."""
+    m = np.ascontiguousarray(matrix.astype(matrix.dtype.newbyteorder("<"), copy=False))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(m.shape[1] * m.itemsize), m.shape[0],
+                                                [None, pa.py_buffer(m.tobytes())])
+
+
+def from_fixed_binary(col: pa.Array | pa.ChunkedArray, dtype) -> np.ndarray:
+    """The matrix written by :func:`to_fixed_binary`."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    width = col.type.byte_width
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(col) == 0:
+        return np.zeros((0, width // dt.itemsize), dtype=dtype)
+    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * width:(col.offset + len(col)) * width]
+    return raw.view(dt).reshape(len(col), width // dt.itemsize).astype(dtype, copy=False)
+
+
 @lru_cache(maxsize=64)
 def band_plan(threshold: float, num_perm: int, fp_weight: float, fn_weight: float,
               bands: int | None, rows: int | None) -> lsh.BandPlan:
@@ -260,19 +281,19 @@ class Dedup(ReduceStage):
         if self.config.keep == "quality":
             facts["quality"] = self._quality(batch)
         e, c = self.exact, self.near
-        lower = pc.utf8_lower(text) if (e and e.lowercase) or c else None
+        # one lower-casing and one pass over the characters serve both the exact and the word form
+        forms = ([e.form] if e else []) + ([NormalForm.words()] if c and c.shingle == "word" else [])
+        tokens = tokenize_forms(text, forms) if forms else []
         if e:
-            form = e.form
-            source = lower if e.lowercase else text
-            hi, lo = sequence_hash(tokenize(source, NormalForm(False, form.actions)))
+            hi, lo = sequence_hash(tokens[0])
             facts["hi"], facts["lo"] = pa.array(hi), pa.array(lo)
         if c:
-            sh = self.shingling.shingles(lower, lowercased=True)
+            sh = word_shingles(tokens[-1], c.n) if c.shingle == "word" else self.shingling.shingles(text)
             sig = self.hasher.signatures(sh)
             facts["shingles"] = pa.array(sh.counts.astype(np.int32))
-            facts["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), c.num_perm)
+            facts["sig"] = to_fixed_binary(sig)
             keys = lsh.band_keys(sig, self.plan, c.seed)
-            facts["bands"] = pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.plan.bands)
+            facts["bands"] = to_fixed_binary(keys)
             if c.verify:
                 facts["text"] = text
         return pa.table(facts)
@@ -417,7 +438,7 @@ class _OldIndex:
         n = t.num_rows if t is not None else 0
         sig = None
         if stage.near and n:
-            sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(n, stage.near.num_perm)
+            sig = from_fixed_binary(t.column("sig"), np.uint32)
         return cls(
             ref=version.ref,
             ids=t.column("id").combine_chunks() if n else pa.array([], pa.string()),
@@ -590,8 +611,7 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
             ok = eligible[n_old + lo:n_old + hi]
             if path is None or not ok.any():
                 continue
-            t = pq.read_table(path, columns=["bands"])
-            keys = t.column("bands").combine_chunks().flatten().to_numpy().reshape(-1, plan.bands)
+            keys = from_fixed_binary(pq.read_table(path, columns=["bands"]).column("bands"), np.uint64)
             store.add(keys[ok], n_old + lo + np.flatnonzero(ok))
         for keys, who in store.bands():
             pairs.append(lsh.bucket_pairs(keys, who))
@@ -692,15 +712,18 @@ class _Similarity:
 
 
 def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.ndarray):
-    """Unique shingle sets of the global rows ``docs`` (ascending), re-computed from their text;
-    and whether the text was found (old rows whose version is gone have none)."""
+    """Unique shingle sets of the global rows ``docs`` (ascending), re-computed from their text
+    one shard at a time (only the sets are kept); and whether the text was found (old rows
+    whose version is gone have none)."""
     n_old = len(old) if old is not None else 0
-    texts: list = [None] * len(docs)
+    parts: list[tuple[np.ndarray, Shingles]] = []  # (positions in docs, their sets)
+    have = np.ones(len(docs), dtype=bool)
     is_old = docs < n_old
     if is_old.any():
         _, found = old.texts(docs[is_old])
-        for k, t in zip(np.flatnonzero(is_old), found):
-            texts[k] = t
+        have[np.flatnonzero(is_old)] = [t is not None for t in found]
+        texts = pa.array([t if t is not None else "" for t in found], pa.string())
+        parts.append((np.flatnonzero(is_old), lsh.unique_sets(stage.shingling.shingles(texts))))
     new = docs[~is_old] - n_old
     new_pos = np.flatnonzero(~is_old)
     for k, path in enumerate(rows.files):
@@ -708,13 +731,19 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
         a, b = np.searchsorted(new, [lo, hi])
         if a == b:
             continue
-        col = pq.read_table(path, columns=["text"]).column("text")
-        picked = col.take(pa.array(new[a:b] - lo)).to_pylist()
-        for pos, t in zip(new_pos[a:b], picked):
-            texts[pos] = t
-    have = np.array([t is not None for t in texts], dtype=bool)
-    sh = stage.shingling.shingles(pa.array([t if t is not None else "" for t in texts], pa.string()))
-    return lsh.unique_sets(sh), have
+        texts = pq.read_table(path, columns=["text"]).column("text").take(pa.array(new[a:b] - lo))
+        parts.append((new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))))
+    # stitch the parts back into the order of docs
+    pos = np.concatenate([p for p, _ in parts])
+    counts = np.zeros(len(docs), dtype=np.int64)
+    counts[pos] = np.concatenate([sh.counts for _, sh in parts])
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = np.empty(offsets[-1], dtype=np.uint64)
+    for p, sh in parts:
+        dest = np.repeat(offsets[p] - sh.offsets[:-1], sh.counts) + np.arange(len(sh.hashes))
+        values[dest] = sh.hashes
+    return Shingles(values, offsets), have
 
 
 def _signatures(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.ndarray) -> np.ndarray:
@@ -736,8 +765,7 @@ def _signatures(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.ndarr
 
 
 def _read_sig(path: Path, num_perm: int) -> np.ndarray:
-    col = pq.read_table(path, columns=["sig"]).column("sig").combine_chunks()
-    return col.flatten().to_numpy().reshape(-1, num_perm)
+    return from_fixed_binary(pq.read_table(path, columns=["sig"]).column("sig"), np.uint32)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -822,7 +850,7 @@ def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, 
             cols["lo"] = pa.array(rows.lo[lo:hi][sel])
         if stage.near:
             sig = _read_sig(path, stage.near.num_perm)[sel]
-            cols["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), stage.near.num_perm)
+            cols["sig"] = to_fixed_binary(sig)
         name = f"part-{k:05d}.parquet"
         pq.write_table(pa.table(cols), index / name, compression="zstd")
         parts.append({"file": name, "rows": int(sel.size), "origin": None})

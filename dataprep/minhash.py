@@ -186,11 +186,9 @@ class Shingling:
     kind: str = "word"
     n: int = 3
 
-    def shingles(self, texts, *, lowercased: bool = False) -> Shingles:
-        """Shingles of every text of a string column (``lowercased``: already lower-cased)."""
+    def shingles(self, texts) -> Shingles:
+        """Shingles of every text of a string column."""
         form = NormalForm.words()
-        if lowercased:
-            form = NormalForm(False, form.actions)
         if self.kind == "word":
             return word_shingles(tokenize(texts, form), self.n)
         return char_shingles(normalise(texts, form), self.n)

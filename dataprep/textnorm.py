@@ -121,48 +121,53 @@ def utf8_buffers(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
 _LEAD = 254
 _DECODE = 253
+_CONT = 7  # class code of a UTF-8 continuation byte on the fast path
 
 
-@lru_cache(maxsize=16)
-def _tables(form: NormalForm) -> tuple[bytes, bytes, np.ndarray]:
-    """The byte tables (ASCII actions, lead bytes marked; continuation bytes marked, or KEEP
-    for the tokenizer's fast path) and the table of non-ASCII characters by their first two
-    bytes: the action when every character starting with those two bytes shares it, else
-    _DECODE."""
-    actions = np.asarray(form.actions, dtype=np.uint8)
+@lru_cache(maxsize=1)
+def _class_tables() -> tuple[bytes, np.ndarray]:
+    """The byte table (class of ASCII bytes; continuation bytes _CONT; lead bytes _LEAD) and
+    the class of non-ASCII characters by their first two bytes: the class when every
+    character starting with those two bytes shares it, else _DECODE."""
     classes = char_classes()
     table = np.empty(256, dtype=np.uint8)
-    table[:128] = actions[classes[:128]]
-    table[0x80:0xC0] = _CONTINUATION  # bytes 0x80-0xBF follow a lead byte
+    table[:128] = classes[:128]
+    table[0x80:0xC0] = _CONT  # bytes 0x80-0xBF follow a lead byte
     table[0xC0:] = _LEAD
     pair = np.full(1 << 16, _DECODE, dtype=np.uint8)
-    act_of = np.full(0x110000, actions[WORD], dtype=np.uint8)
-    act_of[:_TABLE_SIZE] = actions[classes]
+    class_of = np.full(0x110000, WORD, dtype=np.uint8)
+    class_of[:_TABLE_SIZE] = classes
     b1 = np.arange(0x80, 0xC0)
     # two-byte characters (U+0080-U+07FF): the first two bytes are the whole character
     b0 = np.arange(0xC2, 0xE0)
-    pair[(b0[:, None] << 8) | b1] = act_of[((b0[:, None] & 0x1F) << 6) | (b1 & 0x3F)]
+    pair[(b0[:, None] << 8) | b1] = class_of[((b0[:, None] & 0x1F) << 6) | (b1 & 0x3F)]
     # three- and four-byte characters: blocks of 64 or 4096 code points share their first two bytes
     for lead, width, shift, mask in ((np.arange(0xE0, 0xF0), 64, 12, 0x0F), (np.arange(0xF0, 0xF5), 4096, 18, 0x07)):
         first = ((lead[:, None] & mask) << shift) | ((b1 & 0x3F) << (shift - 6))
         valid = first + width <= 0x110000
-        blocks = act_of[first[valid][:, None] + np.arange(width)]
+        blocks = class_of[first[valid][:, None] + np.arange(width)]
         uniform = (blocks == blocks[:, :1]).all(axis=1)
         keys = ((lead[:, None] << 8) | b1)[valid]
         pair[keys[uniform]] = blocks[uniform, 0]
-    fast = table.copy()
-    fast[0x80:0xC0] = KEEP
-    return table.tobytes(), fast.tobytes(), pair
+    return table.tobytes(), pair
 
 
-def _lead_actions(data: np.ndarray, leads: np.ndarray, form: NormalForm) -> np.ndarray:
-    """The action of the non-ASCII characters starting at ``leads``: looked up by their first
+@lru_cache(maxsize=16)
+def _action_table(form: NormalForm) -> bytes:
+    """Class code -> action, as a translate table; continuation bytes count as kept."""
+    table = np.full(256, KEEP, dtype=np.uint8)
+    table[:7] = form.actions
+    return table.tobytes()
+
+
+def _lead_classes(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
+    """The class of the non-ASCII characters starting at ``leads``: looked up by their first
     two bytes, which settle almost every character (all of Latin, Greek, Cyrillic, CJK...);
     the rest (general punctuation, some symbol blocks) are decoded to a code point."""
-    pair = _tables(form)[2]
+    pair = _class_tables()[1]
     b0 = data[leads]
-    lead_act = pair[(b0.astype(np.uint16) << 8) | data[leads + 1]]
-    odd = np.flatnonzero(lead_act == _DECODE)
+    cls = pair[(b0.astype(np.uint16) << 8) | data[leads + 1]]
+    odd = np.flatnonzero(cls == _DECODE)
     if odd.size:
         pos = leads[odd]
         padded = np.zeros(len(data) + 3, dtype=np.uint8)
@@ -170,34 +175,33 @@ def _lead_actions(data: np.ndarray, leads: np.ndarray, form: NormalForm) -> np.n
         c0, c1, c2, c3 = (padded[pos + k].astype(np.uint32) for k in range(4))
         cp = np.where(c0 >= 0xF0, ((c0 & 0x07) << 18) | ((c1 & 0x3F) << 12) | ((c2 & 0x3F) << 6) | (c3 & 0x3F),
                       ((c0 & 0x0F) << 12) | ((c1 & 0x3F) << 6) | (c2 & 0x3F))
-        cls = np.full(len(cp), WORD, dtype=np.uint8)
+        decoded = np.full(len(cp), WORD, dtype=np.uint8)
         low = cp < _TABLE_SIZE
-        cls[low] = char_classes()[cp[low]]
-        lead_act[odd] = np.asarray(form.actions, dtype=np.uint8)[cls]
-    return lead_act
+        decoded[low] = char_classes()[cp[low]]
+        cls[odd] = decoded
+    return cls
 
 
 def byte_actions(data: np.ndarray, form: NormalForm) -> np.ndarray:
-    """The action of every byte: that of the character it belongs to.
-
-    ASCII bytes go through a 256-entry table (``bytes.translate``, one pass); non-ASCII
-    characters through :func:`_lead_actions`. Continuation bytes copy their lead's action,
-    except that a multi-byte ZERO character keeps only its lead byte (the caller rewrites it
-    to ``0``) and drops the rest.
-    """
-    act = np.frombuffer(bytearray(data).translate(_tables(form)[0]), dtype=np.uint8)
-    if data.size == 0 or int(data.max()) < 0x80:
-        return act
-    leads = np.flatnonzero(act == _LEAD)
-    lead_act = _lead_actions(data, leads, form)
-    act[leads] = lead_act
-    cont_act = np.where(lead_act == ZERO, np.uint8(DROP), lead_act)
-    b0 = data[leads]
-    act[leads + 1] = cont_act
-    longer = b0 >= 0xE0
-    act[leads[longer] + 2] = cont_act[longer]
-    four = b0 >= 0xF0
-    act[leads[four] + 3] = cont_act[four]
+    """The action of every byte: that of the character it belongs to. Continuation bytes copy
+    their lead's action, except that a multi-byte ZERO character keeps only its lead byte (the
+    caller rewrites it to ``0``) and drops the rest."""
+    actions = np.asarray(form.actions, dtype=np.uint8)
+    cls = np.frombuffer(bytearray(data).translate(_class_tables()[0]), dtype=np.uint8)
+    act = np.full(len(data), KEEP, dtype=np.uint8)
+    ascii_ = cls < _CONT
+    act[ascii_] = actions[cls[ascii_]]
+    leads = np.flatnonzero(cls == _LEAD)
+    if leads.size:
+        lead_act = actions[_lead_classes(data, leads)]
+        act[leads] = lead_act
+        cont_act = np.where(lead_act == ZERO, np.uint8(DROP), lead_act)
+        b0 = data[leads]
+        act[leads + 1] = cont_act
+        longer = b0 >= 0xE0
+        act[leads[longer] + 2] = cont_act[longer]
+        four = b0 >= 0xF0
+        act[leads[four] + 3] = cont_act[four]
     return act
 
 
@@ -223,36 +227,52 @@ def tokenize(texts: pa.Array | pa.ChunkedArray, form: NormalForm) -> TokenSpans:
     """Split every text of a string column into the tokens of ``form``: maximal runs of
     characters that are not separators. Two texts have the same normal form exactly when
     they have the same token sequence, so hashing tokens stands in for building the normal
-    form (no text is copied on the common path).
+    form (no text is copied on the common path)."""
+    return tokenize_forms(texts, [form])[0]
+
+
+def tokenize_forms(texts: pa.Array | pa.ChunkedArray, forms: list[NormalForm]) -> list[TokenSpans]:
+    """:func:`tokenize` for several forms sharing one lower-casing (when they all lower-case,
+    or none does) and one classification of the characters.
 
     Texts holding characters that vanish (format characters) or become ``0`` (non-ASCII
     digits, with ``digits``) go through a slower path that rewrites their bytes; the others
     are not held up by them. Both paths give the same tokens for the same text.
     """
-    if form.lowercase:
+    if len({f.lowercase for f in forms}) > 1:
+        return [tokenize_forms(texts, [f])[0] for f in forms]
+    if forms[0].lowercase:
         texts = pc.utf8_lower(texts)
-        form = NormalForm(False, form.actions)
+        forms = [NormalForm(False, f.actions) for f in forms]
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
     data, offsets = utf8_buffers(texts)
     n = len(offsets) - 1
-    act = np.frombuffer(bytearray(data).translate(_tables(form)[1]), dtype=np.uint8)
-    stray_tokens = False
+    cls = np.frombuffer(bytearray(data).translate(_class_tables()[0]), dtype=np.uint8)
+    leads = lead_cls = None
     if data.size and int(data.max()) >= 0x80:
         # Fast path: continuation bytes count as token bytes and only lead bytes get their
-        # character's action; the stray tokens this makes of a separator's continuation bytes
-        # are trimmed below.
-        leads = np.flatnonzero(act == _LEAD)
-        lead_act = _lead_actions(data, leads, form)
-        rewrite = (lead_act == DROP) | (lead_act == ZERO)
-        if rewrite.any():
-            slow = np.zeros(n, dtype=bool)
-            slow[np.searchsorted(offsets, leads[rewrite], side="right") - 1] = True
-            return _merge(texts, slow, form)
-        act = act.copy()
-        act[leads] = lead_act
-        stray_tokens = bool((lead_act == SEP).any())
-    return _spans(data, offsets, act, form, stray_tokens)
+        # character's class; the stray tokens this makes of a separator's continuation bytes
+        # are trimmed in _spans.
+        leads = np.flatnonzero(cls == _LEAD)
+        lead_cls = _lead_classes(data, leads)
+        cls = cls.copy()
+        cls[leads] = lead_cls
+    out = []
+    for form in forms:
+        stray = False
+        if leads is not None:
+            lead_act = np.asarray(form.actions, dtype=np.uint8)[lead_cls]
+            rewrite = (lead_act == DROP) | (lead_act == ZERO)
+            if rewrite.any():
+                slow = np.zeros(n, dtype=bool)
+                slow[np.searchsorted(offsets, leads[rewrite], side="right") - 1] = True
+                out.append(_merge(texts, slow, form))
+                continue
+            stray = bool((lead_act == SEP).any())
+        act = np.frombuffer(cls.tobytes().translate(_action_table(form)), dtype=np.uint8)
+        out.append(_spans(data, offsets, act, form, stray))
+    return out
 
 
 def _tokenize_rewriting(texts: pa.Array, form: NormalForm) -> TokenSpans:
