@@ -294,8 +294,6 @@ class Dedup(ReduceStage):
             facts["sig"] = to_fixed_binary(sig)
             keys = lsh.band_keys(sig, self.plan, c.seed)
             facts["bands"] = to_fixed_binary(keys)
-            if c.verify:
-                facts["text"] = text
         return pa.table(facts)
 
     def _quality(self, batch: pa.Table) -> pa.Array:
@@ -364,7 +362,8 @@ class _Rows:
     lo: np.ndarray | None
     shingles: np.ndarray | None
     shard_start: np.ndarray  # global number of each shard's first row, len shards + 1
-    files: list[Path | None]
+    files: list[Path | None]  # facts per shard
+    texts: list[Path | None]  # the rows themselves per shard (for the text of candidates)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -403,6 +402,7 @@ class _Rows:
             row=col("row"), ids=t.column("id").combine_chunks(), length=col("length"),
             quality=col("quality", -np.inf), hi=col("hi"), lo=col("lo"), shingles=col("shingles"),
             shard_start=np.asarray(starts, dtype=np.int64), files=list(facts),
+            texts=list(stage.rows_files) if stage.rows_files else [None] * len(facts),
         )
 
 
@@ -726,12 +726,14 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
         parts.append((np.flatnonzero(is_old), lsh.unique_sets(stage.shingling.shingles(texts))))
     new = docs[~is_old] - n_old
     new_pos = np.flatnonzero(~is_old)
-    for k, path in enumerate(rows.files):
+    for k, path in enumerate(rows.texts):
         lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
         a, b = np.searchsorted(new, [lo, hi])
         if a == b:
             continue
-        texts = pq.read_table(path, columns=["text"]).column("text").take(pa.array(new[a:b] - lo))
+        if path is None:
+            raise RuntimeError(f"dedup: the executor gave no rows file for shard {k}; verification needs the text")
+        texts = pq.read_table(path, columns=[S.TEXT]).column(S.TEXT).take(pa.array(new[a:b] - lo))
         parts.append((new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))))
     # stitch the parts back into the order of docs
     pos = np.concatenate([p for p, _ in parts])
@@ -852,7 +854,8 @@ def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, 
             sig = _read_sig(path, stage.near.num_perm)[sel]
             cols["sig"] = to_fixed_binary(sig)
         name = f"part-{k:05d}.parquet"
-        pq.write_table(pa.table(cols), index / name, compression="zstd")
+        # signatures are random bits: compressing them costs time and saves nothing
+        pq.write_table(pa.table(cols), index / name, compression={c: "none" if c == "sig" else "zstd" for c in cols})
         parts.append({"file": name, "rows": int(sel.size), "origin": None})
     meta = {**stage.index_meta(), "lsh": stage.plan.to_json() if stage.plan else None, "parts": parts,
             "rows": int(sum(p["rows"] for p in parts))}

@@ -116,18 +116,24 @@ def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
 
     A bucket of m <= 16 documents gives all m(m-1)/2 pairs; a larger one (many copies of one
     text) links each member to the first and to the next, which keeps the clusters while
-    the pair count stays linear.
+    the pair count stays linear. Keys are compared on their top 64 - log2(len) bits: a
+    spurious bucket-mate (~n**2 / 2**(64 - log2 n) per band) only costs a verification.
+    Keys are mixed first, so keys that differ only in their low bits stay apart.
     """
-    if len(keys) < 2:
+    n = len(keys)
+    if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    k = keys[order]
-    m = members[order]
-    same = k[1:] == k[:-1]
+    bits = int(n - 1).bit_length()
+    low = np.uint64((1 << bits) - 1)
+    # one sort of key prefix | position: groups equal keys, positions ascending inside a group
+    packed = np.sort((fmix64(keys.astype(U64, copy=True)) & ~low) | np.arange(n, dtype=np.uint64))
+    prefix = packed & ~low
+    m = members[(packed & low).astype(np.int64)]
+    same = prefix[1:] == prefix[:-1]
     if not same.any():
         return np.zeros((0, 2), dtype=np.int64)
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
-    sizes = np.diff(np.append(starts, len(k)))
+    sizes = np.diff(np.append(starts, n))
     multi = sizes > 1
     starts, sizes = starts[multi], sizes[multi]
     out = []
@@ -209,15 +215,16 @@ def set_jaccard(sets: Shingles, pairs: np.ndarray) -> np.ndarray:
     counts = sets.counts
     ca, cb = counts[pairs[:, 0]], counts[pairs[:, 1]]
     inter = np.zeros(n, dtype=np.int64)
-    step = 1 << 20  # pairs per step; the pair tag takes the 24 bits above the 40-bit shingle
+    step = 1 << 16  # pairs per step (memory: ~16 bytes per shingle of the step's pairs)
     for lo in range(0, n, step):
         hi = min(lo + step, n)
         tag = np.arange(hi - lo, dtype=np.uint64)
         a = sets.take(pairs[lo:hi, 0])
         b = sets.take(pairs[lo:hi, 1])
+        # two runs, each sorted by (pair, shingle): a stable sort merges them in linear time
         keys = np.concatenate([(np.repeat(tag, a.counts) << np.uint64(40)) | a.hashes,
                                (np.repeat(tag, b.counts) << np.uint64(40)) | b.hashes])
-        keys.sort()
+        keys.sort(kind="stable")
         dup = keys[1:] == keys[:-1]
         inter[lo:hi] = np.bincount((keys[1:][dup] >> np.uint64(40)).astype(np.int64), minlength=hi - lo)
     union = ca + cb - inter
