@@ -68,6 +68,8 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
     n_base = n_docs - n_copies
     bases: list[str] = []
     cursor = 0
+    # drawn with replacement, a document of one long fortune would recur by chance: take two or more
+    min_parts = 2 if reuse else 1
     while len(bases) < n_base:
         target = rng.randint(mean_bytes // 2, mean_bytes * 3 // 2)
         parts, size = [], 0
@@ -80,7 +82,7 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
                 t = pool[order[cursor]]
                 cursor += 1
             n = len(t.encode()) + 1
-            if parts and size + n > target * 1.25:  # keep documents near the target size
+            if len(parts) >= min_parts and size + n > target * 1.25:  # keep documents near the target size
                 break
             parts.append(t)
             size += n

@@ -206,7 +206,7 @@ class MinHasher:
     classic MinHash. ``0xFFFFFFFF`` in every slot marks a document without shingles.
     """
 
-    def __init__(self, num_perm: int, seed: int, *, chunk_shingles: int = 1 << 16, chunk_docs: int = 2048) -> None:
+    def __init__(self, num_perm: int, seed: int, *, chunk_shingles: int = 1 << 17, chunk_docs: int = 4096) -> None:
         if not 1 <= num_perm <= 4096:
             raise ValueError(f"num_perm must be in 1..4096, got {num_perm}")
         self.num_perm = num_perm
