@@ -73,7 +73,7 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
     while len(bases) < n_base:
         target = rng.randint(mean_bytes // 2, mean_bytes * 3 // 2)
         parts, size = [], 0
-        while size < target:
+        while size < target or len(parts) < min_parts:
             if reuse:
                 t = pool[rng.randrange(len(pool))]
             else:

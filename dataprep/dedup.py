@@ -54,6 +54,7 @@ CLUSTER_ID = "cluster_id"
 INDEX_FORMAT = 1
 #: names of the hashing schemes; a stored index is reusable only under the same names
 TOKENIZER = "words-ucd3.2-v1"
+EXACT_HASH = "token-sequence-poly128-v1"
 SKETCH = "bucketed-minhash-u32-v1"
 
 
@@ -158,7 +159,7 @@ def index_meta(config: DedupConfig) -> dict:
     e, c = config.exact, config.near
     return {
         "format": INDEX_FORMAT,
-        "exact": e.model_dump() if e else None,
+        "exact": {**e.model_dump(), "hash": EXACT_HASH} if e else None,
         "near": {"tokenizer": TOKENIZER, "sketch": SKETCH, "num_perm": c.num_perm, "seed": c.seed,
                  "shingle": c.shingle, "ngram": c.n} if c else None,
     }
@@ -556,7 +557,7 @@ def _decide(stage: Dedup, rows: _Rows, old: _OldIndex | None) -> _Decision:
 def _near_clusters(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.ndarray, alive: np.ndarray):
     """Near clusters of the ``alive`` rows. Returns per global row: its cluster's keeper, its
     similarity to the keeper, whether that is an estimate, the cluster size, and counters."""
-    c, plan = stage.near, stage.plan
+    c = stage.near
     n_old = len(old) if old is not None else 0
     n = n_old + len(rows)
     has_shingles = np.concatenate([
