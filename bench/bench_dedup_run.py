@@ -39,7 +39,7 @@ def corpus(n: int) -> tuple[Path, int]:
     if not (path.is_file() and meta.is_file()):
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         code = (f"import json; from bench import dedup_corpus as dc; "
-                f"docs = dc.build({n}, copy_share=0.1, mean_bytes=440, seed=3); "
+                f"docs = dc.build({n}, copy_share=0.1, mean_bytes=470, seed=3); "
                 f"b = dc.write_jsonl(docs, {str(path)!r}); "
                 f"open({str(meta)!r}, 'w').write(json.dumps({{'documents': {n}, 'text_bytes': b}}))")
         subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -67,7 +67,7 @@ def main() -> None:
     n_docs = 4_000 if args.quick else 40_000
     n_ds = 500 if args.quick else 3_000  # datasketch is slow: a subset, reported per document
     repeats = 2 if args.quick else 3
-    docs = [d.text for d in dedup_corpus.build(n_docs, copy_share=0.1, mean_bytes=300, seed=1)]
+    docs = [d.text for d in dedup_corpus.build(n_docs, copy_share=0.1, mean_bytes=380, seed=1)]
     column = pa.array(docs)
     mean_bytes = column.nbytes / len(docs)
     char_classes()  # one-time table, built when the module is first used

@@ -55,9 +55,12 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
           mean_bytes: int = 400, seed: int = 0) -> list[Doc]:
     """``n_docs`` documents of which about ``copy_share`` are planted copies.
 
-    ``reuse=False`` uses every fortune at most once, so base documents share no text and any
-    near-duplicate pair is a planted one (limits the corpus to about 35k base documents);
-    ``reuse=True`` draws fortunes with replacement, for corpora of any size.
+    ``reuse=False`` joins whole fortunes, each used at most once, so base documents share no
+    text and every near-duplicate pair is a planted one (at most ~35k base documents).
+    ``reuse=True`` makes corpora of any size: each base document joins 3 to 6 passages of
+    8 to 40 consecutive words taken from random fortunes, so two base documents rarely share
+    more than one passage (Jaccard well under 0.5) and the duplicate structure does not
+    change with the corpus size.
     """
     rng = random.Random(seed)
     pool = fortune_pool()
@@ -68,21 +71,23 @@ def build(n_docs: int, *, copy_share: float = 0.2, max_rate: float = 0.2, reuse:
     n_base = n_docs - n_copies
     bases: list[str] = []
     cursor = 0
-    # drawn with replacement, a document of one long fortune would recur by chance: take two or more
-    min_parts = 2 if reuse else 1
+    pool_words = [t.split() for t in pool] if reuse else []
     while len(bases) < n_base:
         target = rng.randint(mean_bytes // 2, mean_bytes * 3 // 2)
         parts, size = [], 0
-        while size < target or len(parts) < min_parts:
+        while size < target:
             if reuse:
-                t = pool[rng.randrange(len(pool))]
+                words = pool_words[rng.randrange(len(pool_words))]
+                k = min(len(words), rng.randint(8, 40))
+                start = rng.randrange(len(words) - k + 1)
+                t = " ".join(words[start:start + k])
             else:
                 if cursor >= len(order):
                     raise ValueError(f"the fortunes make only {len(bases)} unshared base documents; ask for fewer")
                 t = pool[order[cursor]]
                 cursor += 1
             n = len(t.encode()) + 1
-            if len(parts) >= min_parts and size + n > target * 1.25:  # keep documents near the target size
+            if parts and size + n > target * 1.25:  # keep documents near the target size
                 break
             parts.append(t)
             size += n
