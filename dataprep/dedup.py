@@ -223,6 +223,8 @@ _REASON = {1: "exact_duplicate", 2: "near_duplicate"}
 
 
 class Dedup(ReduceStage):
+    """Exact and near-duplicate removal; see the module docstring and docs/dedup.md."""
+
     kind = "dedup"
     Config = DedupConfig
     version = 2
@@ -267,6 +269,8 @@ class Dedup(ReduceStage):
         return {"against": version.ref}
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
+        if CLUSTER_ID in schema.names:
+            return schema
         return schema.append(pa.field(CLUSTER_ID, pa.string()))
 
     # -- map
@@ -328,7 +332,11 @@ class Dedup(ReduceStage):
 
     def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
         n = batch.num_rows
-        out = batch.append_column(pa.field(CLUSTER_ID, pa.string()), batch.column(S.ID))
+        field = pa.field(CLUSTER_ID, pa.string())
+        if CLUSTER_ID in batch.column_names:  # an earlier dedup step named clusters: these are finer
+            out = batch.set_column(batch.schema.get_field_index(CLUSTER_ID), field, batch.column(S.ID))
+        else:
+            out = batch.append_column(field, batch.column(S.ID))
         if decision is None:
             return StageOutput(out)
         rows = decision.column("row").to_numpy()

@@ -276,3 +276,15 @@ def test_config_mistakes_are_reported_before_running(tmp_path, run):
     run(pipeline("d.jsonl", {"near": True}), store=tmp_path / "s", name="x.yaml")
     with pytest.raises(CorpusmillError, match="other settings"):
         run(pipeline("d.jsonl", {"near": {"num_perm": 64}, "against": "tickets"}), store=tmp_path / "s")
+
+
+def test_exact_then_near_as_two_steps(tmp_path, run):
+    write_jsonl(tmp_path / "d.jsonl", corpus())
+    cfg = pipeline("d.jsonl", {"exact": True})
+    cfg["steps"].append({"dedup": {"exact": False, "near": near()}})
+    result = run(cfg)
+    rejected = result.manifest["counts"]["rejected"]
+    assert rejected["dedup"] == {"exact_duplicate": 4} and rejected["dedup_2"] == {"near_duplicate": 3}
+    kept = result.version.read_split("all")
+    assert kept.column_names.count("cluster_id") == 1
+    assert sorted(p.name for p in (result.version.path / "index").iterdir()) == ["dedup", "dedup_2"]
