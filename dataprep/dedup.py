@@ -193,6 +193,16 @@ def check_index(version, config: DedupConfig) -> Path:
     return folder
 
 
+def per_shard(fn, items: list) -> list:
+    """``[fn(k, item) for k, item in enumerate(items)]`` on a few threads: reading, decompressing
+    and writing Parquet release the GIL, so the shards of the global step overlap. Results come
+    back in shard order, so nothing depends on which thread finished first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(fn, range(len(items)), items))
+
+
 def to_fixed_binary(matrix: np.ndarray) -> pa.Array:
     """A [rows x k] numeric matrix as one fixed-size binary value per row (little-endian):
     Parquet stores these as plain fixed-length bytes, several times cheaper than lists."""
@@ -615,15 +625,25 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
         if n_old:
             who = np.flatnonzero(eligible[:n_old])
             store.add(lsh.band_keys(old.sig[who], plan, c.seed), who)
-        for k, path in enumerate(rows.files):
+        def shard_keys(k: int, path: Path | None):
             lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
             ok = eligible[n_old + lo:n_old + hi]
             if path is None or not ok.any():
-                continue
+                return None
             keys = from_fixed_binary(pq.read_table(path, columns=["bands"]).column("bands"), np.uint64)
-            store.add(keys[ok], n_old + lo + np.flatnonzero(ok))
-        for keys, who in store.bands():
-            pairs.append(lsh.bucket_pairs(keys, who))
+            return keys[ok], n_old + lo + np.flatnonzero(ok)
+
+        if parts == 1:  # all in memory anyway: read the shards and join the bands on a few threads
+            for got in per_shard(shard_keys, rows.files):
+                if got is not None:
+                    store.add(*got)
+            pairs = per_shard(lambda b, item: lsh.bucket_pairs(*item), list(store.bands()))
+        else:  # one shard, then one part, at a time
+            for k, path in enumerate(rows.files):
+                got = shard_keys(k, path)
+                if got is not None:
+                    store.add(*got)
+            pairs = [lsh.bucket_pairs(keys, who) for keys, who in store.bands()]
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return lsh.unique_pairs(np.concatenate(pairs))
@@ -735,15 +755,18 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
         parts.append((np.flatnonzero(is_old), lsh.unique_sets(stage.shingling.shingles(texts))))
     new = docs[~is_old] - n_old
     new_pos = np.flatnonzero(~is_old)
-    for k, path in enumerate(rows.texts):
+
+    def sets_of_shard(k: int, path: Path | None):
         lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
         a, b = np.searchsorted(new, [lo, hi])
         if a == b:
-            continue
+            return None
         if path is None:
             raise RuntimeError(f"dedup: the executor gave no rows file for shard {k}; verification needs the text")
         texts = pq.read_table(path, columns=[S.TEXT]).column(S.TEXT).take(pa.array(new[a:b] - lo))
-        parts.append((new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))))
+        return new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))
+
+    parts += [p for p in per_shard(sets_of_shard, rows.texts) if p is not None]
     # stitch the parts back into the order of docs
     pos = np.concatenate([p for p, _ in parts])
     counts = np.zeros(len(docs), dtype=np.int64)
@@ -848,24 +871,26 @@ def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, 
             except OSError:
                 shutil.copyfile(p["path"], index / name)
             parts.append({"file": name, "rows": p["rows"], "origin": p["origin"]})
-    for k, path in enumerate(facts):
+    def write_part(k: int, path: Path | None) -> dict | None:
         if path is None:
-            continue
+            return None
         lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
         sel = np.flatnonzero(kept[lo:hi])
         if not sel.size:
-            continue
+            return None
         cols = {"id": rows.ids.slice(lo, hi - lo).take(pa.array(sel))}
         if stage.exact:
             cols["hi"] = pa.array(rows.hi[lo:hi][sel])
             cols["lo"] = pa.array(rows.lo[lo:hi][sel])
         if stage.near:
-            sig = _read_sig(path, stage.near.num_perm)[sel]
-            cols["sig"] = to_fixed_binary(sig)
+            sig = pq.read_table(path, columns=["sig"]).column("sig").combine_chunks()
+            cols["sig"] = sig.take(pa.array(sel))
         name = f"part-{k:05d}.parquet"
         # signatures are random bits: compressing them costs time and saves nothing
         pq.write_table(pa.table(cols), index / name, compression={c: "none" if c == "sig" else "zstd" for c in cols})
-        parts.append({"file": name, "rows": int(sel.size), "origin": None})
+        return {"file": name, "rows": int(sel.size), "origin": None}
+
+    parts += [p for p in per_shard(write_part, list(facts)) if p is not None]
     meta = {**stage.index_meta(), "lsh": stage.plan.to_json() if stage.plan else None, "parts": parts,
             "rows": int(sum(p["rows"] for p in parts))}
     (index / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
