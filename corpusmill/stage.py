@@ -128,6 +128,11 @@ class Filter(Stage):
 class ReduceStage(Stage):
     """A map + reduce stage."""
 
+    #: set by the executor before :meth:`reduce`: shard k's rows as this stage's map saw them
+    #: (the rows its facts describe, same order), or None; a reduce that needs a few rows' full
+    #: content (e.g. to verify candidate pairs) reads them here instead of copying them into facts
+    rows_files: list[Path | None] | None = None
+
     @property
     def needs_reduce(self) -> bool:
         return True

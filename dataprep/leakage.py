@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill import schema as S
-from corpusmill.dataprep.dedup import ExactConfig, hash128, normalise
+from corpusmill.dataprep.dedup import exact_hashes
 from corpusmill.dataprep.ngrams import HashSet, ngram_hashes, shared_span
 
 EVIDENCE_CHARS = 300
@@ -67,7 +67,7 @@ class LeakIndex:
         idx = cls(table.column(S.ID).to_pylist(), table.column(S.TEXT).to_pylist(), labels, **kw)
         texts = table.column(S.TEXT)
         if "exact" in idx.checks and table.num_rows:
-            hi, lo = hash128(normalise(texts, ExactConfig()).to_pylist())
+            hi, lo = exact_hashes(texts)
             for row, key in enumerate(zip(hi.tolist(), lo.tolist())):
                 idx._exact.setdefault(key, []).append(row)
         if "ngram" in idx.checks:
@@ -88,7 +88,7 @@ class LeakIndex:
         labels = batch.column(S.LABEL).to_pylist() if S.LABEL in batch.column_names else [None] * batch.num_rows
         text_list = None
         if "exact" in self.checks and self._exact:
-            hi, lo = hash128(normalise(texts, ExactConfig()).to_pylist())
+            hi, lo = exact_hashes(texts)
             text_list = texts.to_pylist()
             for r, key in enumerate(zip(hi.tolist(), lo.tolist())):
                 for e in self._exact.get(key, ()):
@@ -181,7 +181,7 @@ def label_conflicts_within(name: str, table: pa.Table) -> list[dict]:
     """Rows of one split whose normalised texts are equal but whose labels differ."""
     if S.LABEL not in table.column_names or table.num_rows == 0:
         return []
-    hi, lo = hash128(normalise(table.column(S.TEXT), ExactConfig()).to_pylist())
+    hi, lo = exact_hashes(table.column(S.TEXT))
     groups: dict = {}
     for row, key in enumerate(zip(hi.tolist(), lo.tolist())):
         groups.setdefault(key, []).append(row)

@@ -127,9 +127,10 @@ class Split(ReduceStage):
         if CLUSTER_ID in batch.column_names:
             cluster = _h64(batch.column(CLUSTER_ID).cast(pa.string()).to_pylist(), seed=1)
         else:
-            from corpusmill.dataprep.dedup import ExactConfig, normalise
+            from corpusmill.dataprep.dedup import exact_hashes
 
-            cluster = _h64(normalise(batch.column(S.TEXT), ExactConfig()).to_pylist(), seed=1)
+            hi, lo = exact_hashes(batch.column(S.TEXT))
+            cluster = _mix(hi ^ _mix(lo, 1), 2) | np.uint64(1)  # 0 means "no key"
         user = np.zeros(n, dtype=np.uint64)
         if self.config.group_by:
             vals = field_values(batch, self.config.group_by)

@@ -482,6 +482,8 @@ def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path) -> None:
     decisions.mkdir(parents=True)
     facts_dir = p["facts"](stage.name)
     facts = [(facts_dir / f"{s.index:05d}.parquet") for s in plan.shards]
+    rows = [p["seg"](k) / f"{s.index:05d}.parquet" for s in plan.shards]
+    stage.rows_files = [r if r.is_file() else None for r in rows]
     counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
     atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
 

@@ -1,0 +1,76 @@
+"""The band plan, candidate pairs, clusters and exact set similarity."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from corpusmill.dataprep import lsh
+from corpusmill.dataprep.minhash import Shingling
+
+
+@pytest.mark.parametrize("threshold,num_perm,fp,fn", [(0.8, 128, 0.5, 0.5), (0.7, 128, 0.5, 0.5),
+                                                      (0.9, 256, 0.3, 0.7), (0.5, 64, 0.5, 0.5)])
+def test_band_plan_matches_datasketch(threshold, num_perm, fp, fn):
+    from datasketch.lsh import _optimal_param
+
+    plan = lsh.BandPlan.choose(threshold, num_perm, fp, fn)
+    assert (plan.bands, plan.rows) == _optimal_param(threshold, num_perm, fp, fn)
+
+
+def test_s_curve_is_what_the_plan_promises():
+    plan = lsh.BandPlan.choose(0.8, 128, 0.05, 0.95)
+    curve = plan.s_curve()
+    probs = list(curve.values())
+    assert probs == sorted(probs) and curve["1.00"] == 1.0
+    assert curve["0.85"] >= 0.95  # the default favours recall: pairs above the threshold are found
+    assert plan.miss_rate == pytest.approx((1 - 0.8 ** plan.rows) ** plan.bands)
+    assert f"{plan.bands} bands x {plan.rows} rows" in plan.describe()
+    given = lsh.BandPlan.choose(0.8, 128, 0.5, 0.5, bands=32)
+    assert (given.bands, given.rows, given.chosen) == (32, 4, "given")
+
+
+def test_components_match_union_find():
+    rng = random.Random(0)
+    n = 500
+    edges = np.array(sorted({tuple(sorted(rng.sample(range(n), 2))) for _ in range(400)}))
+    label = lsh.components(n, edges)
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges.tolist():
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for x in range(n):
+        groups.setdefault(find(x), []).append(x)
+    for members in groups.values():
+        assert set(label[members].tolist()) == {min(members)}  # one label: the smallest member
+
+
+def test_bucket_pairs_links_every_bucket():
+    keys = np.array([7, 3, 7, 9, 3, 7] + [5] * 40, dtype=np.uint64)
+    who = np.arange(len(keys)) * 10
+    pairs = lsh.bucket_pairs(keys, who)
+    as_set = {tuple(p) for p in pairs.tolist()}
+    assert {(0, 20), (0, 50), (20, 50), (10, 40)} <= as_set  # small buckets: every pair
+    big = [p for p in as_set if p[0] >= 60]
+    assert len(big) < 2 * 40  # a large bucket: linear, not 780 pairs
+    label = lsh.components(len(keys) * 10, pairs)
+    assert len(set(label[60::10].tolist())) == 1  # ... but still one cluster
+    assert (3 * 10, 3 * 10) not in as_set
+
+
+def test_set_jaccard_is_exact():
+    texts = ["a b c d e f", "a b c d x y", "q r s", "", "a b c d e f"]
+    sh = Shingling("word", 1).shingles(pa.array(texts))
+    sets = lsh.unique_sets(sh)
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 1]])
+    np.testing.assert_allclose(lsh.set_jaccard(sets, pairs), [4 / 8, 0.0, 0.0, 1.0, 1.0])
