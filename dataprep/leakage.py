@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from corpusmill import schema as S
 from corpusmill.dataprep.dedup import exact_hashes
+from corpusmill.dataprep.minhash import Shingles
 from corpusmill.dataprep.ngrams import HashSet, ngram_hashes, shared_span
 
 EVIDENCE_CHARS = 300
@@ -57,9 +58,11 @@ class LeakIndex:
     _exact: dict = field(default_factory=dict, repr=False)
     _ngrams: HashSet | None = field(default=None, repr=False)
 
+    _near: "NearIndex | None" = field(default=None, repr=False)
+
     @staticmethod
     def available_checks() -> tuple[str, ...]:
-        return ("exact", "ngram")
+        return ("exact", "near", "ngram")
 
     @classmethod
     def build(cls, table: pa.Table, **kw) -> "LeakIndex":
@@ -73,6 +76,8 @@ class LeakIndex:
         if "ngram" in idx.checks:
             ng = ngram_hashes(texts, idx.ngram)
             idx._ngrams = HashSet(ng.hashes, ng.doc)
+        if "near" in idx.checks and table.num_rows:
+            idx._near = NearIndex(texts, idx.threshold)
         return idx
 
     def __len__(self) -> int:
@@ -93,6 +98,10 @@ class LeakIndex:
             for r, key in enumerate(zip(hi.tolist(), lo.tolist())):
                 for e in self._exact.get(key, ()):
                     hits.append(Hit("exact", e, ids[r], text_list[r], labels[r], similarity=1.0))
+        if self._near is not None:
+            text_list = text_list or texts.to_pylist()
+            for e, r, j in self._near.match(texts):
+                hits.append(Hit("near", e, ids[r], text_list[r], labels[r], similarity=j))
         if "ngram" in self.checks and self._ngrams is not None and len(self._ngrams):
             ng = ngram_hashes(texts, self.ngram)
             found, lo = self._ngrams.find(ng.hashes)
@@ -113,6 +122,58 @@ class LeakIndex:
         return hits
 
 
+class NearIndex:
+    """Near duplicates of the evaluation rows: MinHash LSH candidates (dedup's word 3-gram
+    shingles, 128 slots, bands and rows chosen for the threshold as dedup does), each verified by
+    the true Jaccard similarity of the two shingle sets."""
+
+    def __init__(self, texts, threshold: float, num_perm: int = 128, seed: int = 0) -> None:
+        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.minhash import MinHasher, Shingling
+
+        self.lsh = lsh
+        self.threshold = threshold
+        self.shingling = Shingling("word", 3)
+        self.hasher = MinHasher(num_perm, seed)
+        self.plan = lsh.BandPlan.choose(threshold, num_perm, 0.05, 0.95)
+        self.seed = seed
+        sh = self.shingling.shingles(texts)
+        self.sets = lsh.unique_sets(sh)
+        keys, rows = self._keys(sh)
+        self.buckets = HashSet(keys, rows)
+
+    def _keys(self, sh) -> tuple[np.ndarray, np.ndarray]:
+        keys = self.lsh.band_keys(self.hasher.signatures(sh), self.plan, self.seed)
+        rows = np.repeat(np.arange(len(keys), dtype=np.int64), keys.shape[1])
+        flat = keys.reshape(-1)
+        keep = flat != 0
+        return flat[keep], rows[keep]
+
+    def match(self, texts) -> list[tuple[int, int, float]]:
+        """[(evaluation row, batch row, Jaccard)] for pairs at or above the threshold."""
+        if not len(self.buckets):
+            return []
+        sh = self.shingling.shingles(texts)
+        keys, rows = self._keys(sh)
+        found, lo = self.buckets.find(keys)
+        if not found.size:
+            return []
+        hi = np.searchsorted(self.buckets.hashes, keys[found], side="right")
+        counts = hi - lo
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        pairs = np.unique(np.stack([self.buckets.values[np.repeat(lo, counts) + within],
+                                    np.repeat(rows[found], counts)], axis=1), axis=0)
+        # verify on exact shingle sets: evaluation sets first, then the batch's candidate rows
+        batch_rows, local = np.unique(pairs[:, 1], return_inverse=True)
+        batch_sets = self.lsh.unique_sets(sh.take(batch_rows))
+        n_eval = len(self.sets)
+        both = Shingles(np.concatenate([self.sets.hashes, batch_sets.hashes]),
+                                 np.concatenate([self.sets.offsets, self.sets.offsets[-1] + batch_sets.offsets[1:]]))
+        jac = self.lsh.set_jaccard(both, np.stack([pairs[:, 0], n_eval + local.reshape(-1)], axis=1))
+        ok = jac >= self.threshold
+        return [(int(e), int(r), float(j)) for (e, r), j in zip(pairs[ok], jac[ok])]
+
+
 @dataclass
 class PairReport:
     """Leaks of one evaluation side into one training side."""
@@ -125,6 +186,7 @@ class PairReport:
     leaking_rows: dict[str, set[int]] = field(default_factory=lambda: {"exact": set(), "near": set(), "ngram": set()})
     leaking_train_ids: dict[str, set[str]] = field(default_factory=lambda: {"exact": set(), "near": set(), "ngram": set()})
     label_conflicts: list[dict] = field(default_factory=list)
+    _conflict_pairs: set = field(default_factory=set, repr=False)
 
     def add(self, index: LeakIndex, hit: Hit) -> None:
         self.leaking_train_ids[hit.check].add(hit.train_id)
@@ -148,7 +210,10 @@ class PairReport:
         if already < index.max_hits_per_row:
             self.hits[hit.check].append(evidence)
         a, b = index.labels[hit.eval_row], hit.train_label
-        if hit.check in ("exact", "near") and a is not None and b is not None and a != b:
+        pair = (hit.eval_row, hit.train_id)
+        if (hit.check in ("exact", "near") and a is not None and b is not None and a != b
+                and pair not in self._conflict_pairs):
+            self._conflict_pairs.add(pair)
             self.label_conflicts.append({
                 "scope": "across", "split_a": self.eval_name, "split_b": self.train_name,
                 "id_a": index.ids[hit.eval_row], "id_b": hit.train_id, "label_a": a, "label_b": b,

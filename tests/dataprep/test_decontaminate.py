@@ -60,3 +60,16 @@ def test_changed_benchmark_changes_the_version(tmp_path, run):
     second = run(_cfg())
     assert first.version.id != second.version.id
     assert "exact" in second.version.read_split("all").column("id").to_pylist()
+
+
+def test_near_check_catches_an_edited_copy(tmp_path, run):
+    write_jsonl(tmp_path / "bench" / "quiz.jsonl", BENCH)
+    edited = BENCH[1]["question"].replace("measured in", "given in")  # one word changed
+    write_jsonl(tmp_path / "train.jsonl", [{"id": "edited", "text": edited}, {"id": "clean", "text": "Tomatoes need sun."}])
+    cfg = _cfg()
+    cfg["steps"][0]["decontaminate"]["checks"] = ["near"]
+    cfg["steps"][0]["decontaminate"]["threshold"] = 0.6
+    r = run(cfg)
+    rej = r.version.read_rejects().to_pylist()
+    assert [(x["id"], x["reason"]) for x in rej] == [("edited", "contaminated_near")]
+    assert 0.6 <= rej[0]["similarity"] < 1.0
