@@ -1,9 +1,11 @@
 """The ``split`` stage: leakage-safe train/validation/test assignment, per group, never per row.
 
-A *group* is a connected component of rows that share a near-duplicate cluster (the
-``cluster_id`` column written by ``dedup``; without it, rows whose normalised text is identical)
-or a user key (``group_by``: a column or a field of ``meta`` such as a document id, an author or a
-URL). Near-twins and rows of one document therefore always land in the same split.
+A *group* is a connected component of rows that share a duplicate cluster (the ``cluster_id``
+column written by ``dedup``; without it, rows whose normalised text is identical), that are near
+twins (word 3-gram Jaccard >= ``near``, from MinHash LSH candidates checked on the signature
+estimate; on by default, so exact-only or no dedup is still leakage-safe), or that share a user
+key (``group_by``: a column or a field of ``meta`` such as a document id, an author or a URL).
+Near twins and rows of one document therefore always land in the same split.
 
 Each group gets ``u = xxh3_64(seed, group key) / 2**64`` in [0, 1), where the group key is the
 smallest member key, so the value depends on the group alone, not on the rest of the corpus:
@@ -41,6 +43,12 @@ class SplitConfig(StageConfig):
         None, description="column or meta field whose equal values must share a split (document id, author, URL)"
     )
     stratify: str | None = Field(None, description="column or meta field (usually 'label') whose proportions each split keeps")
+    near: bool | float = Field(
+        0.8,
+        description="group near twins too: rows whose word 3-gram Jaccard is at least this (MinHash LSH "
+                    "candidates, checked on the signature estimate) share a split; false: only cluster_id/"
+                    "exact text and group_by",
+    )
     tolerance: float = Field(
         0.02, ge=0, le=1,
         description="stratify: largest allowed gap between a label's share in a split and the split's ratio; "
@@ -122,6 +130,39 @@ class Split(ReduceStage):
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         return schema.append(pa.field(S.SPLIT, pa.string()))
 
+    @property
+    def near_threshold(self) -> float | None:
+        v = self.config.near
+        return None if v is False else (0.8 if v is True else float(v))
+
+    @property
+    def _near_tools(self):
+        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.minhash import MinHasher, Shingling
+
+        self._shingling = Shingling("word", 3)
+        return MinHasher(128, 0), lsh.BandPlan.choose(self.near_threshold, 128, 0.05, 0.95)
+
+    def _near_groups(self, t: pa.Table) -> np.ndarray:
+        """A key per row (0 = none) joining rows whose signatures estimate Jaccard >= threshold."""
+        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.dedup import from_fixed_binary
+        from corpusmill.dataprep.minhash import estimate_jaccard
+
+        bands = from_fixed_binary(t.column("bands"), np.uint64)
+        n = len(bands)
+        members = np.arange(n, dtype=np.int64)
+        pairs = [lsh.bucket_pairs(bands[:, b][bands[:, b] != 0], members[bands[:, b] != 0]) for b in range(bands.shape[1])]
+        pairs = lsh.unique_pairs(np.concatenate(pairs)) if pairs else np.zeros((0, 2), np.int64)
+        key = np.zeros(n, dtype=np.uint64)
+        if len(pairs):
+            sig = from_fixed_binary(t.column("sig"), np.uint32)
+            edges = pairs[estimate_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]) >= self.near_threshold]
+            comp = lsh.components(n, edges)
+            joined = np.bincount(comp, minlength=n) > 1
+            key[joined[comp]] = _mix(comp[joined[comp]].astype(np.uint64), 3) | np.uint64(1)
+        return key
+
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         n = batch.num_rows
         if CLUSTER_ID in batch.column_names:
@@ -138,6 +179,14 @@ class Split(ReduceStage):
             user[present] = _h64([vals[i] for i in present], seed=2)
         facts = {"row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
                  "cluster": pa.array(cluster), "user": pa.array(user)}
+        if self.near_threshold:
+            from corpusmill.dataprep import lsh
+            from corpusmill.dataprep.dedup import to_fixed_binary
+
+            hasher, plan = self._near_tools
+            sig = hasher.signatures(self._shingling.shingles(batch.column(S.TEXT)))
+            facts["sig"] = to_fixed_binary(sig)
+            facts["bands"] = to_fixed_binary(lsh.band_keys(sig, plan, 0))
         if self.config.stratify:
             facts["stratum"] = pa.array(field_values(batch, self.config.stratify), pa.string())
         return pa.table(facts)
@@ -154,7 +203,8 @@ class Split(ReduceStage):
             return {}
         t = pa.concat_tables(parts)
         cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
-        comp = connected_groups(cluster, user)
+        near = self._near_groups(t) if self.near_threshold else np.zeros(len(cluster), dtype=np.uint64)
+        comp = connected_groups(cluster, user, near)
         # a group's key: its smallest member key, so it does not depend on row positions
         key = np.where(user != _NO_KEY, np.minimum(cluster, user), cluster)
         order = np.lexsort((key, comp))
@@ -166,7 +216,8 @@ class Split(ReduceStage):
         u = (_mix(group_key, self.run.seed) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
         ratios = np.array([self.config.ratios[n] for n in names], dtype=np.float64)
         cum = np.cumsum(ratios / ratios.sum())
-        counters: dict[str, int] = {"groups": int(len(starts)), "rows_in_multi_row_groups": int(sizes[sizes > 1].sum())}
+        counters: dict[str, int] = {"groups": int(len(starts)), "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
+                                    "rows_with_near_twins": int((near != 0).sum())}
         if not self.config.stratify:
             group_split = np.minimum(np.searchsorted(cum, u, side="right"), len(names) - 1)
         else:

@@ -82,3 +82,27 @@ def test_split_runs_after_dedup_and_keeps_accounting(tmp_path, run):
     assert m["counts"]["rejected"] == {"unique_ids": {"duplicate_id": 50}}
     assert sum(m["splits"].values()) == 200
     assert set(m["splits"]) == {"a", "b"}
+
+
+def test_near_twins_share_a_split_without_dedup(tmp_path, run):
+    base = ("The quarterly maintenance window starts on Saturday at noon and lasts until Sunday morning, "
+            "during which the billing portal and the customer dashboard will be unavailable for all users; "
+            "please plan your exports ahead, download the invoices you need, and contact the support team "
+            "by e-mail if an urgent payment has to be made while the systems are offline for the upgrade")
+    rows = [{"id": f"t{i}", "text": base.replace("Saturday", day).replace("noon", hour)}
+            for i, (day, hour) in enumerate([("Saturday", "noon"), ("Friday", "noon"), ("Saturday", "ten")])]
+    rows += [{"id": f"o{i}", "text": f"{REAL_TEXTS[i % 10]} Ticket {i}."} for i in range(300)]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg = {"dataset": "s", "inputs": [{"path": "d.jsonl", "id_field": "id"}],
+           "steps": [{"split": {"ratios": {"a": 1, "b": 1, "c": 1}}}]}
+    r = run(cfg)
+    where = _splits(r)
+    assert where["t0"] == where["t1"] == where["t2"]
+    # the filler repeats each of 10 base texts with another ticket number: 10 near-twin groups
+    for k in range(10):
+        assert len({where[f"o{i}"] for i in range(k, 300, 10)}) == 1
+    assert len({where[f"o{k}"] for k in range(10)}) > 1
+    stage = next(s for s in r.manifest["stages"] if s["name"] == "split")
+    assert stage["counters"]["rows_with_near_twins"] == 303
+    off = run({**cfg, "steps": [{"split": {"ratios": {"a": 1, "b": 1, "c": 1}, "near": False}}]})
+    assert next(s for s in off.manifest["stages"] if s["name"] == "split")["counters"]["rows_with_near_twins"] == 0
