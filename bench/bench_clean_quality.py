@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 
-from bench.common import PeakRSS, fortunes, save_result  # noqa: E402
+from bench.common import TreeMonitor, fortunes, save_result  # noqa: E402
 from corpusmill.dataprep.clean import Clean, CleanConfig  # noqa: E402
 from corpusmill.dataprep.markup import markup_to_text  # noqa: E402
 from corpusmill.dataprep.quality import Quality, QualityConfig  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> None:
                         "rows_per_s": round(n / seconds, 1), "mb_per_s": round(size_mb / seconds, 2),
                         "kept": kept, "baseline": baseline, **extra})
 
-    with PeakRSS() as rss:
+    with TreeMonitor() as rss:
         # clean (a warm-up batch first: imports and regex compilation are not what we measure)
         stage = Clean(CleanConfig(), name="clean", run=run)
         stage.process(table.slice(0, 500), BatchInfo(0, 0))

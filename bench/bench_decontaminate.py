@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DATA_DIR, PeakRSS, fortunes, save_result  # noqa: E402
+from bench.common import DATA_DIR, TreeMonitor, fortunes, save_result  # noqa: E402
 
 
 def make_data(gb: float) -> tuple[Path, Path, int]:
@@ -98,7 +98,7 @@ def main() -> None:
         "dataset": "decontam", "inputs": [{"path": str(train)}],
         "steps": [{"decontaminate": {"benchmarks": [str(bench)], "text_field": "question", "checks": ["ngram"]}}],
     }))
-    with PeakRSS() as rss:
+    with TreeMonitor() as rss:
         t0 = time.perf_counter()
         result = run_pipeline(pipeline, store=work / "store", workers=args.workers, quiet=True)
         seconds = time.perf_counter() - t0

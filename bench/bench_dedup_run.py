@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.common import DATA_DIR, PeakRSS, save_result  # noqa: E402
+from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
 
 WORKERS = 2
 SHARD_BYTES = 16_000_000  # 100k documents make 4 shards, 1M make 40: both sizes keep 2 workers busy
@@ -46,43 +45,6 @@ def corpus(n: int) -> tuple[Path, int]:
     return path, json.loads(meta.read_text())["text_bytes"]
 
 
-class TreeCPU:
-    """CPU seconds (user + system) of this process's children and their descendants (the pool
-    workers are the forkserver's children, which getrusage does not see), sampled every 0.1 s."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.me = psutil.Process()
-        self.last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            for p in self.me.children(recursive=True):
-                try:
-                    t = p.cpu_times()
-                    self.last[p.pid] = t.user + t.system
-                except psutil.Error:
-                    pass
-            time.sleep(0.1)
-
-    def __enter__(self) -> "TreeCPU":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.last.values())
-
-
 def run(data: Path, steps: list, workdir: Path) -> dict:
     """``corpusmill run`` as a user types it; wall time and peak RSS of the process tree."""
     pipe = workdir / "pipeline.yaml"
@@ -92,7 +54,7 @@ def run(data: Path, steps: list, workdir: Path) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     cli = Path(sys.executable).parent / "corpusmill"
     cmd = [str(cli), "run", str(pipe), "--store", str(store), "--workers", str(WORKERS), "--quiet"]
-    with PeakRSS() as rss, TreeCPU() as cpu:
+    with TreeMonitor() as rss:
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -102,7 +64,7 @@ def run(data: Path, steps: list, workdir: Path) -> dict:
     manifest = json.loads((version / "manifest.json").read_text())
     stats = json.loads((version / "stats.json").read_text())
     counters = manifest["stages"][-1]["counters"] if steps else {}
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu.seconds, 1), "peak_rss_mb": rss.peak_mb, "kept": manifest["counts"]["kept"],
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(rss.child_cpu_seconds, 1), "peak_rss_mb": rss.peak_mb, "kept": manifest["counts"]["kept"],
             "rejected": manifest["counts"]["rejected"].get("dedup", {}), "segments": stats["segments"],
             "counters": {k: v for k, v in counters.items() if k != "lsh"}, "lsh": counters.get("lsh")}
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from bench.common import DATA_DIR, PeakRSS, fortunes, save_result  # noqa: E402
+from bench.common import DATA_DIR, TreeMonitor, fortunes, save_result  # noqa: E402
 
 
 def make_corpus(gb: float) -> Path:
@@ -83,7 +83,7 @@ def main() -> None:
     pipeline = work / "p.yaml"
     pipeline.write_text(json.dumps({"dataset": "bench", "inputs": [{"path": str(corpus), "label_field": "category"}],
                                     "steps": []}))
-    with PeakRSS() as rss:
+    with TreeMonitor() as rss:
         t0 = time.perf_counter()
         result = run_pipeline(pipeline, store=work / "store", workers=args.workers)
         seconds = time.perf_counter() - t0

@@ -30,8 +30,10 @@ def fortunes() -> list[dict]:
     return [r for r in rows if r["text"].strip()]
 
 
-class PeakRSS:
-    """Samples the summed RSS of this process and its children every ``interval`` seconds."""
+class TreeMonitor:
+    """Samples this process and its descendants every ``interval`` seconds: the peak of their
+    summed RSS, and the CPU seconds (user + system) of the descendants (the pool workers are
+    the forkserver's children, which getrusage does not see)."""
 
     def __init__(self, interval: float = 0.05) -> None:
         import psutil
@@ -39,6 +41,7 @@ class PeakRSS:
         self.proc = psutil.Process()
         self.interval = interval
         self.peak = 0
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -49,6 +52,9 @@ class PeakRSS:
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
                 total += p.memory_info().rss
+                if p.pid != self.proc.pid:
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
         return total
@@ -58,7 +64,7 @@ class PeakRSS:
             self.peak = max(self.peak, self._sample())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> "TreeMonitor":
         self.peak = self._sample()
         self._thread.start()
         return self
@@ -70,6 +76,10 @@ class PeakRSS:
     @property
     def peak_mb(self) -> float:
         return round(self.peak / 2**20, 1)
+
+    @property
+    def child_cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
 
 def machine() -> dict:
