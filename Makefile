@@ -11,7 +11,9 @@ DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fort
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev,hf]"
+	@# torch first, and the CPU build unless one is already there: never a multi-GB CUDA wheel
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,hf,train]"
 	touch $@
 
 debian-data:
