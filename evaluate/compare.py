@@ -135,6 +135,7 @@ def score_forward(model, ex, pad_id: int, causal: bool, device, batch_size: int)
     ntok = np.zeros(len(ex))
     latencies, tokens = [], 0
     with PeakMemory(device) as peak, torch.no_grad():
+        forward_logits(model, collate(ex, order[:batch_size], pad_id, causal).to_torch(device))  # warm-up, untimed
         for start in range(0, len(ex), batch_size):
             rows = order[start : start + batch_size]
             batch = collate(ex, rows, pad_id, causal)
@@ -348,9 +349,15 @@ SPEED = [("rows_per_second", "rows/s", "{:,.1f}"), ("tokens_per_second", "tokens
          ("latency_ms_per_row", "latency ms/row", "{:,.2f}"), ("peak_memory_mb", "peak memory MiB", "{:,.0f}")]
 
 
+def _p(p: float, resamples: int) -> str:
+    # a bootstrap p-value cannot resolve below 2/resamples
+    return f"p<{2 / resamples:.3g}" if p == 0 else f"p={p:.3f}"
+
+
 def markdown_table(report: dict) -> str:
     """Metrics with intervals per model, and the fine-tuned model's difference to each baseline."""
     names = list(report["models"])
+    resamples = report["bootstrap"]["resamples"]
     comps = list(report["comparison"])
     head = ["metric"] + names + [c.replace("fine_tuned_vs_", "fine-tuned - ") + " (95% CI, p)" for c in comps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -364,7 +371,7 @@ def markdown_table(report: dict) -> str:
         for c in comps:
             d = report["comparison"][c][m]
             lo, hi = d["difference_ci"]
-            row.append(f"{d['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}], p={d['p_value']:.3f}")
+            row.append(f"{d['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}], {_p(d['p_value'], resamples)}")
         lines.append("| " + " | ".join(row) + " |")
     for key, label, fmt in SPEED:
         vals = [report["models"][n].get(key) for n in names]

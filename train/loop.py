@@ -165,15 +165,7 @@ def fit(s: Setup) -> LoopState:
                      for i in range(cfg.grad_accum)]
             _check_targets(micro, state.step)
             n_targets = dist.sum(sum(b.n_targets for b in micro), device)
-            loss_sum = torch.zeros((), device=device)
-            for i, batch in enumerate(micro):
-                with sync_gradients(s.model, i == len(micro) - 1), autocast(device, amp):
-                    inputs = batch.to_torch(device)
-                    loss = summed_loss(forward_logits(s.model, inputs), inputs["labels"], s.causal)
-                # DDP averages gradients over ranks; scaling by world turns that into the global token mean
-                scaled = loss * (dist.world / n_targets)
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += loss.detach()
+            loss_sum = accumulate_gradients(s.model, micro, n_targets, s.causal, device, amp, scaler, dist.world)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if cfg.max_grad_norm:
@@ -210,6 +202,22 @@ def fit(s: Setup) -> LoopState:
         state.model_step = state.step
     state.peak_memory_mb = max(x for x in (state.peak_memory_mb, peak.mb, 0.0) if x is not None)
     return state
+
+
+def accumulate_gradients(model, micro: list[Batch], n_targets: float, causal: bool, device, amp, scaler=None,
+                         world: int = 1) -> torch.Tensor:
+    """Backward over one step's micro-batches; the gradient is that of the mean loss over all
+    ``n_targets`` target tokens of the step (all ranks). Returns the summed loss."""
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(micro):
+        with sync_gradients(model, i == len(micro) - 1), autocast(device, amp):
+            inputs = batch.to_torch(device)
+            loss = summed_loss(forward_logits(model, inputs), inputs["labels"], causal)
+        # DDP averages gradients over ranks; scaling by world turns that into the global token mean
+        scaled = loss * (world / n_targets)
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        loss_sum += loss.detach()
+    return loss_sum
 
 
 def _check_targets(micro: list[Batch], step: int) -> None:
