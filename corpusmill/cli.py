@@ -191,7 +191,7 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from corpusmill.demo import run_demo
 
-    return run_demo(workdir=args.workdir, workers=args.workers, console=_console())
+    return run_demo(workdir=args.workdir, workers=args.workers, console=_console(), fine_tune=args.fine_tune)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -263,9 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
     e.set_defaults(func=cmd_eval)
 
-    m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes and run the demo pipeline")
+    m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")
     m.add_argument("--workers", type=int, default=None)
+    m.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True,
+                   help="end with a LoRA fine-tune of all-MiniLM-L6-v2 and its evaluation (default: on)")
     m.set_defaults(func=cmd_demo)
     return p
 

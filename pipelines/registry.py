@@ -9,6 +9,7 @@ import importlib
 
 STAGES: dict[str, str | type] = {
     "dedup": "corpusmill.dataprep.dedup:Dedup",
+    "demo_split": "corpusmill.demo:DemoSplit",  # temporary, until the `split` stage replaces it
 }
 
 

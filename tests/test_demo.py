@@ -40,5 +40,22 @@ def test_build_corpus_and_run_demo_pipeline(tmp_path):
     assert m["counts"]["input"] == 6
     assert m["counts"]["rejected"]["read"] == {"empty_text": 1}
     assert m["counts"]["rejected"]["dedup"] == {"exact_duplicate": 1}
-    assert sorted(result.version.read_split("all").column("label").to_pylist()) == ["brasil", "murphy", "science", "science"]
+    labels = [y for split in result.version.splits() for y in result.version.read_split(split).column("label").to_pylist()]
+    assert sorted(labels) == ["brasil", "murphy", "science", "science"]
+    assert set(result.version.splits()) <= {"train", "validation", "test"}  # demo_split (until the split stage lands)
     assert result.version.path.is_relative_to(tmp_path / "work" / "store")
+
+
+def test_demo_split_is_stable_and_proportional(tmp_path):
+    import pyarrow as pa
+
+    from corpusmill.demo import DemoSplit, DemoSplitConfig
+    from corpusmill.stage import BatchInfo, RunInfo
+
+    batch = pa.table({"id": [f"row-{i}" for i in range(4000)], "text": ["x"] * 4000})
+    stage = DemoSplit(DemoSplitConfig(validation=0.1, test=0.2), name="demo_split", run=RunInfo("d", seed=0))
+    split = stage.process(batch, BatchInfo(0, 0)).kept.column("split").to_pylist()
+    share = {s: split.count(s) / 4000 for s in ("train", "validation", "test")}
+    assert abs(share["validation"] - 0.1) < 0.02 and abs(share["test"] - 0.2) < 0.02
+    again = stage.process(batch.slice(1000, 10), BatchInfo(0, 1000)).kept.column("split").to_pylist()
+    assert again == split[1000:1010]  # a row's split depends on its id only

@@ -73,6 +73,8 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="rows per micro-batch per device")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step; the loss is weighted by target tokens across them")
     lr: float = Field(2e-4, gt=0, description="peak learning rate; 1e-4..5e-4 suits LoRA, 1e-5..5e-5 full fine-tuning")
+    head_lr: float = Field(0.0, ge=0, description="classification: learning rate of the newly initialised head (peak, same schedule); 0 = lr. "
+                                                  "A fresh head learns faster than adapters may move: 10-30x lr is typical")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_ratio")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps with linear warm-up from 0 to lr")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms)")
@@ -118,6 +120,8 @@ def _problems(cfg: TrainConfig) -> list[str]:
     if cfg.early_stopping_metric not in metrics:
         out.append(f"early_stopping_metric: '{cfg.early_stopping_metric}' is not computed for {cfg.task}; "
                    f"choose one of {', '.join(sorted(metrics))}")
+    if cfg.head_lr and cfg.task != "classification":
+        out.append("head_lr: only for classification (causal-lm has no new head)")
     if "{prompt}" not in cfg.prompt_template:
         out.append(f"prompt_template: must contain '{{prompt}}' (got {cfg.prompt_template!r})")
     if cfg.task == "classification" and cfg.format != "auto":

@@ -71,6 +71,8 @@ class LoopState:
     target_tokens: int = 0
     train_seconds: float = 0.0      # time in training steps, evaluation excluded
     train_loss: list = field(default_factory=list)  # one value per optimizer step
+    step_seconds: list = field(default_factory=list)  # wall time of each step (data, forward, backward, update)
+    step_tokens: list = field(default_factory=list)   # non-padding input tokens of each step (all ranks)
     evals: list = field(default_factory=list)       # one record per evaluation
     best: dict | None = None        # {"step", "metric", "value"}
     evals_without_improvement: int = 0
@@ -95,12 +97,17 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights (1-D tensors) get no weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas),
-                             fused=device.type == "cuda")
+    """AdamW; biases and norm weights (1-D tensors) get no weight decay; a new classification head
+    may get its own peak learning rate (``head_lr``), kept as a scale of the schedule's lr."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            head = bool(cfg.head_lr) and bool({"classifier", "score"} & set(name.split(".")))
+            groups.setdefault((p.ndim >= 2, head), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0,
+          "lr_scale": cfg.head_lr / cfg.lr if head else 1.0} for (decay, head), ps in groups.items()],
+        lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -160,7 +167,7 @@ def fit(s: Setup) -> LoopState:
             t0 = time.perf_counter()
             lr = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             micro = [collate(s.train, order.batch(state.micro_batches + i), s.pad_id, s.causal)
                      for i in range(cfg.grad_accum)]
             _check_targets(micro, state.step)
@@ -186,6 +193,8 @@ def fit(s: Setup) -> LoopState:
             state.target_tokens += int(n_targets)
             state.train_seconds += dt
             state.train_loss.append(step_loss)
+            state.step_seconds.append(round(dt, 6))
+            state.step_tokens.append(tokens)
             log.step(state.step, step_loss, lr, tokens / dt)
 
             last = state.step == total

@@ -95,6 +95,7 @@ def train(cfg: TrainConfig) -> dict:
     out = cfg.output_dir()
     check_output(cfg, out)
     resume_from = checkpoint.find(cfg.resume, out) if cfg.resume else None
+    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     started = time.perf_counter()
 
     version = open_version(cfg.store, cfg.dataset)
@@ -164,6 +165,8 @@ def train(cfg: TrainConfig) -> dict:
         "stopped_early": state.stopped_early,
         "resumed_from": str(resume_from) if resume_from else None,
         "train_loss": state.train_loss,
+        "step_seconds": state.step_seconds,
+        "step_tokens": state.step_tokens,
         "evals": state.evals,
         "best": state.best,
         "summary": {
