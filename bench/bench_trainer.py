@@ -104,9 +104,9 @@ def run_ours(args, model_dir: Path, store: Path, ref: str, out: Path, device: st
                       gradient_checkpointing=args.gradient_checkpointing, seed=0)
     record = train(cfg)
     w = args.warmup
-    secs, toks = record["step_seconds"][w:], record["step_tokens"][w:]
-    return {"tokens_per_second": sum(toks) / sum(secs), "peak_memory_mb": record["summary"]["peak_memory_mb"],
-            "steps_timed": len(secs), "final_loss": record["train_loss"][-1],
+    return {"step_seconds": record["step_seconds"][w:], "step_tokens": record["step_tokens"][w:],
+            "peak_memory_mb": record["summary"]["peak_memory_mb"],
+            "mean_train_loss": sum(record["train_loss"]) / len(record["train_loss"]),
             "parameters": record["model"]["parameters"]}
 
 
@@ -160,13 +160,27 @@ def run_trainer(args, model_dir: Path, store: Path, ref: str, out: Path, device:
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     with PeakMemory(dev) as peak:
         result = trainer.train()
-    w = args.warmup
-    seconds = step_end[-1] - step_end[w - 1] if w else step_end[-1] - step_end[0]
-    tokens = sum(batch_tokens[w : len(step_end)]) if w else sum(batch_tokens[1 : len(step_end)])
-    out_stats = {"tokens_per_second": tokens / seconds, "peak_memory_mb": peak.mb, "steps_timed": len(step_end) - max(w, 1),
-                 "final_loss": result.training_loss}
+    w = max(args.warmup, 1)
+    # step k ends at step_end[k]; it used batch k (the collator runs once per step, in order)
+    out_stats = {"step_seconds": [b - a for a, b in zip(step_end[w - 1 : -1], step_end[w:])],
+                 "step_tokens": batch_tokens[w : len(step_end)], "peak_memory_mb": peak.mb,
+                 "mean_train_loss": result.training_loss}
     del trainer, model
     return out_stats
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """Median per-step tokens/s over all timed steps of all rounds (robust to bursts of load from
+    other processes), the aggregate over the whole timed window, and the largest peak memory."""
+    import statistics
+
+    secs = [x for r in rounds for x in r["step_seconds"]]
+    toks = [x for r in rounds for x in r["step_tokens"]]
+    return {"tokens_per_second": statistics.median(t / s for t, s in zip(toks, secs)),
+            "tokens_per_second_aggregate": sum(toks) / sum(secs),
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in rounds),
+            "mean_train_loss": statistics.mean(r["mean_train_loss"] for r in rounds),
+            "steps_timed": len(secs), "rounds": len(rounds)}
 
 
 def main() -> int:
@@ -181,13 +195,15 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=0, help="fortunes used (default: enough for the steps)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak for MFU (default: by GPU name)")
-    ap.add_argument("--order", choices=["ours-first", "trainer-first"], default="trainer-first")
+    ap.add_argument("--order", choices=["ours-first", "trainer-first"], default="trainer-first", help="who starts round 1")
+    ap.add_argument("--repeat", type=int, default=None, help="rounds per trainer, alternating the order (default: 3 CPU, 1 cuda, 1 --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny preset, 8 steps: checks that everything runs")
     args = ap.parse_args()
     gpu = args.device == "cuda"
     args.preset = args.preset or ("tiny" if args.quick else "0.5b" if gpu else "small")
     args.precision = args.precision or ("bf16" if gpu else "fp32")
     args.steps = args.steps or (8 if args.quick else 60 if gpu else 40)
+    args.repeat = args.repeat or (1 if args.quick or gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
     args.batch_size = args.batch_size or (16 if gpu else 8)
     args.seq_len = args.seq_len or (2048 if gpu else 128 if args.quick else 256)
@@ -204,17 +220,22 @@ def main() -> int:
     model_dir = model_for(args.preset, tok_dir, args.seq_len)
     store, ref = publish_fortunes(texts)
     work = DATA_DIR / "trainer-bench" / "runs"
-    results = {}
-    order = ["trainer", "ours"] if args.order == "trainer-first" else ["ours", "trainer"]
-    for name in order:
-        gc.collect()
-        if gpu:
-            torch.cuda.empty_cache()
-        fn = run_ours if name == "ours" else run_trainer
-        print(f"--- {name}", flush=True)
-        results[name] = fn(args, model_dir, store, ref, work / name, args.device)
+    runs: dict[str, list[dict]] = {"trainer": [], "ours": []}
+    params = 0
+    for r in range(args.repeat):
+        # alternate who goes first, so both meet the same share of whatever else the machine does
+        order = ["trainer", "ours"] if (r % 2 == 0) == (args.order == "trainer-first") else ["ours", "trainer"]
+        for name in order:
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+            fn = run_ours if name == "ours" else run_trainer
+            print(f"--- {name} (round {r + 1}/{args.repeat})", flush=True)
+            one = fn(args, model_dir, store, ref, work / name, args.device)
+            params = one.pop("parameters", params)
+            runs[name].append(one)
+    results = {name: summarise(rs) for name, rs in runs.items()}
 
-    params = results["ours"].pop("parameters")
     p = PRESETS[args.preset]
     non_embedding = params - 2 * p["vocab"] * p["hidden_size"]
     # 6N per token for forward+backward, plus attention scores: 12 * layers * hidden * seq_len
@@ -229,14 +250,18 @@ def main() -> int:
     mem_ratio = results["ours"]["peak_memory_mb"] / results["trainer"]["peak_memory_mb"]
 
     print(f"\npreset {args.preset} ({params / 1e6:.1f}M parameters), {args.device}, {args.precision}, batch {args.batch_size} "
-          f"x {args.seq_len} tokens, {args.steps} steps ({args.warmup} untimed), torch threads {torch.get_num_threads()}")
-    print(f"| trainer | tokens/s | peak memory MiB | MFU | final loss |\n|---|---|---|---|---|")
+          f"x {args.seq_len} tokens, {args.steps} steps ({args.warmup} untimed) x {args.repeat} rounds, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"| trainer | tokens/s (median step) | tokens/s (aggregate) | peak memory MiB | MFU | mean train loss |\n"
+          f"|---|---|---|---|---|---|")
     for name in ("trainer", "ours"):
         r = results[name]
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (CPU)"
         label = "Hugging Face Trainer" if name == "trainer" else "corpusmill loop"
-        print(f"| {label} | {r['tokens_per_second']:,.0f} | {r['peak_memory_mb']:,.0f} | {mfu} | {r['final_loss']:.3f} |")
-    print(f"| ours / Trainer | {ratio:.2f}x | {mem_ratio:.2f}x | | |")
+        print(f"| {label} | {r['tokens_per_second']:,.0f} | {r['tokens_per_second_aggregate']:,.0f} | "
+              f"{r['peak_memory_mb']:,.0f} | {mfu} | {r['mean_train_loss']:.3f} |")
+    agg = results["ours"]["tokens_per_second_aggregate"] / results["trainer"]["tokens_per_second_aggregate"]
+    print(f"| ours / Trainer | {ratio:.2f}x | {agg:.2f}x | {mem_ratio:.2f}x | | |")
     save_result("trainer", {"config": {k: v for k, v in vars(args).items()}, "parameters": params,
                             "flops_per_token": flops_per_token, "peak_tflops": peak, "results": results,
                             "speedup_tokens_per_second": ratio, "memory_ratio": mem_ratio,

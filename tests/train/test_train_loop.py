@@ -175,3 +175,19 @@ def test_finished_run_folder_is_not_overwritten(tiny, train_config, tmp_path):
     train(cfg)
     with pytest.raises(CorpusmillError, match="already holds a run"):
         train(cfg)
+
+
+def test_head_lr_scales_only_the_new_head(tiny, train_config):
+    from corpusmill.train.loop import make_optimizer
+    from corpusmill.train.modeling import load_base, prepare
+
+    cfg = train_config(dataset="tickets", model=str(tiny["bert"]), task="classification", lr=1e-3, head_lr=3e-2)
+    model = prepare(load_base(cfg.model, cfg.task, labels=["a", "b"]), cfg)
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        in_head = {"classifier" in names[id(p)] for p in group["params"]}
+        assert len(in_head) == 1  # a group is all head or all adapters
+        assert group["lr_scale"] == pytest.approx(30.0 if in_head.pop() else 1.0)
+    trained = {names[id(p)] for g in opt.param_groups for p in g["params"]}
+    assert any("lora_A" in n for n in trained) and any("classifier" in n for n in trained)
