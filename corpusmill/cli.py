@@ -157,9 +157,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from corpusmill.train.config import build_config, overrides_from_args
+    from corpusmill.train.config import build_config, overrides_from_args, require_train_extra
 
     cfg = build_config(args.config, overrides_from_args(args))  # every option problem at once, before torch loads
+    require_train_extra()
     from corpusmill.train.run import train
     from corpusmill.train.system import quiet_libraries
 
@@ -174,6 +175,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    require_train_extra()
     from corpusmill.evaluate.compare import evaluate_run
     from corpusmill.train.system import quiet_libraries
 

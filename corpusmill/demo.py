@@ -178,6 +178,11 @@ def run_demo(workdir: str | Path = "corpusmill-demo", workers: int | None = None
     from corpusmill.pipelines import run_pipeline
 
     t0 = time.perf_counter()
+    if fine_tune:  # fail before the pipeline runs, with the install command
+        from corpusmill.train.config import require_train_extra
+
+        require_train_extra()
+        demo_model_path()
     workdir = Path(workdir)
     data = workdir / "data"
     if data.exists():

@@ -103,6 +103,18 @@ class TrainConfig(BaseModel):
         return Path("runs") / f"{name}-{self.task}"
 
 
+def require_train_extra() -> None:
+    """Fail with the install command when the trainer's dependencies are missing."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers", "peft", "safetensors", "sacrebleu") if importlib.util.find_spec(m) is None]
+    if missing:
+        from corpusmill.errors import CorpusmillError
+
+        raise CorpusmillError(f"training and evaluation need {', '.join(missing)}: pip install -e '.[train]' "
+                              "(make test / make demo install it, CPU torch first)")
+
+
 # Settings that may change when a run is resumed: they do not change the trajectory.
 RESUMABLE_CHANGES = {"output", "resume", "log_every", "save_every", "keep_checkpoints", "store", "device", "merge"}
 

@@ -154,12 +154,13 @@ def classification_examples(tokenizer, table: pa.Table, label_field: str, label_
         else:
             keep.append(i)
     enc = _encode(tokenizer, [texts[i] for i in keep], special=True)
+    closing = tokenizer.sep_token_id
     ids_out, y_out = [], []
     for row, i in zip(enc, keep):
         if len(row) > max_len:
             acc["truncated"] += 1
-            # keep the closing special token ([SEP]) of encoder inputs
-            row = row[: max_len - 1] + row[-1:]
+            # an encoder input keeps its closing [SEP] when cut
+            row = row[: max_len - 1] + row[-1:] if closing is not None and row[-1] == closing else row[:max_len]
         ids_out.append(np.asarray(row, dtype=np.int64))
         y_out.append(label_ids[labels[i]])
     row_ids = table.column(S.ID).to_pylist()

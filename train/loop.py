@@ -73,6 +73,7 @@ class LoopState:
     train_loss: list = field(default_factory=list)  # one value per optimizer step
     step_seconds: list = field(default_factory=list)  # wall time of each step (data, forward, backward, update)
     step_tokens: list = field(default_factory=list)   # non-padding input tokens of each step (all ranks)
+    step_cpu_seconds: list = field(default_factory=list)  # process CPU time of each step (this rank)
     evals: list = field(default_factory=list)       # one record per evaluation
     best: dict | None = None        # {"step", "metric", "value"}
     evals_without_improvement: int = 0
@@ -165,7 +166,7 @@ def fit(s: Setup) -> LoopState:
     peak = PeakMemory(device)
     with peak:
         while state.step < total and not state.stopped_early:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lr = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
@@ -188,6 +189,7 @@ def fit(s: Setup) -> LoopState:
             step_loss = dist.sum(loss_sum.item(), device) / n_targets
             tokens = int(dist.sum(sum(b.n_tokens for b in micro), device))
             dt = time.perf_counter() - t0
+            state.step_cpu_seconds.append(round(time.process_time() - c0, 6))
             state.step += 1
             state.micro_batches += cfg.grad_accum
             state.tokens += tokens
@@ -201,11 +203,12 @@ def fit(s: Setup) -> LoopState:
             last = state.step == total
             if s.val is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
                 _evaluate_and_select(s, state, amp, log, last)
-            if dist.main and ((cfg.save_every and state.step % cfg.save_every == 0) or last or state.stopped_early):
-                checkpoint.save(s.out / "checkpoints" / f"step-{state.step:06d}", weights=trainable_state(s.raw_model),
-                                optimizer=optimizer, scaler=scaler, keep=cfg.keep_checkpoints,
-                                state={"loop": asdict(state), "config": cfg.model_dump(mode="json")})
-            dist.barrier()
+            if (cfg.save_every and state.step % cfg.save_every == 0) or last or state.stopped_early:
+                if dist.main:
+                    checkpoint.save(s.out / "checkpoints" / f"step-{state.step:06d}", weights=trainable_state(s.raw_model),
+                                    optimizer=optimizer, scaler=scaler, keep=cfg.keep_checkpoints,
+                                    state={"loop": asdict(state), "config": cfg.model_dump(mode="json")})
+                dist.barrier()
     log.close()
     if dist.main and (state.model_step is None or not cfg.keep_best):
         save_model(s.raw_model, s.tokenizer, s.out / "model", cfg.method)

@@ -18,13 +18,11 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.store import Store, Version
 from corpusmill.train.config import TrainConfig
@@ -167,6 +165,7 @@ def train(cfg: TrainConfig) -> dict:
         "train_loss": state.train_loss,
         "step_seconds": state.step_seconds,
         "step_tokens": state.step_tokens,
+        "step_cpu_seconds": state.step_cpu_seconds,
         "evals": state.evals,
         "best": state.best,
         "summary": {
