@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -221,11 +221,15 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         kw: dict[str, Any] = {"dest": "cfg:" + key, "default": argparse.SUPPRESS,
                               "help": f"{f.description} ({default})".replace("%", "%%")}
         ann = f.annotation
+        if get_origin(ann) is Literal:
+            kw["choices"] = list(get_args(ann))
         if ann is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif "list" in str(ann) or "tuple" in str(ann):
             kw["type"] = _parse_list
             kw["metavar"] = "A,B"
+        elif "choices" in kw:
+            kw["type"] = str
         else:
             kw["type"] = _parse_value
             kw["metavar"] = key.rsplit(".", 1)[-1].upper()

@@ -108,7 +108,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     return torch.optim.AdamW(
         [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0,
           "lr_scale": cfg.head_lr / cfg.lr if head else 1.0} for (decay, head), ps in groups.items()],
-        lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+        lr=cfg.lr, betas=tuple(cfg.betas), fused=_fused_adamw(device))
+
+
+def _fused_adamw(device: torch.device) -> bool:
+    """One kernel per step instead of a loop over tensors: CUDA always, CPU from torch 2.4."""
+    if device.type == "cuda":
+        return True
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
