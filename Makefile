@@ -39,4 +39,4 @@ bench: $(BIN)/.installed debian-data
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) corpusmill-demo corpusmill-store bench/data bench/results
+	rm -rf $(VENV) corpusmill-demo corpusmill-store runs bench/data bench/results

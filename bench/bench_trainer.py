@@ -8,7 +8,7 @@ data, same batch size, same precision, in one process.
 The data: Debian's fortunes, published as a dataset version (read back through the store, as the
 trainer always does), tokenized by a byte-level BPE trained on them, packed into rows of
 ``--seq-len`` tokens. Both trainers get exactly these rows through the same collation (our
-``collate``: packed rows, position ids restarting per fortune); the model is a randomly
+``collate``: packed rows, position ids restarting per fortune) in the same order; the model is a randomly
 initialised Llama-style decoder built from a config, saved once and loaded by both with
 ``from_pretrained``. Full fine-tuning, AdamW, cosine schedule, gradient clipping at 1.0, no
 evaluation, no checkpoints inside the timed window.
@@ -158,8 +158,18 @@ def run_trainer(args, model_dir: Path, store: Path, ref: str, out: Path, device:
         logging_steps=10**9, save_strategy="no", report_to=[], dataloader_num_workers=0, seed=0,
         use_cpu=device == "cpu", remove_unused_columns=False, disable_tqdm=True,
     )
-    data = [{"row": i} for i in range(len(ex))]
-    trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator, callbacks=[Clock()])
+    # the rows in the order our loop visits them (epoch 0 of BatchOrder), read sequentially: both
+    # trainers see the same batches in the same order
+    from corpusmill.train.data import BatchOrder
+
+    order = BatchOrder(len(ex), args.batch_size, seed=0)
+    data = [{"row": int(i)} for k in range(order.batches_per_epoch) for i in order.batch(k)]
+
+    class SameOrderTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return torch.utils.data.SequentialSampler(data)
+
+    trainer = SameOrderTrainer(model=model, args=targs, train_dataset=data, data_collator=collator, callbacks=[Clock()])
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     with PeakMemory(dev) as peak:
         result = trainer.train()
