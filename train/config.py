@@ -1,0 +1,249 @@
+"""The trainer's options: one typed, validated object, saved next to what it produced.
+
+Defaults < ``--config train.yaml`` < command-line flags. Every field below is also a flag
+(``max_seq_len`` -> ``--max-seq-len``, ``lora.r`` -> ``--lora-r``), generated from this model, so
+the help text, the YAML keys and docs/train-and-eval.md cannot drift apart.
+
+This module imports no torch: ``corpusmill`` builds its parser from it for every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from corpusmill.errors import ConfigError
+
+TASKS = ("classification", "causal-lm")
+
+
+class LoraSettings(BaseModel):
+    """Low-rank adapters (peft). Used when ``method: lora``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(8, ge=1, description="adapter rank; 8 is enough for most single-task fine-tunes, raise it for many tasks or large shifts")
+    alpha: float = Field(16.0, gt=0, description="scale of the adapter update is alpha/r; 2*r is the common choice")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input during training")
+    target_modules: list[str] | None = Field(
+        None, description="module names that get adapters; null = per architecture: attention query/key/value "
+                          "(and output) projections, e.g. q_proj,k_proj,v_proj,o_proj for Llama, c_attn,c_proj for "
+                          "GPT-2, query,key,value for BERT")
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on. Unknown keys are errors; values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- what
+    dataset: str = Field(description="dataset version to train on: NAME, NAME@VERSION or NAME@TAG (resolved to a version id, recorded in run.json)")
+    model: str = Field(description="base model: a local folder or a Hugging Face hub id, loaded with from_pretrained")
+    task: Literal[TASKS] = Field(description="classification: text -> label; causal-lm: text, prompt/response or chat messages")  # type: ignore[valid-type]
+    store: str | None = Field(None, description="dataset store; null = $CORPUSMILL_STORE, then ./corpusmill-store")
+    output: str | None = Field(None, description="run folder (run.json, model/, checkpoints/); null = runs/<dataset>-<task>")
+    seed: int = Field(0, description="seeds the head initialisation, dropout, subsampling and the data order of every epoch")
+
+    # -- data
+    train_split: str = Field("train", description="split the model is fitted on")
+    eval_split: str = Field("validation", description="split evaluated every eval_every steps (early stopping, best model); '' = none")
+    label_field: str = Field("label", description="classification: the label column, or meta.KEY for a field kept in the meta JSON column (e.g. meta.lang)")
+    format: Literal["auto", "text", "prompt_response", "messages"] = Field(
+        "auto", description="causal-lm input: auto = messages if the version has that column, else prompt/response, else text")
+    prompt_template: str = Field("{prompt}\n", description="prompt/response: how the prompt is written before the response; the loss covers only the response and EOS")
+    max_seq_len: int = Field(512, ge=8, description="tokens per example (per packed row when packing); longer rows are cut on the right and counted in run.json")
+    packing: bool = Field(False, description="causal-lm: concatenate examples into rows of max_seq_len; attention never crosses an example boundary (position ids restart per example)")
+    max_train_rows: int = Field(0, ge=0, description="use at most this many training rows, a stable sample by row id and seed; 0 = all")
+    max_eval_rows: int = Field(0, ge=0, description="evaluate on at most this many rows of eval_split, a stable sample; 0 = all")
+
+    # -- method
+    method: Literal["lora", "full", "head"] = Field(
+        "lora", description="lora: adapters + (classification) the head; full: every weight; head: classification head only, encoder frozen (the evaluator's fair baseline)")
+    lora: LoraSettings = Field(LoraSettings(), description="adapter settings (method: lora)")
+    merge: bool = Field(False, description="lora: also write the adapter merged into the base weights to <output>/merged")
+    trust_remote_code: bool = Field(False, description="allow a model folder's own Python code to run; off unless you trust the source")
+
+    # -- optimisation
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows; ignored when max_steps > 0")
+    max_steps: int = Field(0, ge=0, description="optimizer steps; 0 = as many as epochs take")
+    batch_size: int = Field(8, ge=1, description="rows per micro-batch per device")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step; the loss is weighted by target tokens across them")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate; 1e-4..5e-4 suits LoRA, 1e-5..5e-5 full fine-tuning")
+    head_lr: float = Field(0.0, ge=0, description="classification: learning rate of the newly initialised head (peak, same schedule); 0 = lr. "
+                                                  "A fresh head learns faster than adapters may move: 10-30x lr is typical")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_ratio")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps with linear warm-up from 0 to lr")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    max_grad_norm: float = Field(1.0, ge=0, description="clip the global gradient norm to this; 0 = no clipping")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, about 30% slower")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda if available, else cpu; under torchrun each rank uses cuda:LOCAL_RANK")
+
+    # -- evaluation, stopping, checkpoints
+    eval_every: int = Field(0, ge=0, description="evaluate on eval_split every N optimizer steps; 0 = only after the last step")
+    eval_batch_size: int = Field(0, ge=0, description="rows per evaluation batch; 0 = 2 x batch_size")
+    early_stopping_metric: str = Field("val_loss", description="metric that picks the best model and stops early: val_loss, val_perplexity, val_accuracy or val_macro_f1")
+    early_stopping_patience: int = Field(0, ge=0, description="stop after this many evaluations without improvement; 0 = never stop early")
+    keep_best: bool = Field(True, description="the exported model is the best evaluation's weights rather than the last step's")
+    save_every: int = Field(0, ge=0, description="write a resumable checkpoint every N optimizer steps; 0 = only after the last step")
+    keep_checkpoints: int = Field(1, ge=0, description="resumable checkpoints kept (oldest deleted first); 0 = keep all")
+    resume: str | None = Field(None, description="continue from a checkpoint folder, or 'auto' = the latest one in <output>/checkpoints")
+    log_every: int = Field(10, ge=1, description="steps between log lines (and progress-bar updates of the loss)")
+
+    def output_dir(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        name = self.dataset.partition("@")[0]
+        return Path("runs") / f"{name}-{self.task}"
+
+
+def require_train_extra() -> None:
+    """Fail with the install command when the trainer's dependencies are missing."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers", "peft", "safetensors", "sacrebleu") if importlib.util.find_spec(m) is None]
+    if missing:
+        from corpusmill.errors import CorpusmillError
+
+        raise CorpusmillError(f"training and evaluation need {', '.join(missing)}: pip install -e '.[train]' "
+                              "(make test / make demo install it, CPU torch first)")
+
+
+# Settings that may change when a run is resumed: they do not change the trajectory.
+RESUMABLE_CHANGES = {"output", "resume", "log_every", "save_every", "keep_checkpoints", "store", "device", "merge"}
+
+
+def _problems(cfg: TrainConfig) -> list[str]:
+    """Cross-field checks pydantic cannot express; every one is reported at once."""
+    out = []
+    if cfg.task == "classification" and cfg.packing:
+        out.append("packing: only for task causal-lm (classification rows are scored one by one)")
+    if cfg.method == "head" and cfg.task != "classification":
+        out.append("method: 'head' trains a classification head; use lora or full for causal-lm")
+    if cfg.merge and cfg.method != "lora":
+        out.append(f"merge: only adapters are merged; method is '{cfg.method}'")
+    metrics = {"val_loss", "val_perplexity"} if cfg.task == "causal-lm" else {"val_loss", "val_accuracy", "val_macro_f1"}
+    if cfg.early_stopping_metric not in metrics:
+        out.append(f"early_stopping_metric: '{cfg.early_stopping_metric}' is not computed for {cfg.task}; "
+                   f"choose one of {', '.join(sorted(metrics))}")
+    if cfg.head_lr and cfg.task != "classification":
+        out.append("head_lr: only for classification (causal-lm has no new head)")
+    if "{prompt}" not in cfg.prompt_template:
+        out.append(f"prompt_template: must contain '{{prompt}}' (got {cfg.prompt_template!r})")
+    if cfg.task == "classification" and cfg.format != "auto":
+        out.append("format: only for causal-lm")
+    if cfg.early_stopping_patience and not cfg.eval_every:
+        out.append("early_stopping_patience: needs eval_every > 0 (evaluations during training)")
+    if (cfg.early_stopping_patience or cfg.eval_every) and not cfg.eval_split:
+        out.append("eval_split: empty, but evaluation during training is asked for")
+    return out
+
+
+def build_config(file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Merge a YAML file and flag overrides into a validated config, or raise ConfigError with every problem."""
+    from corpusmill.pipelines.config import format_errors
+
+    raw: dict[str, Any] = {}
+    source = "train options"
+    if file:
+        path = Path(file)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError([f"config file not found: {path}"], source=source)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([f"not valid YAML: {err}"], source=source) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(["the config must be a YAML mapping of option: value"], source=source)
+        raw = loaded
+    for key, value in overrides.items():
+        if "." in key:
+            head, _, tail = key.partition(".")
+            sub = raw.get(head)
+            raw[head] = {**(sub if isinstance(sub, dict) else {}), tail: value}
+        else:
+            raw[key] = value
+    try:
+        cfg = TrainConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, TrainConfig), source=source) from None
+    problems = _problems(cfg)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- flags from the model
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-").replace(".", "-")
+
+
+def _flag_fields(model: type[BaseModel] = TrainConfig, prefix: str = ""):
+    """(dotted key, field) for every leaf option, nested models flattened."""
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _flag_fields(ann, prefix + name + ".")
+        else:
+            yield prefix + name, f
+
+
+def _parse_value(text: str):
+    """A flag value as YAML, so '1e-4', 'true', 'null' and '[q_proj, v_proj]' mean what they say."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_list(text: str):
+    value = _parse_value(text)
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per option of :class:`TrainConfig`; unset flags leave the file's value alone."""
+    for key, f in _flag_fields():
+        if key in skip:
+            continue
+        default = "required" if f.is_required() else f"default: {f.default!r}"
+        kw: dict[str, Any] = {"dest": "cfg:" + key, "default": argparse.SUPPRESS,
+                              "help": f"{f.description} ({default})".replace("%", "%%")}
+        ann = f.annotation
+        if get_origin(ann) is Literal:
+            kw["choices"] = list(get_args(ann))
+        if ann is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif "list" in str(ann) or "tuple" in str(ann):
+            kw["type"] = _parse_list
+            kw["metavar"] = "A,B"
+        elif "choices" in kw:
+            kw["type"] = str
+        else:
+            kw["type"] = _parse_value
+            kw["metavar"] = key.rsplit(".", 1)[-1].upper()
+        parser.add_argument(_flag(key), **kw)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[len("cfg:"):]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+
+
+def options_table() -> list[tuple[str, str, str]]:
+    """(YAML key, default, description) for every option: what the docs' table lists."""
+    rows = []
+    for key, f in _flag_fields():
+        default = "required" if f.is_required() else repr(f.default)
+        rows.append((key, default, f.description or ""))
+    return rows
