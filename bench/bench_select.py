@@ -16,7 +16,6 @@ stage). Usage: python bench/bench_select.py [--quick] [--pool N] [--no-embedding
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 import time

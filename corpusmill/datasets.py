@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 

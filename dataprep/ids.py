@@ -18,7 +18,6 @@ import xxhash
 from corpusmill import schema as S
 from corpusmill.stage import BatchInfo, ReduceStage, StageOutput, write_decisions
 
-_DECISION = pa.schema([("row", pa.int64()), ("new_id", pa.string()), ("reject", pa.bool_())])
 
 
 class UniqueIds(ReduceStage):
