@@ -28,15 +28,14 @@ class UniqueIds(ReduceStage):
         self.generated = generated_id_shards
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
-        hi, lo = [], []
-        for rid in batch.column(S.ID).to_pylist():
-            d = xxhash.xxh3_128_intdigest(rid.encode("utf-8"))
-            hi.append(d >> 64)
-            lo.append(d & 0xFFFFFFFFFFFFFFFF)
+        # 128-bit xxh3 of each id's UTF-8 bytes, big-endian halves (= the digest as an integer)
+        digest = xxhash.xxh3_128_digest
+        ids = batch.column(S.ID).cast(pa.binary()).to_pylist()
+        d = np.frombuffer(b"".join([digest(rid) for rid in ids]), dtype=">u8").reshape(-1, 2).astype(np.uint64)
         n = batch.num_rows
         return pa.table({
-            "hi": pa.array(hi, pa.uint64()),
-            "lo": pa.array(lo, pa.uint64()),
+            "hi": pa.array(d[:, 0]),
+            "lo": pa.array(d[:, 1]),
             "row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
             "generated": pa.array(np.full(n, info.shard in self.generated)),
         })
