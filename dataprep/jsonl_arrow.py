@@ -10,9 +10,11 @@ exactly the rows the per-row path (``RecordBuilder.add``) would give, and only i
   whitespace), without NUL, and within ``max_text_bytes``;
 - the id field, where mapped, is a non-empty string or an integer on every row; the label field,
   where mapped, is a string or an integer or null;
-- no other field appears, or ``keep_meta`` is off. A shard whose rows carry other fields to keep
-  in ``meta`` is read by the per-row path from the first such block on: writing ``meta`` per row
-  costs about what the fast path saves.
+- other fields, kept in ``meta`` (``keep_meta``), are strings, integers, booleans or non-integral
+  floats present and non-null on every row of the block; ``meta`` is then assembled column-wise
+  into the JSON object (sorted keys) orjson writes in the per-row path. Nested values, nulls,
+  missing fields, integral floats (``5`` and ``5.0`` both parse to 5.0) and strings Arrow
+  takes for timestamps send the block to the per-row path.
 
 A block that breaks any of these (a malformed line, a wrong type, a row to reject) returns None
 and goes through the per-row path, which rejects what must be rejected with its reason. So the
@@ -25,6 +27,7 @@ import io
 import re
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -43,6 +46,11 @@ _SPACE_BYTES = np.frombuffer(b"\n \t\r\x0b\x0c", np.uint8)
 # a NUL in a parsed string can only come from this escape (a raw NUL is not valid JSON)
 _NUL_ESCAPE = b"\\u0000"
 _BOM = b"\xef\xbb\xbf"
+# JSON string escapes as orjson writes them (backslash first); other control characters, which
+# orjson writes as \u00XX, send the block to the per-row path
+_JSON_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
+                 ("\x08", "\\b"), ("\x0c", "\\f")]
+_RARE_CONTROL = "[\\x00-\\x07\\x0b\\x0e-\\x1f]"
 
 
 class ArrowJsonl:
@@ -59,7 +67,9 @@ class ArrowJsonl:
         self.max_bytes = spec.max_text_bytes
         self.id_prefix = builder.id_prefix.encode("utf-8", "surrogatepass")
         self.source_prefix = builder.source_prefix
-        self.gave_up = False
+        self.misses = 0  # blocks in a row the per-row path had to read
+        self.unfit = False  # the rows' shape (their meta fields) needs the per-row path
+        self.probed = False
         # every field is parsed (and checked for valid UTF-8) whether kept or not, as the
         # per-row path parses the whole line
         self.parse_options = pj.ParseOptions(explicit_schema=pa.schema([pa.field(spec.text_field, pa.string())]),
@@ -70,9 +80,29 @@ class ArrowJsonl:
         """Only plain text rows: prompt/response and chat messages take the per-row path."""
         return builder.mode == "text" and builder.spec.text_field not in (builder.spec.id_field, builder.spec.label_field)
 
+    @property
+    def gave_up(self) -> bool:
+        """The shard's rows are not the kind the fast path reads (their meta fields are nested,
+        null or integral floats), or two blocks in a row needed the per-row path: stop spending
+        a parse on each block."""
+        return self.unfit or self.misses >= 2
+
     def read(self, block: bytes, first_line: int) -> pa.Table | None:
         """The record table of ``block`` (whole lines, each ending in a newline but possibly the
         last), or None where the per-row path must read it."""
+        if not self.probed:
+            # the shard's first ~64 KB show cheaply whether its rows' shape suits the fast path
+            self.probed = True
+            end = block.find(b"\n", 1 << 16) + 1
+            if 0 < end < len(block):
+                self._read(block[:end], first_line)
+                if self.unfit:
+                    return None
+        table = self._read(block, first_line)
+        self.misses = 0 if table is not None else self.misses + 1
+        return table
+
+    def _read(self, block: bytes, first_line: int) -> pa.Table | None:
         if not block or _BOM in block or _NUL_ESCAPE in block or self._blank_line(block):
             return None
         lines = block.count(b"\n") + (not block.endswith(b"\n"))
@@ -91,11 +121,12 @@ class ArrowJsonl:
             # Arrow reads the NaN and Infinity literals, which JSON (and the per-row path) rejects
             if b"NaN" in block or b"Infinity" in block:
                 return None
+        meta = pa.nulls(table.num_rows, pa.string())
         if self.keep_meta and any(name not in self.mapped for name in table.column_names):
-            # fields to keep in meta: re-serialising them per row costs what the fast path saves
-            # (measured), so the per-row path reads this input's shard from here on
-            self.gave_up = True
-            return None
+            meta = self._meta(table)
+            if meta is None or meta is False:
+                self.unfit = meta is None
+                return None
         text = table.column(self.text_field)
         if not self._texts_ok(text):
             return None
@@ -108,11 +139,46 @@ class ArrowJsonl:
             S.ID: ids,
             S.TEXT: text.combine_chunks(),
             S.SOURCE: pa.array([f"{self.source_prefix}{line}" for line in range(first_line, first_line + n)], pa.string()),
-            S.META: pa.nulls(n, pa.string()),
+            S.META: meta,
         }
         if S.LABEL in self.schema.names:
             columns[S.LABEL] = labels if labels is not None else pa.nulls(n, pa.string())
         return pa.Table.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+
+    def _meta(self, table: pa.Table) -> pa.Array | None | bool:
+        """The unmapped fields of each row as a JSON object with sorted keys, byte for byte as
+        orjson writes it in the per-row path. None where the rows' shape needs that path (a
+        missing or null field, which Arrow cannot tell apart, a nested value, an integral float, a
+        string Arrow took for a time); False where only this block does (a rare control character)."""
+        fragments = []
+        for name in sorted(c for c in table.column_names if c not in self.mapped):
+            col = table.column(name)
+            if col.null_count:
+                return None
+            if pa.types.is_string(col.type):
+                if pc.any(pc.match_substring_regex(col, _RARE_CONTROL)).as_py():
+                    return False
+                for raw, escaped in _JSON_ESCAPES:
+                    col = pc.replace_substring(col, raw, escaped)
+                value = pc.binary_join_element_wise('"', col, '"', "")
+            elif pa.types.is_integer(col.type):
+                value = col.cast(pa.string())
+            elif pa.types.is_boolean(col.type):
+                value = pc.if_else(col, "true", "false")
+            elif pa.types.is_floating(col.type):
+                values = col.to_numpy()
+                if (values == np.floor(values)).any():
+                    # 5 and 5.0 both arrive as 5.0 (Arrow widens a column mixing integers and
+                    # floats, and integers beyond int64), while the per-row path writes each as given
+                    return None
+                dumps = orjson.dumps
+                value = pa.array([dumps(v).decode() for v in values.tolist()], pa.string())
+            else:
+                return None
+            key = orjson.dumps(name).decode()
+            fragments.append(pc.binary_join_element_wise(key, value, ":"))
+        meta = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*fragments, ","), "}", "")
+        return meta.combine_chunks() if isinstance(meta, pa.ChunkedArray) else meta
 
     @staticmethod
     def _blank_line(block: bytes) -> bool:

@@ -485,7 +485,7 @@ class RecordBuilder:
             for k in self.mapped:
                 obj.pop(k, None)
             if obj:
-                meta = orjson_dumps(obj).decode()
+                meta = orjson_dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
         cols[S.ID].append(rid)
         cols[S.TEXT].append(text)
         cols[S.SOURCE].append(f"{self.source_prefix}{line}")

@@ -93,9 +93,11 @@ def test_python_whitespace_list_is_complete():
 ])
 def test_same_rows_rejects_and_batches_as_the_per_row_path(tmp_path, monkeypatch, ids, label, keep_meta):
     rng = random.Random(f"{ids}{label}{keep_meta}")
-    lines = [clean_line(i, rng, ids=ids, label=label) for i in range(400)]
-    for bad in AWKWARD_LINES:  # each awkward line lands in some block among clean ones
-        lines.insert(rng.randrange(len(lines)), bad)
+    lines = [clean_line(i, rng, ids=ids, label=label) for i in range(1000)]
+    # each awkward line lands in a block among clean ones, with clean blocks between them (two
+    # blocks in a row that need the per-row path make the reader give up the fast path)
+    for k, bad in enumerate(AWKWARD_LINES):
+        lines.insert(40 * (k + 1), bad)
     lines.insert(len(lines) - 30, META_LINE)
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b""))
@@ -149,3 +151,41 @@ def test_a_blank_line_and_two_objects_on_one_line_do_not_cancel_out(tmp_path, mo
     assert [t for t in tables if t is not None][0].column("text").to_pylist() == ["first", "fourth"]
     reasons = [(r["reason"], r["source"]) for t in rejects if t is not None for r in t.to_pylist()]
     assert reasons == [("blank_line", "compensating.jsonl:2"), ("malformed_json", "compensating.jsonl:3")]
+
+
+def meta_line(i: int, rng: random.Random, shape: str) -> bytes:
+    row = {"zone": rng.choice(["eu-west", 'quo"te', "back\\slash", "new\nline", "tab\there", "\u00e9t\u00e9",
+                           "back\x08space", "form\x0cfeed", "cr\rlf", "slash/\x7f"]),
+           "text": f"{REAL_TEXTS[i % len(REAL_TEXTS)]} #{i}", "id": f"r{i}", "votes": rng.randrange(-5, 10**12),
+           "ok": rng.random() < 0.5, "score": rng.random() + 0.001, "\u00fcber key": "x"}
+    if i == 250:
+        row["zone"] = "control \x01 character"  # orjson writes \u0001: this row's block takes the per-row path
+    if shape == "integral_float":
+        row["score"] = float(rng.randrange(3))
+    elif shape == "nested":
+        row["tags"] = {"a": [1, 2]}
+    elif shape == "sometimes_missing" and i % 7 == 0:
+        del row["ok"]
+    keys = list(row)
+    rng.shuffle(keys)  # key order varies per row; meta's keys are sorted either way
+    return json.dumps({k: row[k] for k in keys}, ensure_ascii=rng.random() < 0.5).encode()
+
+
+@pytest.mark.parametrize("shape", ["flat", "integral_float", "nested", "sometimes_missing"])
+def test_meta_is_written_as_the_per_row_path_writes_it(tmp_path, monkeypatch, shape):
+    rng = random.Random(shape)
+    path = tmp_path / "meta.jsonl"
+    lines = [meta_line(i, rng, shape) for i in range(300)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    kw = dict(monkeypatch=monkeypatch, chunk=4096, batch_rows=50)
+    fast_tables, _, taken = read_all(path, {"id_field": "id"}, fast=True, **kw)
+    slow_tables, _, _ = read_all(path, {"id_field": "id"}, fast=False, **kw)
+    fast_rows = [r for t in fast_tables if t is not None for r in t.to_pylist()]
+    assert fast_rows == [r for t in slow_tables if t is not None for r in t.to_pylist()]
+    assert len(fast_rows) == 300
+    meta = json.loads(fast_rows[0]["meta"])
+    assert list(meta) == sorted(meta) and "text" not in meta and "id" not in meta
+    if shape == "flat":
+        assert taken > 5, "flat scalar meta fields should be assembled by the fast path"
+    else:
+        assert taken == 0, f"{shape} meta needs the per-row path"
