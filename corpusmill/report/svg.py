@@ -284,8 +284,11 @@ def interval_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float, float, 
                 body.append(_text(label_width + 4, y + bh * 0.75, "n/a", size=11))
                 y += bh + 6
                 continue
-            body.append(_rect(xpos(lo), y, xpos(v) - xpos(lo), bh, fill,
+            zero = xpos(0.0 if lo <= 0 <= hi else lo)
+            body.append(_rect(min(zero, xpos(v)), y, abs(xpos(v) - zero), bh, fill,
                               f"{model} {metric}: {v:.4g} [{a:.4g}, {b:.4g}]"))
+            if lo < 0:
+                body.append(_line(zero, y - 2, zero, y + bh + 2, INK))
             yc = y + bh / 2
             body += [_line(xpos(a), yc, xpos(b), yc, INK, 1.5), _line(xpos(a), y + 3, xpos(a), y + bh - 3, INK, 1.5),
                      _line(xpos(b), y + 3, xpos(b), y + bh - 3, INK, 1.5)]
