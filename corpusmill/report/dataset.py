@@ -224,11 +224,11 @@ def _samples(page: Page, f: VersionFacts) -> None:
     page.text("A few rows per reason, the first in file order, with the stage's explanation. Every rejected row is "
               "stored in the version's rejects/ folder ('corpusmill datasets export' writes them out).")
     for s in f.samples:
-        rows = [[r["id"], r["text"] if r["text"] is not None else "(unreadable)", r["detail"] or "",
+        rows = [[r["id"] or r["source"] or "", r["text"] if r["text"] is not None else "(unreadable)", r["detail"] or "",
                  (r["duplicate_of"] or "") + (f" ({r['similarity']:.2f})" if r["similarity"] is not None else "")]
                 for r in s["rows"]]
         page.html(f"<details><summary><b>{esc(s['stage'])}</b>: {esc(s['reason'])}, {s['count']:,} rows</summary>"
-                  + table(["id", "text", "detail", "duplicate of"], rows, text=(1, 2)) + "</details>")
+                  + table(["id (or source)", "text", "detail", "duplicate of"], rows, text=(1, 2)) + "</details>")
 
 
 def _provenance(page: Page, m: dict) -> None:
