@@ -82,11 +82,11 @@ def _read(files: list[tuple[Path, str | None]], wanted: set[str]) -> Side:
 
 
 def _lengths(side: Side) -> np.ndarray:
+    """Characters per text (unreadable rows, which have none, left out)."""
     if side.table is None or S.TEXT not in side.table.column_names:
         return np.zeros(0, dtype=np.int64)
-    n = pc.utf8_length(side.table.column(S.TEXT))
-    return n.to_numpy(zero_copy_only=False)[~np.asarray(pc.is_null(n))].astype(np.int64) if n.null_count else \
-        n.to_numpy(zero_copy_only=False).astype(np.int64)
+    n = pc.drop_null(pc.utf8_length(side.table.column(S.TEXT)))
+    return n.to_numpy().astype(np.int64) if len(n) else np.zeros(0, dtype=np.int64)
 
 
 def pow2_edges(max_value: float) -> list[float]:
