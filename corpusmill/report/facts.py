@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from corpusmill import schema as S
 
 #: rows read per side (kept data, rejects) for distributions; counts come from the manifest
-MAX_ROWS = 500_000
+MAX_ROWS = 250_000
 #: sample rejected rows shown per (stage, reason)
 SAMPLES_PER_REASON = 3
 #: characters of text shown per sample row
@@ -38,6 +38,8 @@ class Side:
     table: pa.Table | None
     rows_total: int
     rows_read: int
+    #: per row read, the index of its split in the version's split list (data files only)
+    split_of_row: np.ndarray | None = None
 
     @property
     def sampled(self) -> bool:
@@ -61,9 +63,9 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
-def _read(files: list[tuple[Path, str | None]], wanted: set[str]) -> Side:
-    """Columns in ``wanted`` from ``files`` ([(path, split)]), with a ``split`` column when given."""
-    parts, total, read = [], 0, 0
+def _read(files: list[tuple[Path, int | None]], wanted: set[str]) -> Side:
+    """Columns in ``wanted`` from ``files`` ([(path, split index or None)])."""
+    parts, splits, total, read = [], [], 0, 0
     for path, split in files:
         meta = pq.read_metadata(path)
         total += meta.num_rows
@@ -73,12 +75,11 @@ def _read(files: list[tuple[Path, str | None]], wanted: set[str]) -> Side:
         t = pq.ParquetFile(path).read(columns=names)  # not pq.read_table: it imports pyarrow.dataset
         if read + t.num_rows > MAX_ROWS:
             t = t.slice(0, MAX_ROWS - read)
-        if split is not None:
-            t = t.append_column(S.SPLIT, pa.array([split] * t.num_rows, pa.string()))
         parts.append(t)
+        splits.append(np.full(t.num_rows, -1 if split is None else split, dtype=np.int32))
         read += t.num_rows
     table = pa.concat_tables(parts, promote_options="permissive") if parts else None
-    return Side(table, total, read)
+    return Side(table, total, read, np.concatenate(splits) if splits else None)
 
 
 def _lengths(side: Side) -> np.ndarray:
@@ -103,28 +104,30 @@ def _bin(values: np.ndarray, edges: list[float]) -> list[int]:
 
 
 def _normalised_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Lower case, whitespace runs as one space, trimmed: the exact-leakage key."""
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(col), r"\s+", " "))
+    """Lower case, whitespace runs as one space, trimmed: the exact-leakage key. (Split and join
+    rather than a regex replace: three times faster.)"""
+    return pc.binary_join(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(pc.utf8_lower(col))), " ")
 
 
-def leakage_matrix(data: pa.Table, splits: list[str]) -> dict:
+def leakage_matrix(text: pa.ChunkedArray | pa.Array, split_of_row: np.ndarray, splits: list[str]) -> dict:
     """Rows of split B whose normalised text also occurs in split A (off the diagonal), and rows
-    that share their text with another row of the same split (on it)."""
-    codes = pc.dictionary_encode(_normalised_text(data.column(S.TEXT))).combine_chunks().indices
+    that share their text with another row of the same split (on it). ``split_of_row`` holds each
+    row's index into ``splits``."""
+    codes = pc.dictionary_encode(_normalised_text(text))
+    codes = (codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes).indices
     codes = codes.to_numpy(zero_copy_only=False)
-    split_col = np.asarray(data.column(S.SPLIT).to_pylist(), dtype=object)
-    per = {s: codes[split_col == s] for s in splits}
+    per = [codes[split_of_row == k] for k in range(len(splits))]
     m = []
-    for a in splits:
+    for a in range(len(splits)):
         row = []
-        for b in splits:
+        for b in range(len(splits)):
             if a == b:
                 _, inverse, counts = np.unique(per[a], return_inverse=True, return_counts=True)
                 row.append(int((counts[inverse] > 1).sum()))
             else:
                 row.append(int(np.isin(per[b], per[a]).sum()))
         m.append(row)
-    return {"splits": splits, "matrix": m, "rows": {s: int(len(per[s])) for s in splits}}
+    return {"splits": splits, "matrix": m, "rows": {s: int(len(per[k])) for k, s in enumerate(splits)}}
 
 
 def _signal_thresholds(manifest: dict) -> dict[str, list[tuple[float, str]]]:
@@ -179,7 +182,7 @@ def gather(version) -> VersionFacts:
     schema = {c["name"]: c["type"] for c in m["schema"]}
     signal_cols = {c for c in schema if c not in (S.ID, S.TEXT, S.LABEL) and c not in NOT_SIGNALS
                    and any(t in schema[c] for t in ("int", "float", "double"))}
-    data_files = [(f, s) for s in splits for f in version.data_files(s)]
+    data_files = [(f, k) for k, s in enumerate(splits) for f in version.data_files(s)]
     data = _read(data_files, {S.ID, S.TEXT, LANG, *signal_cols})
     rejects = _read([(f, None) for f in version.reject_files()],
                     {S.ID, S.TEXT, S.SOURCE, LANG, S.STAGE, S.REASON, S.DETAIL, S.DUPLICATE_OF, S.SIMILARITY,
@@ -199,18 +202,16 @@ def gather(version) -> VersionFacts:
 
     # languages
     if data.table is not None and LANG in data.table.column_names:
-        kept = Counter(x or "(none)" for x in data.table.column(LANG).to_pylist())
-        rejected: Counter = Counter()
-        if rej is not None and LANG in rej.column_names:
-            rejected.update(x for x in rej.column(LANG).to_pylist() if x is not None)
-        facts.languages = {"kept": dict(kept), "rejected": dict(rejected)}
+        kept = _value_counts(pc.fill_null(data.table.column(LANG), "(none)"))
+        rejected = _value_counts(pc.drop_null(rej.column(LANG))) if rej is not None and LANG in rej.column_names else {}
+        facts.languages = {"kept": kept, "rejected": rejected}
 
     # duplicate clusters: a kept representative and the rows rejected as its duplicates
     dedup_stages = [st for st in m["stages"] if st["name"].startswith("dedup")]
     if dedup_stages and rej is not None:
         is_dedup = pc.starts_with(rej.column(S.STAGE), "dedup")
         dups = rej.filter(pc.and_(is_dedup, pc.is_valid(rej.column(S.DUPLICATE_OF))))
-        per_rep = Counter(dups.column(S.DUPLICATE_OF).to_pylist())
+        per_rep = _value_counts(dups.column(S.DUPLICATE_OF))
         sizes = Counter(n + 1 for n in per_rep.values())
         kept_by_dedup = dedup_stages[-1]["kept"]
         sizes[1] = max(kept_by_dedup - len(per_rep), 0)
@@ -224,7 +225,7 @@ def gather(version) -> VersionFacts:
 
     # leakage between splits
     if len(splits) > 1 and data.table is not None and S.TEXT in data.table.column_names:
-        facts.leakage = leakage_matrix(data.table, splits)
+        facts.leakage = leakage_matrix(data.table.column(S.TEXT), data.split_of_row, splits)
 
     # signal columns: kept rows against rejected rows that carry the column
     thresholds = _signal_thresholds(m)
@@ -253,6 +254,11 @@ def gather(version) -> VersionFacts:
                 "duplicate_of": r.get(S.DUPLICATE_OF), "similarity": r.get(S.SIMILARITY),
                 "text": _clip(r.get(S.TEXT))} for r in rows]})
     return facts
+
+
+def _value_counts(col) -> dict[str, int]:
+    vc = pc.value_counts(col)
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
 
 
 def _clip(text: str | None) -> str | None:

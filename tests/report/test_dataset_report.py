@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
@@ -111,10 +112,9 @@ def test_unknown_license_is_warned_in_card_report_and_show(tmp_path, run, capsys
 
 
 def test_leakage_matrix_counts_shared_texts_between_and_within_splits():
-    t = pa.table({"text": ["Reset my password", "The app crashes", "reset  my PASSWORD ", "Card charged twice",
-                           "Card charged twice", "Shipping is slow"],
-                  "split": ["train", "train", "test", "test", "test", "validation"]})
-    m = leakage_matrix(t, ["train", "validation", "test"])
+    text = pa.array(["Reset my password", "The app crashes", " reset  my\tPASSWORD ", "Card charged twice",
+                     "Card charged twice", "Shipping is slow"])
+    m = leakage_matrix(text, np.array([0, 0, 2, 2, 2, 1]), ["train", "validation", "test"])
     assert m["rows"] == {"train": 2, "validation": 1, "test": 3}
     assert m["matrix"] == [[0, 0, 1],   # text in train: one test row repeats it (case and spaces aside)
                            [0, 0, 0],
