@@ -180,3 +180,19 @@ def test_report_renders_in_headless_chromium_without_console_messages(every_stag
         "</h1>", '</h1><img src="https://example.com/plot.png">', 1), encoding="utf-8")
     console = render(broken, tmp_path / "broken.png", tmp_path / "chromium-profile")
     assert any("example.com/plot.png" in line for line in console), console
+
+
+def test_distributions_past_the_row_cap_say_they_are_from_the_first_rows(every_stage, monkeypatch):
+    from corpusmill.report import facts, write_version_docs
+
+    v = every_stage.version
+    full = facts.gather(v)
+    assert not full.data_sampled and full.lengths["rows_after"] == every_stage.manifest["counts"]["kept"]
+    monkeypatch.setattr(facts, "MAX_ROWS", 5)
+    capped = facts.gather(v)
+    assert capped.data_sampled and capped.rejects_sampled
+    assert capped.lengths["rows_after"] == 5 and capped.lengths["rows_before"] == 10
+    html = write_version_docs(v)[0].read_text(encoding="utf-8")
+    assert "computed from the first rows of the files" in html
+    # counts still come from the manifest, whole
+    assert f"{every_stage.manifest['counts']['input']:,} rows in" in html
