@@ -196,3 +196,14 @@ def test_distributions_past_the_row_cap_say_they_are_from_the_first_rows(every_s
     assert "computed from the first rows of the files" in html
     # counts still come from the manifest, whole
     assert f"{every_stage.manifest['counts']['input']:,} rows in" in html
+
+
+def test_datasets_report_open_writes_a_missing_report_and_opens_it(every_stage, tmp_path, monkeypatch, capsys):
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    v = every_stage.version
+    (v.path / "report.html").unlink()
+    assert main(["datasets", "report", v.ref, "--open", "--store", str(tmp_path / "store")]) == 0
+    assert (v.path / "report.html").is_file()
+    assert opened == [(v.path / "report.html").resolve().as_uri()]
+    assert capsys.readouterr().out.strip() == str(v.path / "report.html")
