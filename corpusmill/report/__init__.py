@@ -27,3 +27,16 @@ def write_version_docs(version) -> tuple[Path, Path]:
     card_path = version.path / CARD
     atomic_write_text(card_path, card.render(m, stats, found))
     return report, card_path
+
+
+def publish_docs(version) -> None:
+    """:func:`write_version_docs` at publish time. A report that cannot be drawn must not cost the
+    run that produced the data: the error is printed and ``corpusmill datasets report`` retries."""
+    try:
+        write_version_docs(version)
+    except Exception as err:  # noqa: BLE001 - any failure here is a report bug, never a data problem
+        import sys
+
+        print(f"corpusmill: warning: report.html/card.md not written for {version.dataset}@{version.id}: "
+              f"{type(err).__name__}: {err}; run 'corpusmill datasets report {version.dataset}@{version.id}' "
+              "to retry", file=sys.stderr)

@@ -207,3 +207,22 @@ def test_datasets_report_open_writes_a_missing_report_and_opens_it(every_stage, 
     assert (v.path / "report.html").is_file()
     assert opened == [(v.path / "report.html").resolve().as_uri()]
     assert capsys.readouterr().out.strip() == str(v.path / "report.html")
+
+
+def test_a_report_that_fails_does_not_cost_the_run(tmp_path, run, monkeypatch, capsys):
+    from corpusmill.report import dataset
+
+    def broken(*args, **kwargs):
+        raise ValueError("a plotting bug")
+
+    write_corpus(tmp_path)
+    cfg = every_stage_pipeline()
+    cfg["steps"] = [{"clean": {}}]
+    monkeypatch.setattr(dataset, "render", broken)
+    r = run(cfg)
+    assert r.created and (r.version.path / "manifest.json").is_file()
+    assert not (r.version.path / "report.html").exists()
+    assert "report.html/card.md not written" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["datasets", "report", r.version.ref, "--store", str(tmp_path / "store")]) == 0
+    assert (r.version.path / "report.html").is_file() and (r.version.path / "card.md").is_file()
