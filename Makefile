@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real text for the demo and benchmarks: Debian's fortune cookies in 8 languages.
 DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs fortunes-br
 
-.PHONY: demo test test-all bench debian-data clean
+.PHONY: demo test test-all bench debian-data chromium clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,21 @@ debian-data:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
 
+# Headless Chromium, for the test that renders each version's report.html and checks its console.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian package: chromium"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
 demo: $(BIN)/.installed debian-data
 	$(BIN)/corpusmill demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed chromium
 	$(BIN)/python -m pytest -q
 
-test-all: $(BIN)/.installed debian-data
+test-all: $(BIN)/.installed debian-data chromium
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(BIN)/.installed debian-data

@@ -107,25 +107,17 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    from rich.table import Table
+    from corpusmill.report.terminal import show
 
-    con = _console(stderr=False)
-    con.print(f"[bold]{version.ref}[/bold]  parent: {s['parent'] or '-'}  code {s['code_version']}  seed {s['seed']}"
-              f"  created {s['run'].get('created_at', '?')}")
-    t = Table(title="inputs", title_justify="left")
-    for col in ("path", "files", "bytes", "license"):
-        t.add_column(col)
-    for inp in s["inputs"]:
-        t.add_row(inp["path"], str(len(inp["files"])), f"{sum(f['bytes'] for f in inp['files']):,}", inp["license"] or "-")
-    con.print(t)
-    con.print(stage_table(s))
-    t = Table(title="splits", title_justify="left")
-    t.add_column("split")
-    t.add_column("rows", justify="right")
-    for split, n in s["splits"].items():
-        t.add_row(split, f"{n:,}")
-    con.print(t)
-    con.print(f"files under {version.path}")
+    show(version, _console(stderr=False))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from corpusmill.report.terminal import report
+
+    path = report(_store(args).resolve(args.ref), open_it=args.open, regenerate=not args.open)
+    print(path)
     return 0
 
 
@@ -365,11 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_list)
-    x = dsub.add_parser("show", help="a version's manifest: inputs, counts per stage and reason, splits")
+    x = dsub.add_parser("show", help="a version's summary: inputs, counts per stage and reason, splits, labels, languages")
     x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
     x.set_defaults(func=cmd_show)
+    x = dsub.add_parser("report", help="write a version's report.html and card.md again (or open the report)")
+    x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
+    x.add_argument("--open", action="store_true", help="open report.html in a browser (written first if missing)")
+    x.add_argument("--store", help=store_help)
+    x.set_defaults(func=cmd_report)
     x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions")
     x.add_argument("ref_a")
     x.add_argument("ref_b")

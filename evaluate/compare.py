@@ -37,6 +37,8 @@ class EvalError(CorpusmillError):
 
 REPORT_FORMAT = 1
 LOWER_IS_BETTER = {"perplexity", "loss"}
+#: rows shown where the base and the fine-tuned model disagree
+DISAGREEMENTS = 20
 
 
 # ----------------------------------------------------------------------------- models
@@ -301,6 +303,7 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         "model_sources": {"base": _base_definition(run), "fine_tuned": str((run_dir / "model").resolve()),
                           **({"previous": str((Path(baseline) / "model").resolve())} if previous else {})},
         "comparison": comparison,
+        "disagreements": disagreements(version, split, ex, scored, labels, causal),
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": 0.95,
                       "method": "percentile intervals over rows resampled with replacement; paired tests share resamples"},
         "adapter_check": guard,
@@ -311,6 +314,44 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
     report = Path(report)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(out, indent=2) + "\n")
+    from corpusmill.report.evaluation import write_eval_html
+
+    write_eval_html(out, report.with_suffix(".html"))
+    return out
+
+
+def disagreements(version, split: str, ex, scored: dict, labels, causal: bool, limit: int = DISAGREEMENTS) -> list[dict]:
+    """Rows where base and fine-tuned disagree, in row order: a different predicted class, a
+    different generated answer, or (plain text) the largest change in loss per token."""
+    base, tuned = scored["base"], scored["fine_tuned"]
+    if not causal:
+        rows = np.flatnonzero(base["preds"] != tuned["preds"])[:limit]
+    elif "answers" in base:
+        rows = np.asarray([i for i, (a, b) in enumerate(zip(base["answers"], tuned["answers"])) if a != b][:limit], dtype=np.int64)
+    else:
+        change = tuned["nll"] / np.maximum(tuned["ntok"], 1) - base["nll"] / np.maximum(base["ntok"], 1)
+        rows = np.argsort(-np.abs(change), kind="stable")[:limit]
+    if not len(rows):
+        return []
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = [ex.ids[i] for i in rows]
+    table = version.read_split(split, columns=["id", "text"])
+    table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(wanted, pa.string())))
+    text = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+    name = (lambda k: labels[k] if k < len(labels) else "(other)")
+    out = []
+    for i in rows.tolist():
+        row = {"id": ex.ids[i], "text": text.get(ex.ids[i])}
+        if not causal:
+            row["label"] = name(int(ex.labels[i]))
+            row["predicted"] = {m: name(int(r["preds"][i])) for m, r in scored.items()}
+        elif "answers" in base:
+            row.update(prompt=ex.prompts[i], reference=ex.references[i], answers={m: r["answers"][i] for m, r in scored.items()})
+        else:
+            row["loss_per_token"] = {m: float(r["nll"][i] / max(r["ntok"][i], 1)) for m, r in scored.items()}
+        out.append(row)
     return out
 
 

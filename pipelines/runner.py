@@ -37,6 +37,7 @@ from corpusmill.store import Store, Version, atomic_write_text
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
+from corpusmill.report import publish_docs
 
 MANIFEST_FORMAT = 1
 
@@ -449,6 +450,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
              "workers": workers, "segments": timings,
              "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
+    publish_docs(Version(name, vid, p["final"]))
     version = store.publish(name, vid, p["final"])
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
