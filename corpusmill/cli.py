@@ -76,6 +76,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_refresh(args) -> int:
+    from corpusmill.pipelines.refresh import refresh
+
+    result = refresh(_store(args), args.ref, args.add, remove=args.remove, tags=tuple(args.tag or ()),
+                     workers=args.workers or os.cpu_count() or 1, input_index=args.input, quiet=args.quiet)
+    if not args.quiet:
+        print_run_summary(result, _console())
+        r = result.manifest["refresh"]
+        _console().print(f"refresh of {r['parent']}: {r['added']['rows_in']:,} new rows, {r['added']['kept']:,} kept; "
+                         f"{r['removed']['rows']:,} removed ({r['removed']['ids_not_found']:,} listed ids not found)")
+    print(result.version.ref, flush=True)
+    return 0
+
+
 def cmd_list(args) -> int:
     from rich.table import Table
 
@@ -358,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no summary table")
     r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("refresh", help="publish REF + new files - removed ids, processing only the new rows; print NAME@VERSION",
+                       description="Run the parent's pipeline on the added files only, dedup them against the parent's "
+                                   "index, give near twins of old rows their split, and publish a version whose parent "
+                                   "is REF. See docs/refresh.md.")
+    r.add_argument("ref", help="parent version: NAME, NAME@VERSION or NAME@TAG")
+    r.add_argument("--add", nargs="+", required=True, metavar="FILE", help="new input files (read like the parent's input)")
+    r.add_argument("--remove", metavar="IDS_FILE", help="file of ids to take out of the parent, one per line")
+    r.add_argument("--input", type=int, default=0, help="which of the parent's inputs gives the field mapping (default 0)")
+    r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--store", help=store_help)
+    r.add_argument("--quiet", action="store_true", help="no summary table")
+    r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser("datasets", help="list, show, diff and export versions")
     dsub = d.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")

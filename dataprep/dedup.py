@@ -178,7 +178,8 @@ def find_index(version) -> Path | None:
     if not base.is_dir():
         return None
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        if (folder / "meta.json").is_file():
+        meta = folder / "meta.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("kind", "dedup") == "dedup":  # not a split index
             return folder
     return None
 
