@@ -147,7 +147,12 @@ def cmd_diff(args) -> int:
     from corpusmill.datasets import diff
 
     store = _store(args)
-    d = diff(store.resolve(args.ref_a), store.resolve(args.ref_b))
+    a, b = store.resolve(args.ref_a), store.resolve(args.ref_b)
+    d = diff(a, b)
+    if args.drift:
+        from corpusmill.dataprep.drift import drift
+
+        d["drift"] = drift(a, b)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -162,6 +167,14 @@ def cmd_diff(args) -> int:
     con = _console(stderr=False)
     con.print(t)
     con.print(f"rows that moved between splits: {d['moved_between_splits']:,}")
+    if d.get("refresh"):
+        from corpusmill.pipelines.refresh import describe_refresh
+
+        con.print(describe_refresh(d["refresh"]))
+    if d.get("drift"):
+        from corpusmill.dataprep.drift import describe_drift
+
+        con.print(describe_drift(d["drift"]))
     return 0
 
 
@@ -398,9 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
     x.set_defaults(func=cmd_show)
-    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions")
+    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions, and drift")
     x.add_argument("ref_a")
     x.add_argument("ref_b")
+    x.add_argument("--drift", action=argparse.BooleanOptionalAction, default=True,
+                   help="label, language and length distributions and new n-grams of the added rows (default: on)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_diff)

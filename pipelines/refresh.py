@@ -361,3 +361,11 @@ def _label_counts(pm: dict, am: dict, removed: dict[str, pa.Table]) -> dict:
         if S.LABEL in table.column_names:
             counts.setdefault(s, Counter()).subtract("" if x is None else x for x in table.column(S.LABEL).to_pylist())
     return {s: {k: v for k, v in sorted(c.items()) if v} for s, c in sorted(counts.items()) if c}
+
+
+def describe_refresh(r: dict) -> str:
+    """The lineage part of ``datasets diff`` as a few readable lines."""
+    rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(r["added_rejected"].items(), key=lambda kv: -kv[1])) or "none"
+    splits = ", ".join(f"{s} {n:,}" for s, n in r["added_splits"].items()) or "-"
+    return (f"refreshes: {r['refreshes']}; new rows read {r['added_rows_in']:,}, kept {r['added_kept']:,} ({splits}); "
+            f"rejected: {rejected}; removed by --remove: {r['removed']:,}")

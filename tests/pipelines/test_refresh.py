@@ -171,3 +171,33 @@ def test_cli_refresh_prints_reference_last(tmp_path, parent, capsys):
     ref = capsys.readouterr().out.strip().splitlines()[-1]
     v = Store(tmp_path / "store").resolve("tickets@r1")
     assert ref == v.ref and v.manifest["parent"] == parent.version.ref
+
+
+def test_diff_shows_what_the_refresh_did_and_drift(tmp_path, parent, capsys):
+    store = Store(tmp_path / "store")
+    same = _rows(60, offset=4000, prefix="n")  # more of the same kind
+    shifted = [{"id": f"s{i}", "label": "refund",
+                "text": f"Kundennummer {i}: die Rückerstattung für Bestellung {i * 13} ist seit Wochen überfällig, "
+                        f"bitte überweisen Sie den Betrag von {i} Euro endlich auf mein Konto."} for i in range(60)]
+    write_jsonl(tmp_path / "raw" / "same.jsonl", same)
+    write_jsonl(tmp_path / "raw" / "shifted.jsonl", shifted)
+    (tmp_path / "gone.txt").write_text("r7\n")
+    a = refresh(store, parent.version.ref, [tmp_path / "raw" / "same.jsonl"], remove=tmp_path / "gone.txt").version
+    b = refresh(store, parent.version.ref, [tmp_path / "raw" / "shifted.jsonl"]).version
+    code = main(["datasets", "diff", parent.version.ref, a.ref, "--store", str(tmp_path / "store"), "--json"])
+    assert code == 0
+    da = json.loads(capsys.readouterr().out)
+    assert da["refresh"]["added_kept"] == 60 and da["refresh"]["removed"] == 1
+    assert sum(s["added"] for s in da["splits"].values()) == 60
+    assert sum(s["removed"] for s in da["splits"].values()) == 1
+    main(["datasets", "diff", parent.version.ref, b.ref, "--store", str(tmp_path / "store"), "--json"])
+    db = json.loads(capsys.readouterr().out)
+    # the shifted rows: a label never seen, other words, longer texts; the same kind: little drift
+    assert db["drift"]["label"]["unseen_values"] == ["refund"] and db["drift"]["label"]["total_variation"] == 1.0
+    assert da["drift"]["label"]["total_variation"] < 0.1
+    assert db["drift"]["ngrams"]["1gram"]["new_share_added"] > 0.5 > da["drift"]["ngrams"]["1gram"]["new_share_added"]
+    assert db["drift"]["length"]["chars_added"]["p50"] > da["drift"]["length"]["chars_added"]["p50"]
+    # and readable on a terminal
+    main(["datasets", "diff", parent.version.ref, b.ref, "--store", str(tmp_path / "store")])
+    text = capsys.readouterr().out
+    assert "new rows read 60, kept 60" in text and "values not in the old rows: refund" in text
