@@ -145,11 +145,11 @@ class Split(ReduceStage):
 
     @property
     def _near_tools(self):
-        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.dedup import band_plan
         from corpusmill.dataprep.minhash import MinHasher, Shingling
 
         self._shingling = Shingling("word", 3)
-        return MinHasher(128, 0), lsh.BandPlan.choose(self.near_threshold, 128, 0.05, 0.95)
+        return MinHasher(128, 0), band_plan(self.near_threshold, 128, 0.05, 0.95, None, None)  # cached: choosing takes ~0.1 s
 
     def identity(self) -> dict | None:
         """The ``inherit`` version, resolved: a moved tag gives a new version id."""
@@ -491,9 +491,12 @@ class _Inherited:
             want = pa.array(wanted, pa.string())
             for split in version.splits():
                 for f in version.data_files(split):
-                    t = pq.read_table(f, columns=[S.ID, S.TEXT])
-                    hit = t.filter(pc.is_in(t.column(S.ID), value_set=want))
-                    text.update(zip(hit.column(S.ID).to_pylist(), hit.column(S.TEXT).to_pylist()))
+                    # ids first (small); the text column only of files holding a wanted row
+                    ids_here = pq.read_table(f, columns=[S.ID]).column(S.ID)
+                    at = np.flatnonzero(pc.is_in(ids_here, value_set=want).to_numpy(zero_copy_only=False))
+                    if at.size:
+                        texts = pq.read_table(f, columns=[S.TEXT]).column(S.TEXT).take(pa.array(at))
+                        text.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
         # a row whose text is gone (removed since) still counts by its stored keys, not as a twin
         texts = pa.array([text.get(i, "") for i in ids], pa.string())
         sig = hasher.signatures(stage._shingling.shingles(texts))
