@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
 
     console = _console()
     result = run_pipeline(args.pipeline, store=args.store, workers=args.workers, tags=tuple(args.tag or ()),
-                          executor=args.executor, quiet=args.quiet)
+                          executor=args.executor, quiet=args.quiet, ray_address=args.ray_address)
     if not args.quiet:
         print_run_summary(result, console)
     print(result.version.ref, flush=True)
@@ -381,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="pipeline YAML file")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     r.add_argument("--store", help=store_help)
-    r.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the shards run: local worker processes, or Ray tasks (default: local)")
+    r.add_argument("--ray-address", default=None,
+                   help="--executor ray: the cluster to join (e.g. ray://head:10001 or auto); default: start a local "
+                        "Ray instance with --workers CPUs")
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no summary table")
     r.set_defaults(func=cmd_run)
