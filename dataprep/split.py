@@ -443,24 +443,27 @@ class _Inherited:
 
     def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, bands, sig) -> tuple[np.ndarray, np.ndarray]:
         """The inherited rows linked to the new rows (positions, ascending) and the near-twin
-        edges between them, numbered as new rows 0..n-1 followed by those positions."""
+        edges between them, numbered as new rows 0..n-1 followed by those positions. Every
+        lookup screens the big index by the new rows' keys (:func:`lsh.matching_keys`), so the
+        cost grows with the index only by one gather per key."""
+        from corpusmill.dataprep import lsh
+
         n = len(cluster)
-        touched = [_first_match(self.cluster, cluster), _first_match(self.user, user)]
+        # same cluster or group_by key: one old row each is enough (equal keys share a split)
+        touched = [lsh.matching_keys(self.cluster, cluster)[0], lsh.matching_keys(self.user, user)[0]]
         pairs = np.zeros((0, 2), np.int64)
         if bands is not None and self.bands is not None and len(self):
             cand = []
             for b in range(bands.shape[1]):
-                old_keys = self.bands[:, b]
-                order = np.argsort(old_keys, kind="stable")
-                sk = old_keys[order]
-                lo = np.searchsorted(sk, bands[:, b], "left")
-                hi = np.searchsorted(sk, bands[:, b], "right")
-                hits = np.flatnonzero((hi > lo) & (bands[:, b] != 0))
-                if hits.size:
-                    # a big bucket is one old group already (one split): a few of its rows suffice
-                    counts = np.minimum(hi[hits] - lo[hits], 32)
-                    starts = np.repeat(lo[hits] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
-                    cand.append(np.stack([np.repeat(hits, counts), order[starts]], axis=1))
+                # a big bucket is one old group already (one split): a few of its rows suffice
+                old_i, new_j = lsh.matching_keys(self.bands[:, b], bands[:, b])
+                if len(old_i):
+                    o = np.lexsort((old_i, new_j))
+                    new_j, old_i = new_j[o], old_i[o]
+                    first = np.r_[0, np.flatnonzero(np.diff(new_j)) + 1]
+                    rank = np.arange(len(new_j)) - np.repeat(first, np.diff(np.r_[first, len(new_j)]))
+                    keep = rank < 32
+                    cand.append(np.stack([new_j[keep], old_i[keep]], axis=1))
             if cand:
                 cand = np.unique(np.concatenate(cand), axis=0)
                 from corpusmill.dataprep.minhash import estimate_jaccard
@@ -470,7 +473,7 @@ class _Inherited:
                 ok = estimate_jaccard(sig[cand[:, 0]], old_sig[np.searchsorted(old_rows, cand[:, 1])]) >= stage.near_threshold
                 pairs = cand[ok]
         touched.append(pairs[:, 1])
-        touched = np.unique(np.concatenate([x[x >= 0] for x in touched]))
+        touched = np.unique(np.concatenate(touched))
         edges = np.stack([pairs[:, 0], n + np.searchsorted(touched, pairs[:, 1])], axis=1) if len(pairs) else pairs
         return touched, edges
 
@@ -503,19 +506,6 @@ class _Inherited:
         gone = np.array([i not in text for i in ids])
         sig[gone] = np.uint32(0xFFFFFFFF)
         return sig
-
-
-def _first_match(old_keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
-    """Per new key, the position of one inherited row with the same key (non-zero), else -1."""
-    out = np.full(len(new_keys), -1, dtype=np.int64)
-    if not len(old_keys):
-        return out
-    order = np.argsort(old_keys, kind="stable")
-    sk = old_keys[order]
-    pos = np.minimum(np.searchsorted(sk, new_keys), len(sk) - 1)
-    hit = (sk[pos] == new_keys) & (new_keys != _NO_KEY)
-    out[hit] = order[pos[hit]]
-    return out
 
 
 def _mix(keys: np.ndarray, seed: int) -> np.ndarray:
