@@ -144,7 +144,11 @@ class UnseenIds(Filter):
         return pa.chunked_array(parts, pa.string()).combine_chunks() if parts else pa.array([], pa.string())
 
     def keep(self, batch: pa.Table):
-        seen = pc.is_in(batch.column(S.ID), value_set=self.taken).to_numpy(zero_copy_only=False)
+        ids = batch.column(S.ID)
+        # probe the version's many ids against the batch's few (a hash table of the batch, not of
+        # the version, is built per call), then test the batch against the ids that were found
+        found = self.taken.filter(pc.is_in(self.taken, value_set=ids))
+        seen = pc.is_in(ids, value_set=found).to_numpy(zero_copy_only=False)
         ids = batch.column(S.ID).filter(pa.array(seen)).to_pylist()
         return ~seen, "duplicate_id", [
             f"id '{i}' is already used by a row of {self.config.version}; give a changed row a new id, "

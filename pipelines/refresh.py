@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from corpusmill import __version__
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
-from corpusmill.hashing import file_sha256, fingerprint
+from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
 from corpusmill.store import Store, Version, atomic_write_text, parse_ref
 
 #: the stage that records removed rows in the merged manifest and rejects
@@ -105,6 +105,9 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     scratch_root = store.dataset_dir(parent.dataset) / ".work" / f"refresh-{key}"
     scratch = Store(scratch_root / "store")
     base, removed = _materialise_base(store, scratch, parent, set(removed_ids))
+    for rel, entry in parent.manifest["files"].items():  # linked files need no re-hashing
+        if (parent.path / rel).is_file():
+            remember_sha256(parent.path / rel, entry["sha256"])
 
     config, steps, base_dir = parse_pipeline(raw, REGISTRY, base_dir=Path.cwd().resolve(), source="refresh")
     plan = make_plan(config, steps, base_dir, store_root=scratch.root)
