@@ -111,18 +111,17 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
 
     config, steps, base_dir = parse_pipeline(raw, REGISTRY, base_dir=Path.cwd().resolve(), source="refresh")
     plan = make_plan(config, steps, base_dir, store_root=scratch.root)
-    added = execute(plan, scratch, workers=workers, quiet=quiet)
-
-    vid = fingerprint({"parent": parent.ref, "added": added.version.id, "removed": removed_ids,
+    vid = fingerprint({"parent": parent.ref, "added": plan.version_id, "removed": removed_ids,
                        "code_version": __version__})
     name = parent.dataset
-    if store.has_version(name, vid):
+    if store.has_version(name, vid):  # the same refresh was published: nothing to run
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
         shutil.rmtree(scratch_root, ignore_errors=True)
         version = Version(name, vid, store.version_dir(name, vid))
         return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
 
+    added = execute(plan, scratch, workers=workers, quiet=quiet)
     work = store.work_dir(name, vid)
     shutil.rmtree(work, ignore_errors=True)
     final = work / "final"
