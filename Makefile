@@ -41,10 +41,12 @@ test: $(BIN)/.installed chromium
 	$(BIN)/python -m pytest -q
 
 test-all: $(BIN)/.installed debian-data chromium
+	@# the Ray executor's test is slow-marked; Ray (~80 MB) is installed only for it and the bench
+	$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/pip install -q -e ".[ray]"
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(BIN)/.installed debian-data
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -e ".[bench,ray]"
 	$(BIN)/python bench/run_all.py
 
 clean:

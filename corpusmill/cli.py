@@ -69,9 +69,23 @@ def cmd_run(args) -> int:
 
     console = _console()
     result = run_pipeline(args.pipeline, store=args.store, workers=args.workers, tags=tuple(args.tag or ()),
-                          executor=args.executor, quiet=args.quiet)
+                          executor=args.executor, quiet=args.quiet, ray_address=args.ray_address)
     if not args.quiet:
         print_run_summary(result, console)
+    print(result.version.ref, flush=True)
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    from corpusmill.pipelines.refresh import refresh
+
+    result = refresh(_store(args), args.ref, args.add, remove=args.remove, tags=tuple(args.tag or ()),
+                     workers=args.workers or os.cpu_count() or 1, input_index=args.input, quiet=args.quiet)
+    if not args.quiet:
+        print_run_summary(result, _console())
+        r = result.manifest["refresh"]
+        _console().print(f"refresh of {r['parent']}: {r['added']['rows_in']:,} new rows, {r['added']['kept']:,} kept; "
+                         f"{r['removed']['rows']:,} removed ({r['removed']['ids_not_found']:,} listed ids not found)")
     print(result.version.ref, flush=True)
     return 0
 
@@ -125,7 +139,12 @@ def cmd_diff(args) -> int:
     from corpusmill.datasets import diff
 
     store = _store(args)
-    d = diff(store.resolve(args.ref_a), store.resolve(args.ref_b))
+    a, b = store.resolve(args.ref_a), store.resolve(args.ref_b)
+    d = diff(a, b)
+    if args.drift:
+        from corpusmill.dataprep.drift import drift
+
+        d["drift"] = drift(a, b)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -140,6 +159,14 @@ def cmd_diff(args) -> int:
     con = _console(stderr=False)
     con.print(t)
     con.print(f"rows that moved between splits: {d['moved_between_splits']:,}")
+    if d.get("refresh"):
+        from corpusmill.pipelines.refresh import describe_refresh
+
+        con.print(describe_refresh(d["refresh"]))
+    if d.get("drift"):
+        from corpusmill.dataprep.drift import describe_drift
+
+        con.print(describe_drift(d["drift"]))
     return 0
 
 
@@ -346,10 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="pipeline YAML file")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     r.add_argument("--store", help=store_help)
-    r.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the shards run: local worker processes, or Ray tasks (default: local)")
+    r.add_argument("--ray-address", default=None,
+                   help="--executor ray: the cluster to join (e.g. ray://head:10001 or auto); default: start a local "
+                        "Ray instance with --workers CPUs")
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no summary table")
     r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("refresh", help="publish REF + new files - removed ids, processing only the new rows; print NAME@VERSION",
+                       description="Run the parent's pipeline on the added files only, dedup them against the parent's "
+                                   "index, give near twins of old rows their split, and publish a version whose parent "
+                                   "is REF. See docs/refresh.md.")
+    r.add_argument("ref", help="parent version: NAME, NAME@VERSION or NAME@TAG")
+    r.add_argument("--add", nargs="+", required=True, metavar="FILE", help="new input files (read like the parent's input)")
+    r.add_argument("--remove", metavar="IDS_FILE", help="file of ids to take out of the parent, one per line")
+    r.add_argument("--input", type=int, default=0, help="which of the parent's inputs gives the field mapping (default 0)")
+    r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--store", help=store_help)
+    r.add_argument("--quiet", action="store_true", help="no summary table")
+    r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser("datasets", help="list, show, diff and export versions")
     dsub = d.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
@@ -367,9 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--open", action="store_true", help="open report.html in a browser (written first if missing)")
     x.add_argument("--store", help=store_help)
     x.set_defaults(func=cmd_report)
-    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions")
+    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions, and drift")
     x.add_argument("ref_a")
     x.add_argument("ref_b")
+    x.add_argument("--drift", action=argparse.BooleanOptionalAction, default=True,
+                   help="label, language and length distributions and new n-grams of the added rows (default: on)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_diff)

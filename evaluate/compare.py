@@ -50,7 +50,9 @@ def base_head_run(run_dir: Path, run: dict, store: str | None) -> Path:
     from corpusmill.train.run import train
 
     out = run_dir / "eval" / "base-head"
+    # the base is the pre-trained encoder: a continued run's starting weights are the "previous" baseline
     cfg = TrainConfig(**{**run["config"], "method": "head", "output": str(out), "merge": False, "resume": None,
+                         "from_run": None, "new_rows_only": False,
                          "store": store, "dataset": run["dataset"]["reference"]})
     done = out / "run.json"
     if done.is_file():

@@ -94,6 +94,13 @@ class TrainConfig(BaseModel):
     save_every: int = Field(0, ge=0, description="write a resumable checkpoint every N optimizer steps; 0 = only after the last step")
     keep_checkpoints: int = Field(1, ge=0, description="resumable checkpoints kept (oldest deleted first); 0 = keep all")
     resume: str | None = Field(None, description="continue from a checkpoint folder, or 'auto' = the latest one in <output>/checkpoints")
+    from_run: str | None = Field(
+        None, description="a previous run folder (e.g. on the version a refresh started from) whose trained weights are the "
+                          "starting point: the adapter and head for lora, the whole model for full/head; model, task and "
+                          "method must match it, and classification keeps its label mapping; null = start from the base model")
+    new_rows_only: bool = Field(
+        False, description="with from_run: fit only on the train_split rows that the previous run's dataset version did "
+                           "not hold (the refresh's new rows); evaluation still uses the whole eval_split")
     log_every: int = Field(10, ge=1, description="steps between log lines (and progress-bar updates of the loss)")
 
     def output_dir(self) -> Path:
@@ -140,6 +147,8 @@ def _problems(cfg: TrainConfig) -> list[str]:
         out.append("format: only for causal-lm")
     if cfg.early_stopping_patience and not cfg.eval_every:
         out.append("early_stopping_patience: needs eval_every > 0 (evaluations during training)")
+    if cfg.new_rows_only and not cfg.from_run:
+        out.append("new_rows_only: needs from_run (the previous run whose dataset version's rows are left out)")
     if (cfg.early_stopping_patience or cfg.eval_every) and not cfg.eval_split:
         out.append("eval_split: empty, but evaluation during training is asked for")
     return out
