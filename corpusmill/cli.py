@@ -275,6 +275,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from corpusmill.train.config import overrides_from_args, require_train_extra
+    from corpusmill.train.sweep import Sweep, load_space, print_sweep_summary, require_sweep_extra
+
+    overrides = overrides_from_args(args)
+    space = load_space(args.space)
+    sweep = Sweep(args.output, space, args.config, overrides)  # every config problem before torch loads
+    require_train_extra()
+    require_sweep_extra()
+    console = _console()
+    summary = sweep.run(args.trials, console=console)
+    print_sweep_summary(summary, sweep.folder, console)
+    print(sweep.folder.resolve(), flush=True)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from corpusmill.demo import run_demo
 
@@ -429,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt/response data: longest generated answer, greedy (default: 64)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
     e.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("sweep", help="hyper-parameter search (grid, random, TPE) with pruning; every trial is a train run",
+                       description="Search train options over a space YAML with Optuna; the study is kept in SQLite "
+                                   "in the sweep folder, so rerunning the same command resumes. Ends with a ranked "
+                                   "table, best.yaml and sweep.svg. See docs/sweeps.md.")
+    w.add_argument("--space", required=True, help="space YAML: sampler, metric, fixed options, searched params")
+    w.add_argument("--trials", type=int, default=None,
+                   help="finished trials the study should hold (default: the grid's size; required for random/tpe)")
+    w.add_argument("--output", help="sweep folder (default: runs/sweep-<dataset>-<task>)")
+    w.add_argument("--config", help="YAML file of train options shared by every trial")
+    add_config_flags(w, skip=("output", "resume"))
+    w.set_defaults(func=cmd_sweep)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")

@@ -9,7 +9,8 @@ One optimizer step:
    micro-batch with many targets weighs more than one with few, exactly as one big batch would;
 4. clip the global gradient norm, step AdamW, zero the gradients;
 5. every ``eval_every`` steps: score the validation split, keep the best weights, stop early
-   after ``early_stopping_patience`` evaluations without improvement;
+   after ``early_stopping_patience`` evaluations without improvement, warn when validation loss
+   keeps rising while training loss falls (overfitting), and tell ``on_eval`` (a sweep's pruner);
 6. every ``save_every`` steps: write a resumable checkpoint.
 
 Everything the next step depends on (step, data position, optimizer moments, RNG states) is in a
@@ -24,6 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,6 +61,9 @@ class Setup:
     out: Path
     dist: Dist = field(default_factory=Dist)
     resume_from: Path | None = None
+    #: called after each evaluation with (step, evaluation record); returning True stops the run
+    #: there (a sweep prunes a hopeless trial this way). Single process only.
+    on_eval: Callable[[int, dict], bool] | None = None
 
 
 @dataclass
@@ -78,6 +83,8 @@ class LoopState:
     best: dict | None = None        # {"step", "metric", "value"}
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    pruned: bool = False            # stopped by on_eval (a sweep's pruner)
+    overfitting: dict | None = None  # the first evaluation at which the overfitting warning fired
     model_step: int | None = None   # the step whose weights are in <output>/model
     peak_memory_mb: float | None = None
 
@@ -278,6 +285,32 @@ def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: b
     shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     log.line(f"eval step {state.step} | {shown}" + (" | best" if improved else "")
              + (" | stopping early" if state.stopped_early else ""))
+    signal = overfitting_signal(state.evals, cfg.overfit_warning_evals)
+    if signal and state.overfitting is None:
+        state.overfitting = signal
+        log.line(f"warning: {signal['message']}")
+    if s.on_eval is not None and s.on_eval(state.step, record) and not last:
+        state.stopped_early = state.pruned = True
+        log.line(f"eval step {state.step}: stopped by the sweep's pruner")
+
+
+def overfitting_signal(evals: list[dict], n: int) -> dict | None:
+    """The overfitting pattern over the last ``n`` evaluations, or None: validation loss rose at each
+    of them while the training loss (mean over each evaluation interval) ended lower than before them."""
+    if n <= 0 or len(evals) < n + 1:
+        return None
+    window = evals[-(n + 1):]
+    val = [e["val_loss"] for e in window]
+    fit = [e["train_loss"] for e in window]
+    if not (all(b > a for a, b in zip(val, val[1:])) and fit[-1] < fit[0]):
+        return None
+    first, now = window[0], window[-1]
+    return {"step": now["step"], "since_step": first["step"], "evaluations": n,
+            "val_loss": [first["val_loss"], now["val_loss"]], "train_loss": [first["train_loss"], now["train_loss"]],
+            "message": (f"overfitting: validation loss rose at {n} evaluations in a row (step {first['step']} -> "
+                        f"{now['step']}: {first['val_loss']:.4f} -> {now['val_loss']:.4f}) while training loss fell "
+                        f"({first['train_loss']:.4f} -> {now['train_loss']:.4f}); fewer steps, a lower learning rate, "
+                        "more data or more regularisation (weight_decay, lora.dropout) would help")}
 
 
 @torch.no_grad()
