@@ -129,6 +129,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    version = _store(args).resolve(args.ref)
+    require_train_extra()
+    from corpusmill.train.system import quiet_libraries
+    from corpusmill.train.token_stats import dataset_token_stats, print_token_stats
+
+    quiet_libraries()
+    report = dataset_token_stats(version, args.tokenizer, args.max_length, task=args.task, fmt=args.format,
+                                 batch_size=args.batch_size, max_rows=args.max_rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_token_stats(report, _console(stderr=False))
+    return 0
+
+
 def cmd_diff(args) -> int:
     from corpusmill.datasets import diff
 
@@ -386,6 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
     x.set_defaults(func=cmd_show)
+    x = dsub.add_parser("stats", help="token lengths per split with a tokenizer: truncation, unknown tokens, padding; "
+                                      "recommends max_seq_len and packing")
+    x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
+    x.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer is measured")
+    x.add_argument("--max-length", type=int, default=512, help="the max_seq_len to check truncation against (default 512)")
+    x.add_argument("--task", choices=["auto", "causal-lm", "classification"], default="auto",
+                   help="auto = classification if the version has a label column, else causal-lm (EOS counted)")
+    x.add_argument("--format", choices=["auto", "text", "prompt_response", "messages"], default="auto",
+                   help="causal-lm input, as the train option format (default auto)")
+    x.add_argument("--batch-size", type=int, default=8, help="batch size of the padding estimate (default 8)")
+    x.add_argument("--max-rows", type=int, default=0, help="measure a stable sample of N rows per split (default 0 = all)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the statistics as JSON on stdout")
+    x.set_defaults(func=cmd_stats)
     x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions")
     x.add_argument("ref_a")
     x.add_argument("ref_b")
