@@ -287,7 +287,8 @@ def cmd_eval(args) -> int:
 
     report = evaluate_run(args.run_dir, baseline=args.baseline, split=args.split, report=args.report, store=args.store,
                           max_rows=args.max_rows, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens, device=args.device, console=_console())
+                          max_new_tokens=args.max_new_tokens, device=args.device, general=args.general,
+                          console=_console())
     print(markdown_table(report), flush=True)
     _console().print(f"report: {args.report}")
     return 0
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=64,
                    help="prompt/response data: longest generated answer, greedy (default: 64)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
+    e.add_argument("--general", metavar="FILE",
+                   help="forgetting check (causal-lm): perplexity of base and fine-tuned on this general-domain text "
+                        "(paragraphs of a text file, or JSONL with 'text')")
     e.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("sweep", help="hyper-parameter search (grid, random, TPE) with pruning; every trial is a train run",
