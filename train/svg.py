@@ -29,6 +29,7 @@ class Panel:
     ylabel: str
     series: list[Series] = field(default_factory=list)
     xscale: str = "linear"  # linear | log | category
+    categories: list | None = None  # category axis: the order of its values (default: as they appear)
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -65,7 +66,7 @@ def _panel(p: Panel, ox: float, oy: float, w: float, h: float) -> list[str]:
     pad = (yhi - ylo) * 0.05 or abs(yhi) * 0.05 or 1.0
     ylo, yhi = ylo - pad, yhi + pad
     if p.xscale == "category":
-        cats = list(dict.fromkeys(_fmt(x) for s in p.series for x in s.x))
+        cats = list(dict.fromkeys([_fmt(c) for c in p.categories or []] + [_fmt(x) for s in p.series for x in s.x]))
         xpos = {c: (i + 0.5) / len(cats) for i, c in enumerate(cats)}
         to_x = lambda x: ox + w * xpos[_fmt(x)]  # noqa: E731
         xticks = [(to_x(c), c) for c in cats]
@@ -80,10 +81,13 @@ def _panel(p: Panel, ox: float, oy: float, w: float, h: float) -> list[str]:
             v = math.log10(x) if log else x
             return ox + w * (v - xlo) / (xhi - xlo)
 
-        if log:
-            xticks = [(to_x(10.0 ** e), _fmt(10.0 ** e)) for e in range(math.ceil(xlo), math.floor(xhi) + 1)]
-            if len(xticks) < 2:  # less than a decade: label the values themselves
-                xticks = [(to_x(x), _fmt(x)) for x in sorted(set(10 ** v for v in xs))][:6]
+        if log:  # 1-2-5 steps per decade, or every digit when the range is under a decade
+            decades = range(math.floor(xlo), math.ceil(xhi) + 1)
+            for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+                vals = [m * 10.0 ** e for e in decades for m in mantissas if xlo <= math.log10(m * 10.0 ** e) <= xhi]
+                if len(vals) >= 3:
+                    break
+            xticks = [(to_x(v), _fmt(v)) for v in vals]
         else:
             xticks = [(to_x(t), _fmt(t)) for t in _ticks(xlo, xhi)]
     to_y = lambda y: oy + h * (1 - (y - ylo) / (yhi - ylo))  # noqa: E731
@@ -103,14 +107,25 @@ def _panel(p: Panel, ox: float, oy: float, w: float, h: float) -> list[str]:
         if s.style == "line" and len(pts) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            if len(pts) <= 30:  # few points (evaluations): mark them
+                out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}"/>' for x, y in pts]
         else:
             fill = "none" if s.style == "hollow" else colour
             out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{fill}" stroke="{colour}"/>' for x, y in pts]
-    for i, s in enumerate(p.series):  # legend, top right
-        colour = s.colour or COLOURS[i % len(COLOURS)]
-        y = oy + 14 + 14 * i
-        out.append(f'<rect x="{ox + w - 110}" y="{y - 8}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{ox + w - 96}" y="{y + 1}" font-size="10">{escape(s.label)}</text>')
+    return out
+
+
+def _legend(series: list[Series], x: float, y: float) -> list[str]:
+    """One legend for the figure, in its header: every panel draws the same kinds of series."""
+    out = []
+    seen: dict[str, str] = {}
+    for i, s in enumerate(series):
+        seen.setdefault(s.label, (s.colour or COLOURS[i % len(COLOURS)], s.style))
+    for label, (colour, style) in seen.items():
+        fill = "none" if style == "hollow" else colour
+        out.append(f'<circle cx="{x + 5}" cy="{y - 4}" r="4" fill="{fill}" stroke="{colour}"/>')
+        out.append(f'<text x="{x + 13}" y="{y}" font-size="11">{escape(label)}</text>')
+        x += 24 + 7 * len(label)
     return out
 
 
@@ -118,11 +133,12 @@ def figure(panels: list[Panel], title: str, panel_width: int = 300, panel_height
     """One SVG document with the panels in rows of ``columns``."""
     cols = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
-    left, top, gap_x, gap_y = 60, 34, 70, 56
+    left, top, gap_x, gap_y = 60, 52, 70, 56
     width = left + cols * (panel_width + gap_x)
     height = top + rows * (panel_height + gap_y)
     body = [f'<rect width="{width}" height="{height}" fill="white"/>',
-            f'<text x="{left}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>']
+            f'<text x="{left}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
+            *_legend([s for p in panels for s in p.series], left, 40)]
     for i, p in enumerate(panels):
         r, c = divmod(i, cols)
         body += _panel(p, left + c * (panel_width + gap_x), top + r * (panel_height + gap_y), panel_width, panel_height)

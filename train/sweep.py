@@ -431,9 +431,7 @@ def sweep_svg(summary: dict, space: SweepSpace) -> str:
 
     panels = []
     for key, p in space.params.items():
-        categorical = p.values is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                       for v in p.values)
-        scale = "category" if categorical else "log" if p.log else "linear"
+        scale = "category" if p.values is not None else "log" if p.log else "linear"
         series = []
         for state, style, colour in (("complete", "dots", "#1f77b4"), ("pruned", "hollow", "#7f7f7f")):
             rows = [r for r in summary["trials"] if r["state"] == state and key in r["params"] and r["value"] is not None]
@@ -442,7 +440,7 @@ def sweep_svg(summary: dict, space: SweepSpace) -> str:
         best = summary.get("best")
         if best:
             series.append(Series("best", [best["params"][key]], [best["value"]], "dots", "#d62728"))
-        panels.append(Panel(key, summary["metric"], series, scale))
+        panels.append(Panel(key, summary["metric"], series, scale, categories=p.values))
     c = summary["counts"]
     title = (f"sweep: {summary['metric']} ({summary['direction']}) by option; {c['complete']} complete, "
              f"{c['pruned']} pruned ({summary['sampler']} sampler)")

@@ -16,6 +16,7 @@ What is counted per row (special tokens included, as ``tokenizer(text)`` adds th
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -95,7 +96,9 @@ def split_stats(ids: list[list[int]], unk_id: int | None, max_length: int, causa
     unk = None
     rows_with_unk = None
     if unk_id is not None:
-        per_row = np.fromiter((sum(1 for t in x if t == unk_id) for x in ids), dtype=np.int64, count=len(ids))
+        sizes = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(sizes.sum()))
+        per_row = np.bincount(np.repeat(np.arange(len(ids)), sizes)[flat == unk_id], minlength=len(ids))
         unk = float(per_row.sum() / tokens) if tokens else 0.0
         rows_with_unk = float((per_row > 0).mean())
     return {

@@ -144,3 +144,18 @@ def test_grid_expands_ranges_with_step_and_the_direction_follows_the_metric(tmp_
                               params={"lora.r": {"values": [4, 8]}, "lora.dropout": {"low": 0.0, "high": 0.2, "step": 0.1}}))
     assert space.grid() == {"lora.r": [4, 8], "lora.dropout": [0.0, 0.1, 0.2]} and space.grid_size() == 6
     assert space.direction_for("val_accuracy") == "maximize" and space.direction_for("val_loss") == "minimize"
+
+
+def test_the_documented_demo_space_loads():
+    from pathlib import Path
+
+    space = load_space(Path(__file__).resolve().parents[2] / "docs" / "sweep-space.yaml")
+    assert space.sampler == "tpe" and space.metric == "val_accuracy" and set(space.params) >= {"lr", "lora.r"}
+
+
+def test_parser_and_space_checks_import_neither_optuna_nor_torch(tmp_path):
+    space = _space(tmp_path, sampler="random", params={"lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    code = ("import sys; from corpusmill.cli import build_parser; build_parser(); "
+            f"from corpusmill.train.sweep import load_space; load_space({str(space)!r}); "
+            "bad = [m for m in ('optuna', 'torch', 'transformers') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
