@@ -33,7 +33,7 @@ def test_warning_fires_on_a_run_made_to_overfit(tiny, train_config, tmp_path, ca
     out = tmp_path / "run"
     # 4 training rows, full fine-tuning, many steps: the model memorises them and gets worse elsewhere
     record = train(train_config(dataset="notes", model=str(tiny["gpt2"]), task="causal-lm", output=str(out),
-                                method="full", max_train_rows=4, lr=1e-2, max_steps=60, eval_every=5,
+                                method="full", max_train_rows=4, lr=1e-2, max_steps=40, eval_every=5,
                                 early_stopping_patience=0, overfit_warning_evals=3))
     run = json.loads((out / "run.json").read_text())
     sig = run["overfitting"]
@@ -47,7 +47,7 @@ def test_warning_fires_on_a_run_made_to_overfit(tiny, train_config, tmp_path, ca
     svg = ET.parse(out / run["outputs"]["loss_curves"]).getroot()
     lines = list(svg.iter(f"{SVG}polyline"))
     assert len(lines) == 3  # train per step, train per evaluation, validation
-    assert len(lines[0].get("points").split()) == 60 and len(lines[2].get("points").split()) == 12
+    assert len(lines[0].get("points").split()) == 40 and len(lines[2].get("points").split()) == 8
     assert any("overfitting warning at step" in (t.text or "") for t in svg.iter(f"{SVG}text"))
 
 

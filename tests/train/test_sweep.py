@@ -85,12 +85,13 @@ def test_grid_sweep_completes_prunes_and_writes_table_config_and_plot(tiny, stor
 
 def test_killed_sweep_resumes_where_it_stopped(tiny, store, tmp_path):
     space = _space(tmp_path, sampler="random", seed=3, pruner="none",
-                   fixed={**{k: v for k, v in QUICK.items() if k != "batch_size"}, "max_steps": 150, "eval_every": 50},
+                   fixed={**{k: v for k, v in QUICK.items() if k != "batch_size"}, "max_steps": 20, "eval_every": 10},
                    params={"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "batch_size": {"values": [4, 8]}})
     out = tmp_path / "sweep"
     args = _args(tiny, store, space, out, 3)
+    # one thread: torch's default threads crawl when the test machine's cores are oversubscribed
     proc = subprocess.Popen([sys.executable, "-m", "corpusmill", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.time() + 120
         while not (out / "trials" / "trial-0001" / "run.json").exists():  # trial 0 done, trial 1 training
@@ -116,7 +117,7 @@ def test_killed_sweep_resumes_where_it_stopped(tiny, store, tmp_path):
     assert not (out / "trials" / "trial-0001").exists()
     for t in finished:
         run = json.loads((out / "trials" / f"trial-{t.number:04d}" / "run.json").read_text())
-        assert run["status"] == "completed" and run["steps"] == 150
+        assert run["status"] == "completed" and run["steps"] == 20
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["counts"] == {"complete": 3, "pruned": 0, "fail": 0} and summary["interrupted"] == 1
     assert not (out / "sweep.lock").exists()
