@@ -95,6 +95,11 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(batches_per_epoch * cfg.epochs / cfg.grad_accum))
 
 
+def eval_interval(cfg: TrainConfig, total: int) -> int:
+    """Steps between evaluations: eval_every, or for -1 (auto) about 10 evaluations per run; 0 = only the last step."""
+    return cfg.eval_every if cfg.eval_every >= 0 else max(1, total // 10)
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up over warmup_ratio of the steps, then cosine decay to lr * min_lr_ratio."""
     warm = int(cfg.warmup_ratio * total)
@@ -160,6 +165,7 @@ def fit(s: Setup) -> LoopState:
     cfg, dist, device = s.cfg, s.dist, s.device
     order = BatchOrder(len(s.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
     total = total_steps(cfg, order.batches_per_epoch)
+    every = eval_interval(cfg, total)
     optimizer = make_optimizer(s.raw_model, cfg, device)
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -216,8 +222,8 @@ def fit(s: Setup) -> LoopState:
             log.step(state.step, step_loss, lr, tokens / dt)
 
             last = state.step == total
-            if s.val is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
-                _evaluate_and_select(s, state, amp, log, last)
+            if s.val is not None and ((every and state.step % every == 0) or last):
+                _evaluate_and_select(s, state, amp, log, last, every)
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or state.stopped_early:
                 if dist.main:
                     checkpoint.save(s.out / "checkpoints" / f"step-{state.step:06d}", weights=trainable_state(s.raw_model),
@@ -258,12 +264,12 @@ def _check_targets(micro: list[Batch], step: int) -> None:
                 "shorten the prompts, or drop such rows in the pipeline")
 
 
-def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: bool) -> None:
+def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: bool, every: int) -> None:
     cfg = s.cfg
     metrics = evaluate(s.raw_model, s.val, s.causal, s.pad_id, s.device, amp,
                        cfg.eval_batch_size or 2 * cfg.batch_size, s.raw_model.config.num_labels if not s.causal else 0)
     s.model.train()
-    recent = state.train_loss[-(cfg.eval_every or len(state.train_loss)):]
+    recent = state.train_loss[-(every or len(state.train_loss)):]
     record = {"step": state.step, "train_loss": float(np.mean(recent)), **metrics,
               "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1)}
     state.evals.append(record)
