@@ -135,6 +135,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    version = _store(args).resolve(args.ref)
+    require_train_extra()
+    from corpusmill.train.system import quiet_libraries
+    from corpusmill.train.token_stats import dataset_token_stats, print_token_stats
+
+    quiet_libraries()
+    report = dataset_token_stats(version, args.tokenizer, args.max_length, task=args.task, fmt=args.format,
+                                 batch_size=args.batch_size, max_rows=args.max_rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_token_stats(report, _console(stderr=False))
+    return 0
+
+
 def cmd_diff(args) -> int:
     from corpusmill.datasets import diff
 
@@ -288,9 +306,26 @@ def cmd_eval(args) -> int:
 
     report = evaluate_run(args.run_dir, baseline=args.baseline, split=args.split, report=args.report, store=args.store,
                           max_rows=args.max_rows, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens, device=args.device, console=_console())
+                          max_new_tokens=args.max_new_tokens, device=args.device, general=args.general,
+                          console=_console())
     print(markdown_table(report), flush=True)
     _console().print(f"report: {args.report}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from corpusmill.train.config import overrides_from_args, require_train_extra
+    from corpusmill.train.sweep import Sweep, load_space, print_sweep_summary, require_sweep_extra
+
+    overrides = overrides_from_args(args)
+    space = load_space(args.space)
+    sweep = Sweep(args.output, space, args.config, overrides)  # every config problem before torch loads
+    require_train_extra()
+    require_sweep_extra()
+    console = _console()
+    summary = sweep.run(args.trials, console=console)
+    print_sweep_summary(summary, sweep.folder, console)
+    print(sweep.folder.resolve(), flush=True)
     return 0
 
 
@@ -412,6 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--open", action="store_true", help="open report.html in a browser (written first if missing)")
     x.add_argument("--store", help=store_help)
     x.set_defaults(func=cmd_report)
+    x = dsub.add_parser("stats", help="token lengths per split with a tokenizer: truncation, unknown tokens, padding; "
+                                      "recommends max_seq_len and packing")
+    x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
+    x.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer is measured")
+    x.add_argument("--max-length", type=int, default=512, help="the max_seq_len to check truncation against (default 512)")
+    x.add_argument("--task", choices=["auto", "causal-lm", "classification"], default="auto",
+                   help="auto = classification if the version has a label column, else causal-lm (EOS counted)")
+    x.add_argument("--format", choices=["auto", "text", "prompt_response", "messages"], default="auto",
+                   help="causal-lm input, as the train option format (default auto)")
+    x.add_argument("--batch-size", type=int, default=8, help="batch size of the padding estimate (default 8)")
+    x.add_argument("--max-rows", type=int, default=0, help="measure a stable sample of N rows per split (default 0 = all)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the statistics as JSON on stdout")
+    x.set_defaults(func=cmd_stats)
     x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions, and drift")
     x.add_argument("ref_a")
     x.add_argument("ref_b")
@@ -472,7 +521,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=64,
                    help="prompt/response data: longest generated answer, greedy (default: 64)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
+    e.add_argument("--general", metavar="FILE",
+                   help="forgetting check (causal-lm): perplexity of base and fine-tuned on this general-domain text "
+                        "(paragraphs of a text file, or JSONL with 'text')")
     e.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("sweep", help="hyper-parameter search (grid, random, TPE) with pruning; every trial is a train run",
+                       description="Search train options over a space YAML with Optuna; the study is kept in SQLite "
+                                   "in the sweep folder, so rerunning the same command resumes. Ends with a ranked "
+                                   "table, best.yaml and sweep.svg. See docs/sweeps.md.")
+    w.add_argument("--space", required=True, help="space YAML: sampler, metric, fixed options, searched params")
+    w.add_argument("--trials", type=int, default=None,
+                   help="finished trials the study should hold (default: the grid's size; required for random/tpe)")
+    w.add_argument("--output", help="sweep folder (default: runs/sweep-<dataset>-<task>)")
+    w.add_argument("--config", help="YAML file of train options shared by every trial")
+    add_config_flags(w, skip=("output", "resume"))
+    w.set_defaults(func=cmd_sweep)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")

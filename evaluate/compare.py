@@ -201,7 +201,10 @@ def generate_answers(model, tokenizer, prompts: list[str], device, batch_size: i
 
 def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report: str | Path, store: str | None = None,
                  max_rows: int = 0, batch_size: int = 16, bootstrap: int = 1000, seed: int = 0,
-                 max_new_tokens: int = 64, device: str = "auto", console=None) -> dict:
+                 max_new_tokens: int = 64, device: str = "auto", general: str | Path | None = None,
+                 console=None) -> dict:
+    """``general``: a general-domain text file; base and fine-tuned perplexity on it goes into the
+    report's ``general`` section (causal-lm runs; see corpusmill.evaluate.forgetting)."""
     import torch
 
     from corpusmill.store import Store
@@ -225,7 +228,15 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         if previous["task"] != run["task"]:
             raise EvalError(f"--baseline {baseline} is a {previous['task']} run; {run_dir} is {run['task']}")
 
+    if general and not causal:
+        raise EvalError(f"--general measures language-model perplexity; {run_dir} is a {cfg.task} run")
     tokenizer = modeling.load_tokenizer(str(run_dir / "model"), cfg.trust_remote_code)
+    general_ex = general_texts = None
+    if general:
+        from corpusmill.evaluate import forgetting
+
+        general_texts = forgetting.read_general_text(general)
+        general_ex = forgetting.general_examples(tokenizer, general_texts, cfg.max_seq_len)
     ex, labels, fmt, rows_read = build_examples(cfg, version, tokenizer, split, max_rows or 0, labels=run.get("labels"))
     if len(ex) == 0:
         raise EvalError(f"{version.ref} split '{split}' has no usable rows for {cfg.task}")
@@ -259,6 +270,8 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
             result["speed"].update(gen_speed)
         if not causal and name == "previous" and previous.get("labels") != labels:
             result["preds"] = _remap(result["preds"], previous["labels"], labels)
+        if general_ex is not None:
+            result["general"] = score_forward(model, general_ex, pad_id, True, dev, batch_size)
         scored[name] = result
         del model
         if dev.type == "cuda":
@@ -309,6 +322,8 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": 0.95,
                       "method": "percentile intervals over rows resampled with replacement; paired tests share resamples"},
         "adapter_check": guard,
+        "general": forgetting.forgetting_report(general, {n: r["general"] for n, r in scored.items()}, len(general_texts),
+                                                bootstrap, seed) if general_ex is not None else None,
         "hardware": hardware(dev),
         "libraries": library_versions(),
         "code_version": code_version(),
@@ -419,6 +434,10 @@ def markdown_table(report: dict) -> str:
     for key, label, fmt in SPEED:
         vals = [report["models"][n].get(key) for n in names]
         lines.append("| " + " | ".join([label] + [fmt.format(v) if v is not None else "-" for v in vals] + [""] * len(comps)) + " |")
+    if report.get("general"):
+        from corpusmill.evaluate.forgetting import markdown_lines
+
+        lines.append(markdown_lines(report["general"], resamples))
     for c in comps:
         mc = report["comparison"][c].get("mcnemar_accuracy")
         if mc:

@@ -7,6 +7,7 @@
                               seed, hardware, library versions, labels, per-step loss,
                               evaluations, tokens/s, peak memory, data accounting
       hyperparameters.yaml    the resolved config, loadable again with --config
+      loss_curves.svg         training loss per step, training and validation loss per evaluation
       model/                  PEFT adapter (lora) or model folder (full, head), safetensors, tokenizer
       merged/                 lora with merge: true: the adapter folded into the base weights
       checkpoints/step-N/     resumable state (see corpusmill.train.checkpoint)
@@ -87,8 +88,11 @@ def check_output(cfg: TrainConfig, out: Path) -> None:
         raise CorpusmillError(f"{out} already holds a run (status: {status}); {hint}")
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train as configured; returns the run record (also written to <output>/run.json)."""
+def train(cfg: TrainConfig, on_eval=None) -> dict:
+    """Train as configured; returns the run record (also written to <output>/run.json).
+
+    ``on_eval(step, evaluation) -> bool`` is called after every evaluation; True stops the run
+    there, recorded as ``pruned`` (how a sweep drops hopeless trials)."""
     import torch
 
     from corpusmill.train import checkpoint, distributed, modeling
@@ -166,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
 
     setup = Setup(cfg=cfg, model=distributed.wrap(model, dist, device), raw_model=model, tokenizer=tokenizer,
                   train=train_ex, val=val_ex, device=device, causal=cfg.task == "causal-lm",
-                  pad_id=int(tokenizer.pad_token_id), out=out, dist=dist, resume_from=resume_from)
+                  pad_id=int(tokenizer.pad_token_id), out=out, dist=dist, resume_from=resume_from, on_eval=on_eval)
     try:
         state = fit(setup)
     finally:
@@ -178,6 +182,8 @@ def train(cfg: TrainConfig) -> dict:
         "steps": state.step,
         "steps_planned": steps_planned,
         "stopped_early": state.stopped_early,
+        "pruned": state.pruned,
+        "overfitting": state.overfitting,
         "resumed_from": str(resume_from) if resume_from else None,
         "train_loss": state.train_loss,
         "step_seconds": state.step_seconds,
@@ -195,13 +201,14 @@ def train(cfg: TrainConfig) -> dict:
             "final_train_loss": state.train_loss[-1] if state.train_loss else None,
         },
         "outputs": {"model": "model", "model_step": state.model_step, "merged": None,
-                    "checkpoints": "checkpoints"},
+                    "checkpoints": "checkpoints", "loss_curves": "loss_curves.svg"},
     })
     if dist.main:
         if cfg.merge:
             merged = modeling.load_trained(record, out / "model")
             modeling.save_merged(merged, tokenizer, out / "merged")
             record["outputs"]["merged"] = "merged"
+        (out / "loss_curves.svg").write_text(loss_curves_svg(record))
         _write(out / "run.json", record)
     return record
 
@@ -226,6 +233,23 @@ def previous_run(cfg: TrainConfig):
     old = Store(prev["dataset"]["store"]).resolve(prev["dataset"]["reference"])
     ids = [pq.read_table(f, columns=["id"]).column("id") for s in old.splits() for f in old.data_files(s)]
     return prev, pa.chunked_array(ids, pa.string()).combine_chunks() if ids else pa.array([], pa.string())
+
+
+def loss_curves_svg(record: dict) -> str:
+    """Training loss per step, and training and validation loss at each evaluation (the overfitting view)."""
+    from corpusmill.train.svg import Panel, Series, figure
+
+    steps = list(range(1, len(record["train_loss"]) + 1))
+    evals = record["evals"]
+    panel = Panel("optimizer step", "loss", [
+        Series("train (step)", steps, record["train_loss"], colour="#c6dbef"),
+        Series("train (eval)", [e["step"] for e in evals], [e["train_loss"] for e in evals], colour="#1f77b4"),
+        Series("validation", [e["step"] for e in evals], [e["val_loss"] for e in evals], colour="#d62728"),
+    ])
+    title = f"{record['dataset']['reference']} {record['model']['method']}: loss"
+    if record.get("overfitting"):
+        title += f" (overfitting warning at step {record['overfitting']['step']})"
+    return figure([panel], title, panel_width=560, panel_height=300, columns=1)
 
 
 def setup_batches_per_epoch(ex, cfg: TrainConfig, dist) -> int:
