@@ -900,18 +900,12 @@ def _ids_of(global_rows: np.ndarray, rows: _Rows, old: _OldIndex | None) -> list
 def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, old: _OldIndex | None) -> dict:
     """index/<stage>/: meta.json and, per shard, the kept rows' id, exact hash and signature;
     the ``against`` version's parts are linked in, so the index covers both."""
+    from corpusmill.store import link_index_parts
+
     index.mkdir(parents=True, exist_ok=True)
     n_old = dec.n_old
     kept = dec.reason[n_old:] == 0
-    parts = []
-    if old is not None:
-        for k, p in enumerate(old.parts):
-            name = f"inherited-{k:05d}.parquet"
-            try:
-                os.link(p["path"], index / name)
-            except OSError:
-                shutil.copyfile(p["path"], index / name)
-            parts.append({"file": name, "rows": p["rows"], "origin": p["origin"]})
+    parts = link_index_parts(old.parts, index) if old is not None else []
     def write_part(k: int, path: Path | None) -> dict | None:
         if path is None:
             return None

@@ -378,20 +378,11 @@ def _check_index(version, stage: Split) -> Path:
 def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.ndarray | None, old) -> None:
     """index/<stage>/: per assigned row its id, group keys, split and (near) band keys; the
     inherited version's parts are linked in, so the index covers every row that has a split."""
-    import os
-    import shutil
+    from corpusmill.store import link_index_parts
 
     index.mkdir(parents=True, exist_ok=True)
     names = list(stage.config.ratios)
-    parts = []
-    if old is not None:
-        for k, p in enumerate(old.parts):
-            name = f"inherited-{k:05d}.parquet"
-            try:
-                os.link(p["path"], index / name)
-            except OSError:
-                shutil.copyfile(p["path"], index / name)
-            parts.append({"file": name, "rows": p["rows"], "origin": p["origin"]})
+    parts = link_index_parts(old.parts, index) if old is not None else []
     if t is not None:
         ok = row_split >= 0
         keep = pa.array(ok)

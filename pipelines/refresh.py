@@ -40,7 +40,7 @@ from corpusmill import __version__
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
-from corpusmill.store import Store, Version, atomic_write_text, parse_ref
+from corpusmill.store import Store, Version, atomic_write_text, link_file, parse_ref
 
 #: the stage that records removed rows in the merged manifest and rejects
 REMOVE_STAGE = "refresh"
@@ -142,16 +142,6 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
 # ----------------------------------------------------------------------------- the base: parent minus removals
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids: set[str]):
     """Put "parent minus removed_ids" into the scratch store under the parent's own reference,
     plus links to the versions its indexes name as the home of older rows' text. Returns the
@@ -174,7 +164,7 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
                     if rest.num_rows:
                         pq.write_table(rest, base_dir / "data" / f.name, compression="zstd", row_group_size=65536)
                     continue
-            _link(f, base_dir / "data" / f.name)
+            link_file(f, base_dir / "data" / f.name)
     origins = set()
     for folder in sorted(p for p in (parent.path / "index").iterdir() if p.is_dir()) if (parent.path / "index").is_dir() else []:
         out = base_dir / "index" / folder.name
@@ -182,7 +172,7 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
         for f in sorted(folder.iterdir()):
             if f.is_file() and f.name != "meta.json":
-                _link(f, out / f.name)
+                link_file(f, out / f.name)
         if meta is None:
             continue
         for part in meta.get("parts", []):
@@ -231,7 +221,7 @@ def _assemble(final: Path, parent: Version, base: Version, added: Version, remov
 
     def place(src: Path, rel: str, rows_counted: bool) -> None:
         dst = final / rel
-        _link(src, dst)
+        link_file(src, dst)
         st = dst.stat()
         entry = known.get((st.st_dev, st.st_ino))
         if entry is None:
