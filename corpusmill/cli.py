@@ -46,7 +46,8 @@ def stage_table(manifest: dict):
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(st["rejected"].items(), key=lambda kv: -kv[1]))
         counters = sorted(((k, v) for k, v in st.get("counters", {}).items() if isinstance(v, int) and v),
                           key=lambda kv: -kv[1])[:3]
-        t.add_row(st["name"], f"{st['in']:,}", f"{st['kept']:,}", f"{rej:,}", reasons,
+        rows_in = f"{st['in']:,}" + (f" +{st['added']:,} new" if st.get("added") else "")
+        t.add_row(st["name"], rows_in, f"{st['kept']:,}", f"{rej:,}", reasons,
                   ", ".join(f"{k} {v:,}" for k, v in counters))
     return t
 
@@ -58,7 +59,8 @@ def print_run_summary(result, console) -> None:
     rejected = sum(sum(r.values()) for r in c["rejected"].values())
     splits = ", ".join(f"{s} {n:,}" for s, n in m["splits"].items())
     how = f"built in {result.seconds:.1f}s" if result.created else "already published (identical inputs and config): nothing redone"
-    console.print(f"input {c['input']:,} = kept {c['kept']:,} + rejected {rejected:,}; splits: {splits}; {how}")
+    added = f" + added {c['added']:,}" if c.get("added") else ""
+    console.print(f"input {c['input']:,}{added} = kept {c['kept']:,} + rejected {rejected:,}; splits: {splits}; {how}")
 
 
 # ----------------------------------------------------------------------------- commands
