@@ -343,6 +343,20 @@ def add_select_parser(sub, store_help: str) -> None:
     x.set_defaults(func=cmd_select_preview)
 
 
+# ----------------------------------------------------------------------------- augment preview
+
+
+def cmd_augment_preview(args) -> int:
+    from corpusmill.augment.preview import preview_augment, print_preview
+
+    report = preview_augment(_store(args), args.dataset, n=args.n, augmenter=args.augmenter)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_preview(report, _console(stderr=False))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -404,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--store", help=store_help)
     a.set_defaults(func=cmd_audit)
     add_select_parser(sub, store_help)
+    g = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True, metavar="ACTION")
+    x = g.add_parser("preview", help="source rows next to the rows the augment stage made from them; writes nothing")
+    x.add_argument("--dataset", required=True, help="NAME@REF of a version built with an augment step")
+    x.add_argument("-n", type=int, default=5, help="source rows shown, each with all its new rows (default 5)")
+    x.add_argument("--augmenter", help="only the new rows of this augmenter (its name)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the preview as JSON on stdout")
+    x.set_defaults(func=cmd_augment_preview)
 
     from corpusmill.train.config import add_config_flags
 
