@@ -6,8 +6,9 @@ worker count, batch size or row order:
 
 * our own augmenters (EDA, WordNet synonyms, sentence shuffle) draw from a ``random.Random``
   of that seed;
-* nlpaug's draw from the global ``random`` and ``numpy.random`` state; :func:`isolated_random`
-  seeds both for one row and puts the previous state back afterwards.
+* nlpaug's draw from the global ``random`` and ``numpy.random`` state (and torch's, for the
+  contextual ones); :func:`isolated_random` seeds them for one row and puts the previous state
+  back afterwards.
 
 Contextual augmenters (masked-LM substitution, back-translation) load a model from a local
 folder only, with the Hugging Face hub switched off: nothing is downloaded at run time.
@@ -141,13 +142,19 @@ def isolated_random(seed: int):
     """Seed Python's and numpy's global random state for one call, then restore both, so a
     library that uses global state (nlpaug) gives the same result whatever ran before it."""
     py_state, np_state = random.getstate(), np.random.get_state()
+    torch = sys.modules.get("torch")  # contextual augmenters sample with torch's generator too
+    torch_state = torch.random.get_rng_state() if torch is not None else None
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
+    if torch is not None:
+        torch.manual_seed(seed & 0x7FFFFFFFFFFFFFFF)
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+        if torch is not None:
+            torch.random.set_rng_state(torch_state)
 
 
 class Augmenter:
@@ -310,12 +317,29 @@ class ModelAugmenter(NlpaugAugmenter):
                     f"{spec.kind}: {p!r} is not a local model folder (no config.json); contextual augmenters "
                     f"load models from local folders only, nothing is downloaded at run time")
         naw = _nlpaug("word", models=True)
+        _public_token_ids()
         if spec.kind == "contextual":
-            return naw.ContextualWordEmbsAug(model_path=self.path(spec.model_path), action=spec.action,
-                                             aug_p=spec.aug_p, top_k=spec.top_k, device="cpu")
+            # nlpaug guesses the architecture from the folder name; a local folder says it in config.json
+            model_type = json.loads((Path(self.path(spec.model_path)) / "config.json").read_text()).get("model_type", "")
+            if model_type not in ("bert", "distilbert", "roberta"):
+                raise CorpusmillError(f"contextual: {spec.model_path!r} is a {model_type!r} model; nlpaug's masked-LM "
+                                      f"augmenter supports bert, distilbert and roberta models")
+            return naw.ContextualWordEmbsAug(model_path=self.path(spec.model_path), model_type=model_type,
+                                             action=spec.action, aug_p=spec.aug_p, top_k=spec.top_k, device="cpu")
         return naw.BackTranslationAug(from_model_name=self.path(spec.from_model_path),
                                       to_model_name=self.path(spec.to_model_path),
                                       max_length=spec.max_length, device="cpu")
+
+
+def _public_token_ids() -> None:
+    """nlpaug 1.1.11's masked-LM wrappers map tokens through the tokenizers' private
+    ``_convert_token_to_id``/``_convert_id_to_token``, which transformers 5 no longer has; the
+    public ``convert_tokens_to_ids``/``convert_ids_to_tokens`` do the same for one token."""
+    import nlpaug.model.lang_models as nml
+
+    for cls in (nml.Bert, nml.DistilBert, nml.Roberta):
+        cls.token2id = lambda self, token: self.tokenizer.convert_tokens_to_ids(token)
+        cls.id2token = lambda self, _id: self.tokenizer.convert_ids_to_tokens(_id)
 
 
 def build(spec, base_dir: str | None = None) -> Augmenter:

@@ -76,6 +76,9 @@ class AugmentConfig(StageConfig):
         0.8, description="word 3-gram Jaccard (MinHash estimate, 128 slots) at or above which a new row counts "
                          "as a near duplicate of a held-out row; the split stage's default, so augmentation "
                          "cannot bring back a near twin the split kept apart; false = exact checks only")
+    seed: int = Field(
+        0, description="mixed with the pipeline seed into every row's augmentation seed: another value draws other "
+                       "variants while the splits (seeded by the pipeline seed) stay where they are")
     distinct_near: bool = Field(
         True, description="also reject a new row that near-duplicates (>= near) a new row kept earlier, so "
                           "variants add diversity rather than copies; false = only exact copies among new rows")
@@ -145,7 +148,7 @@ class Augment(ReduceStage):
         for i, (rid, text) in enumerate(zip(ids, texts)):
             made = []
             for a, aug in enumerate(self.augmenters):
-                for j, (variant, extra) in enumerate(aug.variants(text, row_seed(self.run.seed, rid, aug.name))):
+                for j, (variant, extra) in enumerate(aug.variants(text, row_seed(self.run.seed ^ (self.config.seed * 0x9E3779B97F4A7C15), rid, aug.name))):
                     params = aug.params if not extra else json.dumps(
                         {**json.loads(aug.params), **extra}, sort_keys=True, separators=(",", ":"))
                     made.append((j * n_aug + a, f"{rid}~{aug.name}-{j}", variant, aug.name, params))
