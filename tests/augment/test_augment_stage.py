@@ -169,3 +169,18 @@ def test_augment_needs_splits_and_valid_options(tmp_path, run):
                                                              {"kind": "thesaurus"}], "near": 2}}]))
     msg = str(err.value)
     assert "alpha" in msg and "thesaurus" in msg
+
+
+def test_a_version_derived_from_an_augmented_one_keeps_the_accounting(tmp_path, run):
+    from corpusmill.derive import publish_removal
+    from corpusmill.store import Store
+
+    write_jsonl(tmp_path / "d.jsonl", _tickets(40))
+    res = run(_cfg([{"split": {}}, {"augment": {"augmenters": [{"kind": "sentence_shuffle"}]}}]))
+    new_id = next(r["id"] for r in res.version.read_split("train").to_pylist() if r["augmented_from"])
+    store = Store(tmp_path / "store")
+    fixed, created = publish_removal(store, res.version, "t", "audit_fix",
+                                     {"train": {new_id: {"reason": "leaked_exact", "detail": "test"}}}, {})
+    c = fixed.manifest["counts"]
+    assert created and c["added"] == res.manifest["counts"]["added"] and c["kept"] == res.manifest["counts"]["kept"] - 1
+    assert c["input"] + c["added"] == c["kept"] + sum(sum(r.values()) for r in c["rejected"].values())
