@@ -231,18 +231,25 @@ class Augment(ReduceStage):
         empty = pc.equal(pc.utf8_length(cand.column("text")), 0).to_numpy(zero_copy_only=False)
         code[(hi == cand.column("src_hi").to_numpy()) & (lo == cand.column("src_lo").to_numpy()) | empty] = _CODE["augment_unchanged"]
 
-        # 2. exact copies of held-out rows, 4a. of training rows
+        # 2. exact copies of held-out rows, 4a. of training rows: 128-bit keys as group numbers
         heldout = existing.column("heldout").to_numpy(zero_copy_only=False)
-        ex_key = {}
-        for h, l, rid, ho in zip(existing.column("hi").to_numpy().tolist(), existing.column("lo").to_numpy().tolist(), ex_ids, heldout.tolist()):
-            prev = ex_key.get((h, l))
-            if prev is None or (ho and not prev[1]):  # a held-out twin is the one reported
-                ex_key[(h, l)] = (rid, ho)
-        for i, key in enumerate(zip(hi.tolist(), lo.tolist())):
-            if code[i] == 0 and key in ex_key:
-                rid, ho = ex_key[key]
-                code[i] = _CODE["exact_duplicate_of_heldout" if ho else "exact_duplicate"]
-                dup_of[i] = rid
+        n_ex = existing.num_rows
+        keys = np.empty(n_ex + m, dtype=[("hi", "<u8"), ("lo", "<u8")])
+        keys["hi"] = np.r_[existing.column("hi").to_numpy(), hi]
+        keys["lo"] = np.r_[existing.column("lo").to_numpy(), lo]
+        _, group = np.unique(keys, return_inverse=True)
+        group = group.ravel()
+        ex_group, cand_group = group[:n_ex], group[n_ex:]
+        # per group, the existing row a copy is reported against: a held-out one if any, else the first
+        order = np.lexsort((np.arange(n_ex), ~heldout, ex_group))
+        witness = np.full(group.max() + 1 if len(group) else 0, -1, dtype=np.int64)
+        firsts, at = np.unique(ex_group[order], return_index=True)
+        witness[firsts] = order[at]
+        hit = np.flatnonzero((code == 0) & (witness[cand_group] >= 0))
+        who = witness[cand_group[hit]]
+        code[hit] = np.where(heldout[who], _CODE["exact_duplicate_of_heldout"], _CODE["exact_duplicate"])
+        for i, w in zip(hit.tolist(), who.tolist()):
+            dup_of[i] = ex_ids[w]
 
         # 3. near copies of held-out rows
         near = self.near_threshold
@@ -250,15 +257,12 @@ class Augment(ReduceStage):
             self._near_heldout(existing.filter(pa.array(heldout)), cand, code, dup_of, sim, near)
 
         # 4b. exact copies among new rows: the first in stable order (shard, row, k) stays
-        first: dict[tuple, int] = {}
-        for i, key in enumerate(zip(hi.tolist(), lo.tolist())):
-            if code[i]:
-                continue
-            if key in first:
-                code[i] = _CODE["exact_duplicate"]
-                dup_of[i] = ids[first[key]]
-            else:
-                first[key] = i
+        alive = np.flatnonzero(code == 0)
+        _, first, inverse = np.unique(cand_group[alive], return_index=True, return_inverse=True)
+        copies = np.flatnonzero(first[inverse.ravel()] != np.arange(len(alive)))
+        code[alive[copies]] = _CODE["exact_duplicate"]
+        for i, f in zip(alive[copies].tolist(), alive[first[inverse.ravel()[copies]]].tolist()):
+            dup_of[i] = ids[f]
 
         # 5. near copies among new rows kept so far
         if near and self.config.distinct_near and m:
