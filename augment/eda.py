@@ -10,7 +10,8 @@ Four operations on the words of a text, each changing about ``alpha`` x (number 
 * **rd** random deletion: each word deleted with probability ``alpha`` (at least one is kept).
 
 ``n_op = max(1, int(alpha * words))`` as in the paper's code. A row gets ``n`` variants: the
-paper's recipe makes ``n // 4 + 1`` of each operation, shuffles them and keeps ``n``.
+paper's recipe makes ``n // 4 + 1`` of each operation, shuffles them and keeps ``n`` (here the
+operations are drawn first, so the discarded variants are never made).
 
 Differences from the reference code (``jasonwei20/eda_nlp``), on purpose: the text keeps its
 case and punctuation (the reference lower-cases it and strips everything but letters, which
@@ -111,18 +112,20 @@ class Eda:
         if not words:
             return []
         count = max(1, int(self.alpha * len(words)))
-        per_op = n // len(operations) + 1
+        # the paper's recipe makes n // len(operations) + 1 variants per operation, shuffles them
+        # and keeps n; drawing which operations survive first gives the same mix without making
+        # the variants that would be thrown away
+        ops = [op for op in operations for _ in range(n // len(operations) + 1)]
+        rng.shuffle(ops)
         made = []
-        for op in operations:
-            for _ in range(per_op):
-                if op == "sr":
-                    new = self.synonym_replacement(words, count, rng)
-                elif op == "ri":
-                    new = self.random_insertion(words, count, rng)
-                elif op == "rs":
-                    new = self.random_swap(words, count, rng)
-                else:
-                    new = self.random_deletion(words, self.alpha, rng)
-                made.append((" ".join(new), op))
-        rng.shuffle(made)
-        return made[:n]
+        for op in ops[:n]:
+            if op == "sr":
+                new = self.synonym_replacement(words, count, rng)
+            elif op == "ri":
+                new = self.random_insertion(words, count, rng)
+            elif op == "rs":
+                new = self.random_swap(words, count, rng)
+            else:
+                new = self.random_deletion(words, self.alpha, rng)
+            made.append((" ".join(new), op))
+        return made

@@ -145,10 +145,12 @@ class Augment(ReduceStage):
         which ``max_per_row`` keeps them, so a cap still mixes augmenters."""
         out: dict[str, list] = {"i": [], "k": [], "id": [], "text": [], AUGMENTER: [], AUGMENT_PARAMS: []}
         n_aug = len(self.augmenters)
-        for i, (rid, text) in enumerate(zip(ids, texts)):
+        seed = (self.run.seed ^ (self.config.seed * 0x9E3779B97F4A7C15)) & (2**64 - 1)
+        per_aug = [aug.variants_batch(texts, [row_seed(seed, rid, aug.name) for rid in ids]) for aug in self.augmenters]
+        for i, rid in enumerate(ids):
             made = []
             for a, aug in enumerate(self.augmenters):
-                for j, (variant, extra) in enumerate(aug.variants(text, row_seed(self.run.seed ^ (self.config.seed * 0x9E3779B97F4A7C15), rid, aug.name))):
+                for j, (variant, extra) in enumerate(per_aug[a][i]):
                     params = aug.params if not extra else json.dumps(
                         {**json.loads(aug.params), **extra}, sort_keys=True, separators=(",", ":"))
                     made.append((j * n_aug + a, f"{rid}~{aug.name}-{j}", variant, aug.name, params))

