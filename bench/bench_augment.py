@@ -3,7 +3,8 @@
 
 Per augmenter, on the same fortunes, one variant per row:
 
-* ours: the augmenter as the stage calls it (per-row seed; nlpaug inside ``isolated_random``);
+* ours: the augmenter as the stage calls it, on a batch of rows (a seed per row; nlpaug inside
+  ``isolated_random``, re-seeded per row);
 * baseline: nlpaug's own ``augment(list_of_texts)`` on the same settings, global random state
   and no per-row seeding, for the augmenters nlpaug provides. EDA, WordNet synonyms and sentence
   shuffle are our own code (nlpaug's WordNet augmenter needs NLTK downloads and a POS tagger,
@@ -74,7 +75,7 @@ def main() -> None:
     for name, spec in specs.items():
         ours = build(spec)
         ours.variants(texts[0], 0)  # warm-up: WordNet index, nlpaug import
-        ours_rps = rows_per_second(lambda ts: [ours.variants(t, row_seed(0, str(i), ours.name)) for i, t in enumerate(ts)], texts)
+        ours_rps = rows_per_second(lambda ts: ours.variants_batch(ts, [row_seed(0, str(i), ours.name) for i in range(len(ts))]), texts)
         base = baseline(name, ours)
         base_rps = rows_per_second(lambda ts: base.augment(ts), texts) if base is not None else None
         results.append({"augmenter": name, "rows_per_second": round(ours_rps, 1),
