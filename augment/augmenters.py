@@ -137,33 +137,32 @@ def row_seed(seed: int, row_id: str, augmenter: str) -> int:
     return xxhash.xxh3_64_intdigest(f"{augmenter}\x00{row_id}".encode("utf-8", "surrogatepass"), seed=seed & (2**64 - 1))
 
 
-def seed_globals(seed: int) -> None:
-    """Seed Python's and numpy's global random state (and torch's, when it is loaded)."""
+def seed_globals(seed: int, torch: bool = False) -> None:
+    """Seed Python's and numpy's global random state, and torch's for a model augmenter (which
+    samples with it; seeding torch costs far more than the others, so only where it is used)."""
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
-    torch = sys.modules.get("torch")  # contextual augmenters sample with torch's generator too
-    if torch is not None:
-        torch.manual_seed(seed & 0x7FFFFFFFFFFFFFFF)
+    if torch:
+        sys.modules["torch"].manual_seed(seed & 0x7FFFFFFFFFFFFFFF)
 
 
 @contextlib.contextmanager
-def isolated_random(seed: int | None = None):
+def isolated_random(seed: int | None = None, torch: bool = False):
     """Keep a library that uses the global random state (nlpaug) from touching anyone else's:
     the state is saved on entry and restored on exit; inside, :func:`seed_globals` seeds it per
     row, so a row's result does not depend on what ran before it. Saving numpy's state costs
     about 0.6 ms, so a batch of rows shares one save and restore."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    torch = sys.modules.get("torch")
-    torch_state = torch.random.get_rng_state() if torch is not None else None
+    torch_state = sys.modules["torch"].random.get_rng_state() if torch else None
     if seed is not None:
-        seed_globals(seed)
+        seed_globals(seed, torch)
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        if torch is not None:
-            torch.random.set_rng_state(torch_state)
+        if torch:
+            sys.modules["torch"].random.set_rng_state(torch_state)
 
 
 class Augmenter:
@@ -278,6 +277,9 @@ def _nlpaug(module: str, *, models: bool = False):
 class NlpaugAugmenter(Augmenter):
     """An nlpaug augmenter, called once per variant inside :func:`isolated_random`."""
 
+    #: draws from torch's generator too (the model augmenters)
+    uses_torch = False
+
     def __init__(self, spec, base_dir: str | None = None) -> None:
         super().__init__(spec, base_dir)
         self.aug = self.build(spec)
@@ -315,11 +317,11 @@ class NlpaugAugmenter(Augmenter):
 
     def variants_batch(self, texts, seeds):
         out = []
-        with isolated_random():
+        with isolated_random(torch=self.uses_torch):
             for text, seed in zip(texts, seeds):
                 made = []
                 for k in range(self.spec.n):
-                    seed_globals(row_seed(seed, str(k), self.name))
+                    seed_globals(row_seed(seed, str(k), self.name), self.uses_torch)
                     made.append((self.one(text), None))
                 out.append(made)
         return out
@@ -327,6 +329,8 @@ class NlpaugAugmenter(Augmenter):
 
 class ModelAugmenter(NlpaugAugmenter):
     """Contextual augmenters on a local model, with the hub and telemetry switched off."""
+
+    uses_torch = True
 
     def build(self, spec):
         os.environ["HF_HUB_OFFLINE"] = "1"

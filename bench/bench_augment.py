@@ -63,7 +63,9 @@ def main() -> None:
     }
 
     def baseline(name, ours):
-        import nlpaug.augmenter.word as naw
+        from corpusmill.augment.augmenters import _nlpaug
+
+        naw = _nlpaug("word")  # as the stage imports it: without torch
 
         if name == "eda (rs only)":
             return naw.RandomWordAug(action="swap", aug_p=0.1)
