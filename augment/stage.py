@@ -307,7 +307,6 @@ class Augment(ReduceStage):
         return counters
 
     def _near_heldout(self, held: pa.Table, cand: pa.Table, code, dup_of, sim, near: float) -> None:
-        from corpusmill.dataprep import lsh
         from corpusmill.dataprep.dedup import from_fixed_binary
         from corpusmill.dataprep.minhash import estimate_jaccard
 
