@@ -114,6 +114,28 @@ class Augment(ReduceStage):
     def near_threshold(self) -> float | None:
         return None if self.config.near is False else float(self.config.near)
 
+    def identity(self) -> dict | None:
+        """What the augmenters read besides the rows, so a change gives a new version: the WordNet
+        files (names and sizes), a spelling dictionary's hash, a model folder's file sizes. Also
+        where a missing WordNet or file is reported, before any row is read."""
+        from corpusmill.augment.augmenters import Augmenter
+        from corpusmill.augment.wordnet import check_wordnet
+        from corpusmill.hashing import file_sha256
+
+        out = {}
+        for spec in self.config.augmenters:
+            where = Augmenter(spec, self.run.base_dir)
+            if spec.kind in ("eda", "synonym"):
+                folder = check_wordnet(spec.wordnet_dir and where.path(spec.wordnet_dir))
+                out[spec.label] = {"wordnet": {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()}}
+            elif spec.kind == "word_spelling" and spec.dict_path and Path(where.path(spec.dict_path)).is_file():
+                out[spec.label] = {"dict_sha256": file_sha256(Path(where.path(spec.dict_path)))}
+            elif spec.kind in ("contextual", "back_translation"):
+                paths = [spec.model_path] if spec.kind == "contextual" else [spec.from_model_path, spec.to_model_path]
+                out[spec.label] = [{f.name: f.stat().st_size for f in sorted(Path(where.path(p)).glob("*")) if f.is_file()}
+                                   for p in paths]  # by content, never by path
+        return out or None
+
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         for name in PROVENANCE:
             if name not in schema.names:

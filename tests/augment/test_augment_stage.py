@@ -169,6 +169,13 @@ def test_augment_needs_splits_and_valid_options(tmp_path, run):
                                                              {"kind": "thesaurus"}], "near": 2}}]))
     msg = str(err.value)
     assert "alpha" in msg and "thesaurus" in msg
+    # a missing WordNet is reported before any row is read, with how to install it
+    from corpusmill.augment.wordnet import WordNetMissing
+
+    with pytest.raises(WordNetMissing, match="wordnet-base"):
+        run(_cfg([{"split": {}}, {"augment": {"augmenters": [{"kind": "eda", "wordnet_dir": "no-wordnet-here"}]}}]),
+            store=tmp_path / "fresh")
+    assert not any((tmp_path / "fresh").rglob("*.parquet"))
 
 
 def test_a_version_derived_from_an_augmented_one_keeps_the_accounting(tmp_path, run):
