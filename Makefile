@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fort
 # WordNetCorpusReader; nothing is downloaded at run time). The tests read it too.
 WORDNET_PACKAGES := wordnet-base
 
-.PHONY: demo test test-all bench debian-data wordnet-data clean
+.PHONY: demo test test-all bench debian-data wordnet-data chromium clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,17 +36,27 @@ wordnet-data:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; \
 	fi
 
+# Headless Chromium, for the test that renders each version's report.html and checks its console.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian package: chromium"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
 demo: $(BIN)/.installed debian-data wordnet-data
 	$(BIN)/corpusmill demo
 
-test: $(BIN)/.installed wordnet-data
+test: $(BIN)/.installed wordnet-data chromium
 	$(BIN)/python -m pytest -q
 
-test-all: $(BIN)/.installed debian-data wordnet-data
+test-all: $(BIN)/.installed debian-data wordnet-data chromium
+	@# the Ray executor's test is slow-marked; Ray (~80 MB) is installed only for it and the bench
+	$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/pip install -q -e ".[ray]"
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(BIN)/.installed debian-data wordnet-data
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -e ".[bench,ray]"
 	$(BIN)/python bench/run_all.py
 
 clean:

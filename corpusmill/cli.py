@@ -71,9 +71,23 @@ def cmd_run(args) -> int:
 
     console = _console()
     result = run_pipeline(args.pipeline, store=args.store, workers=args.workers, tags=tuple(args.tag or ()),
-                          executor=args.executor, quiet=args.quiet)
+                          executor=args.executor, quiet=args.quiet, ray_address=args.ray_address)
     if not args.quiet:
         print_run_summary(result, console)
+    print(result.version.ref, flush=True)
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    from corpusmill.pipelines.refresh import refresh
+
+    result = refresh(_store(args), args.ref, args.add, remove=args.remove, tags=tuple(args.tag or ()),
+                     workers=args.workers or os.cpu_count() or 1, input_index=args.input, quiet=args.quiet)
+    if not args.quiet:
+        print_run_summary(result, _console())
+        r = result.manifest["refresh"]
+        _console().print(f"refresh of {r['parent']}: {r['added']['rows_in']:,} new rows, {r['added']['kept']:,} kept; "
+                         f"{r['removed']['rows']:,} removed ({r['removed']['ids_not_found']:,} listed ids not found)")
     print(result.version.ref, flush=True)
     return 0
 
@@ -109,25 +123,35 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    from rich.table import Table
+    from corpusmill.report.terminal import show
 
-    con = _console(stderr=False)
-    con.print(f"[bold]{version.ref}[/bold]  parent: {s['parent'] or '-'}  code {s['code_version']}  seed {s['seed']}"
-              f"  created {s['run'].get('created_at', '?')}")
-    t = Table(title="inputs", title_justify="left")
-    for col in ("path", "files", "bytes", "license"):
-        t.add_column(col)
-    for inp in s["inputs"]:
-        t.add_row(inp["path"], str(len(inp["files"])), f"{sum(f['bytes'] for f in inp['files']):,}", inp["license"] or "-")
-    con.print(t)
-    con.print(stage_table(s))
-    t = Table(title="splits", title_justify="left")
-    t.add_column("split")
-    t.add_column("rows", justify="right")
-    for split, n in s["splits"].items():
-        t.add_row(split, f"{n:,}")
-    con.print(t)
-    con.print(f"files under {version.path}")
+    show(version, _console(stderr=False))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from corpusmill.report.terminal import report
+
+    path = report(_store(args).resolve(args.ref), open_it=args.open, regenerate=not args.open)
+    print(path)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    version = _store(args).resolve(args.ref)
+    require_train_extra()
+    from corpusmill.train.system import quiet_libraries
+    from corpusmill.train.token_stats import dataset_token_stats, print_token_stats
+
+    quiet_libraries()
+    report = dataset_token_stats(version, args.tokenizer, args.max_length, task=args.task, fmt=args.format,
+                                 batch_size=args.batch_size, max_rows=args.max_rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_token_stats(report, _console(stderr=False))
     return 0
 
 
@@ -135,7 +159,12 @@ def cmd_diff(args) -> int:
     from corpusmill.datasets import diff
 
     store = _store(args)
-    d = diff(store.resolve(args.ref_a), store.resolve(args.ref_b))
+    a, b = store.resolve(args.ref_a), store.resolve(args.ref_b)
+    d = diff(a, b)
+    if args.drift:
+        from corpusmill.dataprep.drift import drift
+
+        d["drift"] = drift(a, b)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -150,6 +179,14 @@ def cmd_diff(args) -> int:
     con = _console(stderr=False)
     con.print(t)
     con.print(f"rows that moved between splits: {d['moved_between_splits']:,}")
+    if d.get("refresh"):
+        from corpusmill.pipelines.refresh import describe_refresh
+
+        con.print(describe_refresh(d["refresh"]))
+    if d.get("drift"):
+        from corpusmill.dataprep.drift import describe_drift
+
+        con.print(describe_drift(d["drift"]))
     return 0
 
 
@@ -271,9 +308,26 @@ def cmd_eval(args) -> int:
 
     report = evaluate_run(args.run_dir, baseline=args.baseline, split=args.split, report=args.report, store=args.store,
                           max_rows=args.max_rows, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens, device=args.device, console=_console())
+                          max_new_tokens=args.max_new_tokens, device=args.device, general=args.general,
+                          console=_console())
     print(markdown_table(report), flush=True)
     _console().print(f"report: {args.report}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from corpusmill.train.config import overrides_from_args, require_train_extra
+    from corpusmill.train.sweep import Sweep, load_space, print_sweep_summary, require_sweep_extra
+
+    overrides = overrides_from_args(args)
+    space = load_space(args.space)
+    sweep = Sweep(args.output, space, args.config, overrides)  # every config problem before torch loads
+    require_train_extra()
+    require_sweep_extra()
+    console = _console()
+    summary = sweep.run(args.trials, console=console)
+    print_sweep_summary(summary, sweep.folder, console)
+    print(sweep.folder.resolve(), flush=True)
     return 0
 
 
@@ -370,10 +424,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="pipeline YAML file")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     r.add_argument("--store", help=store_help)
-    r.add_argument("--executor", choices=["local"], default="local", help="where stages run (default: local)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the shards run: local worker processes, or Ray tasks (default: local)")
+    r.add_argument("--ray-address", default=None,
+                   help="--executor ray: the cluster to join (e.g. ray://head:10001 or auto); default: start a local "
+                        "Ray instance with --workers CPUs")
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no summary table")
     r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("refresh", help="publish REF + new files - removed ids, processing only the new rows; print NAME@VERSION",
+                       description="Run the parent's pipeline on the added files only, dedup them against the parent's "
+                                   "index, give near twins of old rows their split, and publish a version whose parent "
+                                   "is REF. See docs/refresh.md.")
+    r.add_argument("ref", help="parent version: NAME, NAME@VERSION or NAME@TAG")
+    r.add_argument("--add", nargs="+", required=True, metavar="FILE", help="new input files (read like the parent's input)")
+    r.add_argument("--remove", metavar="IDS_FILE", help="file of ids to take out of the parent, one per line")
+    r.add_argument("--input", type=int, default=0, help="which of the parent's inputs gives the field mapping (default 0)")
+    r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--store", help=store_help)
+    r.add_argument("--quiet", action="store_true", help="no summary table")
+    r.set_defaults(func=cmd_refresh)
 
     d = sub.add_parser("datasets", help="list, show, diff and export versions")
     dsub = d.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
@@ -381,14 +453,35 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_list)
-    x = dsub.add_parser("show", help="a version's manifest: inputs, counts per stage and reason, splits")
+    x = dsub.add_parser("show", help="a version's summary: inputs, counts per stage and reason, splits, labels, languages")
     x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
     x.set_defaults(func=cmd_show)
-    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions")
+    x = dsub.add_parser("report", help="write a version's report.html and card.md again (or open the report)")
+    x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
+    x.add_argument("--open", action="store_true", help="open report.html in a browser (written first if missing)")
+    x.add_argument("--store", help=store_help)
+    x.set_defaults(func=cmd_report)
+    x = dsub.add_parser("stats", help="token lengths per split with a tokenizer: truncation, unknown tokens, padding; "
+                                      "recommends max_seq_len and packing")
+    x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
+    x.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer is measured")
+    x.add_argument("--max-length", type=int, default=512, help="the max_seq_len to check truncation against (default 512)")
+    x.add_argument("--task", choices=["auto", "causal-lm", "classification"], default="auto",
+                   help="auto = classification if the version has a label column, else causal-lm (EOS counted)")
+    x.add_argument("--format", choices=["auto", "text", "prompt_response", "messages"], default="auto",
+                   help="causal-lm input, as the train option format (default auto)")
+    x.add_argument("--batch-size", type=int, default=8, help="batch size of the padding estimate (default 8)")
+    x.add_argument("--max-rows", type=int, default=0, help="measure a stable sample of N rows per split (default 0 = all)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the statistics as JSON on stdout")
+    x.set_defaults(func=cmd_stats)
+    x = dsub.add_parser("diff", help="rows added/removed/changed per split between two versions, and drift")
     x.add_argument("ref_a")
     x.add_argument("ref_b")
+    x.add_argument("--drift", action=argparse.BooleanOptionalAction, default=True,
+                   help="label, language and length distributions and new n-grams of the added rows (default: on)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_diff)
@@ -452,7 +545,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=64,
                    help="prompt/response data: longest generated answer, greedy (default: 64)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
+    e.add_argument("--general", metavar="FILE",
+                   help="forgetting check (causal-lm): perplexity of base and fine-tuned on this general-domain text "
+                        "(paragraphs of a text file, or JSONL with 'text')")
     e.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("sweep", help="hyper-parameter search (grid, random, TPE) with pruning; every trial is a train run",
+                       description="Search train options over a space YAML with Optuna; the study is kept in SQLite "
+                                   "in the sweep folder, so rerunning the same command resumes. Ends with a ranked "
+                                   "table, best.yaml and sweep.svg. See docs/sweeps.md.")
+    w.add_argument("--space", required=True, help="space YAML: sampler, metric, fixed options, searched params")
+    w.add_argument("--trials", type=int, default=None,
+                   help="finished trials the study should hold (default: the grid's size; required for random/tpe)")
+    w.add_argument("--output", help="sweep folder (default: runs/sweep-<dataset>-<task>)")
+    w.add_argument("--config", help="YAML file of train options shared by every trial")
+    add_config_flags(w, skip=("output", "resume"))
+    w.set_defaults(func=cmd_sweep)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")

@@ -59,7 +59,37 @@ def diff(a: Version, b: Version, examples: int = 5) -> dict:
                          "changed": sorted(changed)[:examples]},
         }
     result["moved_between_splits"] = sum(1 for i, s in where_b.items() if i in where_a and where_a[i] != s)
+    result["refresh"] = refresh_record(a, b)
     return result
+
+
+def refresh_record(a: Version, b: Version) -> dict | None:
+    """What the refreshes from ``a`` to ``b`` added, rejected and removed, from the manifests
+    of ``b`` and its ancestors up to ``a`` (None when ``a`` is not an ancestor reached by
+    refreshes)."""
+    steps = []
+    current = b
+    store = Store(b.path.parents[2])
+    while current.ref != a.ref:
+        m = current.manifest
+        if not m.get("refresh") or not m.get("parent"):
+            return None
+        steps.append(m["refresh"])
+        current = store.resolve(m["parent"])
+    out = {"refreshes": len(steps), "added_rows_in": 0, "added_kept": 0, "added_rejected": {}, "removed": 0,
+           "added_splits": {}}
+    for r in steps:
+        out["added_rows_in"] += r["added"]["rows_in"]
+        out["added_kept"] += r["added"]["kept"]
+        out["removed"] += r["removed"]["rows"]
+        for stage, reasons in r["added"]["rejected"].items():
+            for reason, n in reasons.items():
+                key = f"{stage}:{reason}"
+                out["added_rejected"][key] = out["added_rejected"].get(key, 0) + n
+        for split, n in r["added"]["splits"].items():
+            out["added_splits"][split] = out["added_splits"].get(split, 0) + n
+    out["added_rejected"] = dict(sorted(out["added_rejected"].items()))
+    return out
 
 
 def _jsonable_row(row: dict) -> dict:

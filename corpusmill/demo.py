@@ -133,7 +133,7 @@ def fine_tune_and_evaluate(ref: str, store: Path, workdir: Path, console=None) -
     report = evaluate_run(run_dir, report=workdir / "eval.json", store=str(store), console=console, **DEMO_EVAL)
     print(markdown_table(report), flush=True)
     if console:
-        console.print(f"report: {workdir / 'eval.json'}; run: {run_dir}/run.json; "
+        console.print(f"report: {workdir / 'eval.json'} and {workdir / 'eval.html'}; run: {run_dir}/run.json; "
                       f"config to reuse: {run_dir}/hyperparameters.yaml")
     return report
 
@@ -166,6 +166,7 @@ def run_demo(workdir: str | Path = "corpusmill-demo", workers: int | None = None
         print_run_summary(result, console)
         console.print(f"pipeline: {pipeline} (edit it and run 'corpusmill run {pipeline}')")
         console.print(f"inspect: corpusmill datasets show {result.version.ref} --store {workdir / 'store'}")
+        console.print(f"look: {result.version.path / 'report.html'} (plots) and {result.version.path / 'card.md'}")
     audit_demo(result.version, workdir, console)
     print(result.version.ref, flush=True)
     if fine_tune:

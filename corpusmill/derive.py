@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from corpusmill import __version__
 from corpusmill import schema as S
 from corpusmill.hashing import file_sha256, fingerprint
+from corpusmill.report import publish_docs
 from corpusmill.store import Store, Version, atomic_write_text
 
 
@@ -98,6 +99,7 @@ def publish_removal(store: Store, parent: Version, dataset: str, stage: str,
     atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     atomic_write_text(final / "stats.json", json.dumps(
         {"created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}) + "\n")
+    publish_docs(Version(dataset, vid, final))
     version = store.publish(dataset, vid, final)
     for tag in ("latest", *tags):
         store.set_ref(dataset, tag, vid)

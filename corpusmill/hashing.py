@@ -36,7 +36,26 @@ def text_hash128(data: bytes | str) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+#: sha256 of files already known in this process, by (device, inode, size, mtime): a file
+#: hard-linked from a published version (a refresh links the parent's index parts) is not re-read
+_KNOWN_SHA256: dict[tuple, str] = {}
+
+
+def _file_key(path: str | Path) -> tuple:
+    st = Path(path).stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def remember_sha256(path: str | Path, sha256: str) -> None:
+    """Record a file's checksum (from a manifest) so :func:`file_sha256` of it, or of a hard link
+    to it, needs no reading while the file is unchanged."""
+    _KNOWN_SHA256[_file_key(path)] = sha256
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    known = _KNOWN_SHA256.get(_file_key(path)) if _KNOWN_SHA256 else None
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

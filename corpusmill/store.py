@@ -38,6 +38,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def link_file(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst`` as a hard link (versions are immutable, so they can share files),
+    or as a copy where the filesystem cannot link (another device)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def link_index_parts(parts: list[dict], folder: Path) -> list[dict]:
+    """Link an earlier version's index parts (``{"path", "rows", "origin"}``) into ``folder`` as
+    ``inherited-NNNNN.parquet``; returns their entries for the new index's part list."""
+    out = []
+    for k, p in enumerate(parts):
+        name = f"inherited-{k:05d}.parquet"
+        link_file(Path(p["path"]), folder / name)
+        out.append({"file": name, "rows": p["rows"], "origin": p["origin"]})
+    return out
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     """'name@version' -> (name, version); 'name' -> (name, 'latest')."""
     name, _, version = ref.partition("@")

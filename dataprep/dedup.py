@@ -178,7 +178,8 @@ def find_index(version) -> Path | None:
     if not base.is_dir():
         return None
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        if (folder / "meta.json").is_file():
+        meta = folder / "meta.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("kind", "dedup") == "dedup":  # not a split index
             return folder
     return None
 
@@ -434,20 +435,29 @@ class _Rows:
 
 @dataclass
 class _OldIndex:
-    """The rows of the ``against`` version's index: ids, exact hashes, signatures, and where
-    their text lives (for verification)."""
+    """The rows of the ``against`` version's index: ids, exact hashes, LSH band keys (stored, or
+    computed from the signatures of an index written without them), signatures (read only when
+    needed: a refresh against a big index seldom does), and where their text lives."""
 
     ref: str
     ids: pa.Array
     hi: np.ndarray | None
     lo: np.ndarray | None
-    sig: np.ndarray | None
+    bands: np.ndarray | None  # [rows x bands] uint64, 0 = no shingles
     part_of: np.ndarray  # per row: its part, whose "origin" version holds the row's text
     parts: list[dict]  # meta entries of the parts, with their paths
     root: Path
+    _sig: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def sig(self) -> np.ndarray:
+        if self._sig is None:
+            tables = [pq.read_table(p["path"], columns=["sig"]).column("sig") for p in self.parts]
+            self._sig = from_fixed_binary(pa.chunked_array([c for t in tables for c in t.chunks]), np.uint32)
+        return self._sig
 
     @classmethod
     def load(cls, stage: Dedup) -> "_OldIndex":
@@ -457,23 +467,27 @@ class _OldIndex:
         version = store.resolve(stage.config.against)
         folder = check_index(version, stage.config)
         meta = json.loads((folder / "meta.json").read_text())
-        cols = ["id"] + (["hi", "lo"] if stage.exact else []) + (["sig"] if stage.near else [])
-        tables = [pq.read_table(folder / part["file"], columns=cols) for part in meta["parts"]]
+        paths = [folder / part["file"] for part in meta["parts"]]
+        stored_bands = bool(stage.near) and bool(paths) and all(
+            "bands" in pq.read_schema(p).names for p in paths) and meta.get("lsh") == stage.plan.to_json()
+        cols = ["id"] + (["hi", "lo"] if stage.exact else []) + (["bands"] if stored_bands else [])
+        tables = [pq.read_table(p, columns=cols) for p in paths]
         part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
         t = pa.concat_tables(tables) if tables else None
         n = t.num_rows if t is not None else 0
-        sig = None
-        if stage.near and n:
-            sig = from_fixed_binary(t.column("sig"), np.uint32)
-        return cls(
+        out = cls(
             ref=version.ref,
             ids=t.column("id").combine_chunks() if n else pa.array([], pa.string()),
             hi=t.column("hi").to_numpy() if n and stage.exact else None,
             lo=t.column("lo").to_numpy() if n and stage.exact else None,
-            sig=sig, part_of=part_of,
+            bands=from_fixed_binary(t.column("bands"), np.uint64) if n and stored_bands else None,
+            part_of=part_of,
             parts=[{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]],
             root=store.root,
         )
+        if stage.near and n and out.bands is None:
+            out.bands = lsh.band_keys(out.sig, stage.plan, stage.near.seed)
+        return out
 
     def texts(self, positions: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """Text of the old rows at ``positions``, read from the data of the versions holding
@@ -495,9 +509,12 @@ class _OldIndex:
             found: dict[str, str] = {}
             for split in version.splits():
                 for f in version.data_files(split):
-                    t = pq.read_table(f, columns=[S.ID, S.TEXT])
-                    hit = t.filter(pc.is_in(t.column(S.ID), value_set=wanted))
-                    found.update(zip(hit.column(S.ID).to_pylist(), hit.column(S.TEXT).to_pylist()))
+                    # ids first (small); the text column only of files holding a wanted row
+                    ids_here = pq.read_table(f, columns=[S.ID]).column(S.ID)
+                    at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
+                    if at.size:
+                        texts = pq.read_table(f, columns=[S.TEXT]).column(S.TEXT).take(pa.array(at))
+                        found.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
             for k in ks:
                 out[k] = found.get(ids[k])
         return positions, out
@@ -586,7 +603,7 @@ def _near_clusters(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.nd
     n_old = len(old) if old is not None else 0
     n = n_old + len(rows)
     has_shingles = np.concatenate([
-        old.sig[:, 0] != np.uint32(0xFFFFFFFF) if n_old else np.zeros(0, bool),
+        old.bands[:, 0] != 0 if n_old else np.zeros(0, bool),
         rows.shingles > 0,
     ])
     pairs = _candidate_pairs(stage, rows, old, alive & has_shingles)
@@ -628,24 +645,26 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
     need_bytes = int(eligible.sum()) * plan.bands * 24
     parts = max(1, int(np.ceil(need_bytes / (c.memory_mb * 2**20))))
     pairs = []
-    with _BandKeyParts(parts, plan.bands) as store:
-        if n_old:
-            who = np.flatnonzero(eligible[:n_old])
-            store.add(lsh.band_keys(old.sig[who], plan, c.seed), who)
-        def shard_keys(k: int, path: Path | None):
-            lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
-            ok = eligible[n_old + lo:n_old + hi]
-            if path is None or not ok.any():
-                return None
-            keys = from_fixed_binary(pq.read_table(path, columns=["bands"]).column("bands"), np.uint64)
-            return keys[ok], n_old + lo + np.flatnonzero(ok)
+    def shard_keys(k: int, path: Path | None):
+        lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
+        ok = eligible[n_old + lo:n_old + hi]
+        if path is None or not ok.any():
+            return None
+        keys = from_fixed_binary(pq.read_table(path, columns=["bands"]).column("bands"), np.uint64)
+        return keys[ok], n_old + lo + np.flatnonzero(ok)
 
+    with _BandKeyParts(parts, plan.bands) as store:
         if parts == 1:  # all in memory anyway: read the shards and join the bands on a few threads
-            for got in per_shard(shard_keys, rows.files):
-                if got is not None:
-                    store.add(*got)
+            new = [got for got in per_shard(shard_keys, rows.files) if got is not None]
+            if n_old:
+                store.add(*_old_keys_meeting(stage, old, eligible[:n_old], [keys for keys, _ in new]))
+            for got in new:
+                store.add(*got)
             pairs = per_shard(lambda b, item: lsh.bucket_pairs(*item), list(store.bands()))
         else:  # one shard, then one part, at a time
+            if n_old:
+                who = np.flatnonzero(eligible[:n_old])
+                store.add(old.bands[who], who)
             for k, path in enumerate(rows.files):
                 got = shard_keys(k, path)
                 if got is not None:
@@ -654,6 +673,21 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return lsh.unique_pairs(np.concatenate(pairs))
+
+
+def _old_keys_meeting(stage: Dedup, old: _OldIndex, eligible: np.ndarray, new_keys: list[np.ndarray]):
+    """(band keys, row numbers) of the eligible old rows that share a key with a new row in some
+    band: pairs of two old rows are never compared, so the others cannot give a pair that counts
+    (a refresh adds a few rows to a big index: this keeps the join at the size of the new rows)."""
+    who = np.flatnonzero(eligible)
+    if not new_keys or not len(who):
+        return old.bands[:0], who[:0]
+    new = np.concatenate(new_keys)
+    keys = old.bands[who]
+    meets = np.zeros(len(who), dtype=bool)
+    for b in range(stage.plan.bands):
+        meets[lsh.matching_keys(keys[:, b], new[:, b])[0]] = True
+    return keys[meets], who[meets]
 
 
 class _BandKeyParts:
@@ -866,18 +900,12 @@ def _ids_of(global_rows: np.ndarray, rows: _Rows, old: _OldIndex | None) -> list
 def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, old: _OldIndex | None) -> dict:
     """index/<stage>/: meta.json and, per shard, the kept rows' id, exact hash and signature;
     the ``against`` version's parts are linked in, so the index covers both."""
+    from corpusmill.store import link_index_parts
+
     index.mkdir(parents=True, exist_ok=True)
     n_old = dec.n_old
     kept = dec.reason[n_old:] == 0
-    parts = []
-    if old is not None:
-        for k, p in enumerate(old.parts):
-            name = f"inherited-{k:05d}.parquet"
-            try:
-                os.link(p["path"], index / name)
-            except OSError:
-                shutil.copyfile(p["path"], index / name)
-            parts.append({"file": name, "rows": p["rows"], "origin": p["origin"]})
+    parts = link_index_parts(old.parts, index) if old is not None else []
     def write_part(k: int, path: Path | None) -> dict | None:
         if path is None:
             return None
@@ -890,11 +918,13 @@ def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, 
             cols["hi"] = pa.array(rows.hi[lo:hi][sel])
             cols["lo"] = pa.array(rows.lo[lo:hi][sel])
         if stage.near:
-            sig = pq.read_table(path, columns=["sig"]).column("sig").combine_chunks()
-            cols["sig"] = sig.take(pa.array(sel))
+            t = pq.read_table(path, columns=["sig", "bands"])
+            cols["sig"] = t.column("sig").combine_chunks().take(pa.array(sel))
+            # band keys too (8 bytes x bands a row): a later run against this index needs no recomputing
+            cols["bands"] = t.column("bands").combine_chunks().take(pa.array(sel))
         name = f"part-{k:05d}.parquet"
         # signatures are random bits: compressing them costs time and saves nothing
-        pq.write_table(pa.table(cols), index / name, compression={c: "none" if c == "sig" else "zstd" for c in cols})
+        pq.write_table(pa.table(cols), index / name, compression={c: "none" if c in ("sig", "bands") else "zstd" for c in cols})
         return {"file": name, "rows": int(sel.size), "origin": None}
 
     parts += [p for p in per_shard(write_part, list(facts)) if p is not None]

@@ -8,15 +8,19 @@ addressable; whether such copies are duplicates is for the dedup stage to decide
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
 from corpusmill import schema as S
-from corpusmill.stage import BatchInfo, ReduceStage, StageOutput, write_decisions
+from pydantic import Field
+
+from corpusmill.stage import BatchInfo, Filter, ReduceStage, StageConfig, StageOutput, write_decisions
 
 
 
@@ -28,15 +32,14 @@ class UniqueIds(ReduceStage):
         self.generated = generated_id_shards
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
-        hi, lo = [], []
-        for rid in batch.column(S.ID).to_pylist():
-            d = xxhash.xxh3_128_intdigest(rid.encode("utf-8"))
-            hi.append(d >> 64)
-            lo.append(d & 0xFFFFFFFFFFFFFFFF)
+        # 128-bit xxh3 of each id's UTF-8 bytes, big-endian halves (= the digest as an integer)
+        digest = xxhash.xxh3_128_digest
+        ids = batch.column(S.ID).cast(pa.binary()).to_pylist()
+        d = np.frombuffer(b"".join([digest(rid) for rid in ids]), dtype=">u8").reshape(-1, 2).astype(np.uint64)
         n = batch.num_rows
         return pa.table({
-            "hi": pa.array(hi, pa.uint64()),
-            "lo": pa.array(lo, pa.uint64()),
+            "hi": pa.array(d[:, 0]),
+            "lo": pa.array(d[:, 1]),
             "row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
             "generated": pa.array(np.full(n, info.shard in self.generated)),
         })
@@ -110,3 +113,46 @@ class UniqueIds(ReduceStage):
             {"generated_ids_suffixed": renamed} if renamed else {},
         )
         return out
+
+
+class UnseenIdsConfig(StageConfig):
+    version: str = Field(description=(
+        "NAME@REF of the version whose ids are taken: a row with one of its ids is rejected as duplicate_id "
+        "(`corpusmill refresh` puts this step first, with the parent minus --remove, so merged ids stay unique)"))
+
+
+class UnseenIds(Filter):
+    """Keeps rows whose id the ``version`` does not hold. The ids are read once per process."""
+
+    kind = "unseen_ids"
+    Config = UnseenIdsConfig
+
+    def identity(self) -> dict | None:
+        if self.run.store_root is None:
+            return None
+        from corpusmill.store import Store
+
+        return {"version": Store(self.run.store_root).resolve(self.config.version).ref}
+
+    @cached_property
+    def taken(self) -> pa.Array:
+        from corpusmill.store import Store
+
+        version = Store(self.run.store_root).resolve(self.config.version)
+        parts = [pq.read_table(f, columns=[S.ID]).column(S.ID) for s in version.splits() for f in version.data_files(s)]
+        return pa.chunked_array(parts, pa.string()).combine_chunks() if parts else pa.array([], pa.string())
+
+    def keep(self, batch: pa.Table):
+        ids = batch.column(S.ID)
+        # probe the version's many ids against the batch's few (a hash table of the batch, not of
+        # the version, is built per call), then test the batch against the ids that were found
+        found = self.taken.filter(pc.is_in(self.taken, value_set=ids))
+        seen = pc.is_in(ids, value_set=found).to_numpy(zero_copy_only=False)
+        ids = batch.column(S.ID).filter(pa.array(seen)).to_pylist()
+        return ~seen, "duplicate_id", [
+            f"id '{i}' is already used by a row of {self.config.version}; give a changed row a new id, "
+            "or list the old id in --remove to replace it" for i in ids]
+
+    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
+        mask, reason, details = self.keep(batch)
+        return self.split(batch, mask, reason, details)

@@ -235,3 +235,34 @@ def set_jaccard(sets: Shingles, pairs: np.ndarray) -> np.ndarray:
 def jaccard_sampling_error(s: float, num_perm: int) -> float:
     """Standard deviation of a classic num_perm-slot MinHash estimate at similarity ``s``."""
     return math.sqrt(max(s * (1 - s), 0.0) / num_perm)
+
+
+_SCREEN_BITS = 22
+
+
+def matching_keys(query: np.ndarray, keys: np.ndarray, max_per_query: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` with ``query[i] == keys[j] != 0``, for a large ``query`` (the rows of a
+    stored index) and a small ``keys`` (a refresh's new rows). A bitmap of the keys' top bits
+    screens the query first (keys are mixed hashes, so their top bits are uniform), so the cost
+    is one gather per query value, not a sort of the query. ``max_per_query`` > 0 keeps at most
+    that many ``j`` per ``i``. Pairs come sorted by ``i``, then ``j``'s key order."""
+    empty = np.zeros(0, dtype=np.int64)
+    valid = np.flatnonzero(keys != 0)
+    if not len(valid) or not len(query):
+        return empty, empty
+    order = valid[np.argsort(keys[valid], kind="stable")]
+    sk = keys[order]
+    shift = np.uint64(64 - _SCREEN_BITS)
+    bitmap = np.zeros(1 << _SCREEN_BITS, dtype=bool)
+    bitmap[(sk >> shift).astype(np.int64)] = True
+    cand = np.flatnonzero(bitmap[(query >> shift).astype(np.int64)] & (query != 0))
+    q = query[cand]
+    lo = np.searchsorted(sk, q, "left")
+    n = np.searchsorted(sk, q, "right") - lo
+    if max_per_query > 0:
+        n = np.minimum(n, max_per_query)
+    hit = n > 0
+    cand, lo, n = cand[hit], lo[hit], n[hit]
+    i = np.repeat(cand, n)
+    j = order[np.repeat(lo - np.cumsum(np.r_[0, n[:-1]]), n) + np.arange(int(n.sum()))]
+    return i.astype(np.int64), j.astype(np.int64)

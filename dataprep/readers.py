@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from xxhash import xxh3_64_hexdigest
 
 from corpusmill import schema as S
@@ -336,8 +338,42 @@ class RecordBuilder:
 
     def _reset(self) -> None:
         self.cols: dict[str, list] = {n: [] for n in self.schema.names}
+        self.pieces: list[pa.Table] = []  # tables from the Arrow fast path, and rows added before them
         self.n = 0
         self.nbytes = 0
+
+    def _seal(self) -> None:
+        """Turn the rows added one by one so far into a piece, keeping them before what follows."""
+        if self.cols[S.ID]:
+            # arrays first: Table.from_pydict(..., schema=) is several times slower
+            self.pieces.append(pa.Table.from_arrays([pa.array(self.cols[f.name], f.type) for f in self.schema],
+                                                    schema=self.schema))
+            self.cols = {n: [] for n in self.schema.names}
+
+    def add_table(self, table: pa.Table) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
+        """Append rows read by the fast path, flushing at exactly the rows where adding them one
+        by one would have flushed, so batches are the same whichever path read a block."""
+        chars = None
+        while table.num_rows:
+            if chars is None:
+                chars = np.cumsum(pc.utf8_length(table.column(S.TEXT)).to_numpy())
+            # the first row after which the batch is full (by rows, or by characters)
+            by_rows = self.batch_rows - self.n - 1
+            by_chars = int(np.searchsorted(chars, self.batch_bytes - self.nbytes, side="left"))
+            cut = max(0, min(by_rows, by_chars))
+            if cut >= table.num_rows:
+                self._seal()
+                self.pieces.append(table)
+                self.n += table.num_rows
+                self.nbytes += int(chars[-1])
+                return
+            self._seal()
+            self.pieces.append(table.slice(0, cut + 1))
+            self.n += cut + 1
+            self.nbytes += int(chars[cut])
+            yield self.flush()
+            table = table.slice(cut + 1)
+            chars = chars[cut + 1:] - chars[cut]
 
     def __len__(self) -> int:
         return self.n
@@ -449,7 +485,7 @@ class RecordBuilder:
             for k in self.mapped:
                 obj.pop(k, None)
             if obj:
-                meta = orjson_dumps(obj).decode()
+                meta = orjson_dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
         cols[S.ID].append(rid)
         cols[S.TEXT].append(text)
         cols[S.SOURCE].append(f"{self.source_prefix}{line}")
@@ -460,8 +496,8 @@ class RecordBuilder:
     def flush(self) -> tuple[pa.Table | None, pa.Table | None]:
         table = None
         if self.n:
-            # arrays first: Table.from_pydict(..., schema=) is several times slower
-            table = pa.Table.from_arrays([pa.array(self.cols[f.name], f.type) for f in self.schema], schema=self.schema)
+            self._seal()
+            table = self.pieces[0] if len(self.pieces) == 1 else pa.concat_tables(self.pieces).combine_chunks()
             self._reset()
         rejects = None
         if self.rejects:
@@ -478,12 +514,44 @@ def _broken(builder: RecordBuilder, err: StreamBroken) -> None:
     builder.reject(getattr(err, "line", 0), err.reason, err.detail, partial)
 
 
+def iter_jsonl_blocks(shard: Shard) -> Iterator[tuple[int, bytes]]:
+    """(line number of the first line, whole lines as one bytes block), chunk by chunk. Every
+    block ends in a newline but the file's last one. A StreamBroken raised by the stream carries
+    the unterminated remainder in ``.partial`` and its line number in ``.line``."""
+    rest = b""
+    line = shard.first_line
+    try:
+        for chunk in iter_chunks(shard):
+            buf = rest + chunk if rest else chunk
+            cut = buf.rfind(b"\n") + 1
+            rest = buf[cut:]
+            if cut:
+                block = buf[:cut] if rest else buf
+                yield line, block
+                line += block.count(b"\n")
+    except StreamBroken as err:
+        err.partial, err.line = rest, line  # type: ignore[attr-defined]
+        raise
+    if rest:
+        yield line, rest
+
+
 def _read_jsonl(shard: Shard, b: RecordBuilder):
+    from corpusmill.dataprep.jsonl_arrow import ArrowJsonl
+
+    fast = ArrowJsonl(b) if ArrowJsonl.usable(b) else None
     loads = orjson.loads
     JSONDecodeError = orjson.JSONDecodeError
     batch_rows, batch_bytes = b.batch_rows, b.batch_bytes
     try:
-        for first, lines in iter_line_blocks(shard):
+        for first, block in iter_jsonl_blocks(shard):
+            table = fast.read(block, first) if fast is not None and not fast.gave_up else None
+            if table is not None:
+                yield from b.add_table(table)
+                continue
+            lines = block.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
             for i, raw in enumerate(lines):
                 line = first + i
                 try:

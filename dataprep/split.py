@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
@@ -48,6 +49,13 @@ class SplitConfig(StageConfig):
         description="group near twins too: rows whose word 3-gram Jaccard is at least this (MinHash LSH "
                     "candidates, checked on the signature estimate) share a split; false: only cluster_id/"
                     "exact text and group_by",
+    )
+    inherit: str | None = Field(
+        None,
+        description="NAME@REF of an earlier version built with a split step: its rows keep their splits, and a row "
+                    "linked to one of them (same cluster_id or exact text, same group_by value, or a near twin) "
+                    "takes that row's split; a row linked to rows of two different splits is rejected as "
+                    "split_conflict. `corpusmill refresh` sets it to the parent; null = every group afresh",
     )
     tolerance: float = Field(
         0.02, ge=0, le=1,
@@ -137,31 +145,41 @@ class Split(ReduceStage):
 
     @property
     def _near_tools(self):
-        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.dedup import band_plan
         from corpusmill.dataprep.minhash import MinHasher, Shingling
 
         self._shingling = Shingling("word", 3)
-        return MinHasher(128, 0), lsh.BandPlan.choose(self.near_threshold, 128, 0.05, 0.95)
+        return MinHasher(128, 0), band_plan(self.near_threshold, 128, 0.05, 0.95, None, None)  # cached: choosing takes ~0.1 s
 
-    def _near_groups(self, t: pa.Table) -> np.ndarray:
-        """A key per row (0 = none) joining rows whose signatures estimate Jaccard >= threshold."""
+    def identity(self) -> dict | None:
+        """The ``inherit`` version, resolved: a moved tag gives a new version id."""
+        if not self.config.inherit or self.run.store_root is None:
+            return None
+        from corpusmill.store import Store
+
+        version = Store(self.run.store_root).resolve(self.config.inherit)
+        _check_index(version, self)
+        return {"inherit": version.ref}
+
+    def index_meta(self) -> dict:
+        """What a stored split index must match for its keys to be compared with this step's."""
+        plan = self._near_tools[1] if self.near_threshold else None
+        return {"kind": INDEX_KIND, "format": INDEX_FORMAT, "group_by": self.config.group_by,
+                "near": self.near_threshold, "sketch": _SKETCH if plan else None,
+                "lsh": plan.to_json() if plan else None}
+
+    def _near_pairs(self, bands: np.ndarray, sig: np.ndarray) -> np.ndarray:
+        """Pairs of rows sharing a band key whose signatures estimate Jaccard >= threshold."""
         from corpusmill.dataprep import lsh
-        from corpusmill.dataprep.dedup import from_fixed_binary
         from corpusmill.dataprep.minhash import estimate_jaccard
 
-        bands = from_fixed_binary(t.column("bands"), np.uint64)
         n = len(bands)
         members = np.arange(n, dtype=np.int64)
         pairs = [lsh.bucket_pairs(bands[:, b][bands[:, b] != 0], members[bands[:, b] != 0]) for b in range(bands.shape[1])]
         pairs = lsh.unique_pairs(np.concatenate(pairs)) if pairs else np.zeros((0, 2), np.int64)
-        key = np.zeros(n, dtype=np.uint64)
-        if len(pairs):
-            sig = from_fixed_binary(t.column("sig"), np.uint32)
-            edges = pairs[estimate_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]) >= self.near_threshold]
-            comp = lsh.components(n, edges)
-            joined = np.bincount(comp, minlength=n) > 1
-            key[joined[comp]] = _mix(comp[joined[comp]].astype(np.uint64), 3) | np.uint64(1)
-        return key
+        if not len(pairs):
+            return pairs
+        return pairs[estimate_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]) >= self.near_threshold]
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         n = batch.num_rows
@@ -178,70 +196,124 @@ class Split(ReduceStage):
             present = [i for i, v in enumerate(vals) if v is not None]
             user[present] = _h64([vals[i] for i in present], seed=2)
         facts = {"row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
-                 "cluster": pa.array(cluster), "user": pa.array(user)}
+                 "id": batch.column(S.ID), "cluster": pa.array(cluster), "user": pa.array(user)}
         if self.near_threshold:
-            from corpusmill.dataprep import lsh
-            from corpusmill.dataprep.dedup import to_fixed_binary
-
-            hasher, plan = self._near_tools
-            sig = hasher.signatures(self._shingling.shingles(batch.column(S.TEXT)))
-            facts["sig"] = to_fixed_binary(sig)
-            facts["bands"] = to_fixed_binary(lsh.band_keys(sig, plan, 0))
+            facts.update(self._near_facts(batch.column(S.TEXT)))
         if self.config.stratify:
             facts["stratum"] = pa.array(field_values(batch, self.config.stratify), pa.string())
         return pa.table(facts)
 
+    def _near_facts(self, texts) -> dict:
+        from corpusmill.dataprep import lsh
+        from corpusmill.dataprep.dedup import to_fixed_binary
+
+        hasher, plan = self._near_tools
+        sig = hasher.signatures(self._shingling.shingles(texts))
+        return {"sig": to_fixed_binary(sig), "bands": to_fixed_binary(lsh.band_keys(sig, plan, 0))}
+
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
+        from corpusmill.dataprep.dedup import from_fixed_binary
+
         parts = []
         for shard, path in enumerate(facts):
             if path is not None:
                 t = pq.read_table(path)
                 parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
         names = list(self.config.ratios)
+        old = _Inherited.load(self) if self.config.inherit else None
         if not parts:
             write_decisions(decisions, {})
+            _write_index(self, index, None, None, old)
             return {}
         t = pa.concat_tables(parts)
+        n = t.num_rows
         cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
-        near = self._near_groups(t) if self.near_threshold else np.zeros(len(cluster), dtype=np.uint64)
+        edges = np.zeros((0, 2), np.int64)
+        bands = sig = None
+        if self.near_threshold:
+            bands = from_fixed_binary(t.column("bands"), np.uint64)
+            sig = from_fixed_binary(t.column("sig"), np.uint32)
+            edges = self._near_pairs(bands, sig)
+        counters: dict[str, int] = {}
+        # rows of the inherited version linked to a new row join the graph with their split
+        old_split = np.zeros(0, dtype=np.int64)
+        if old is not None:
+            touched, near_links = old.links(self, cluster, user, bands, sig)
+            cluster = np.concatenate([cluster, old.cluster[touched]])
+            user = np.concatenate([user, old.user[touched]])
+            edges = np.concatenate([edges, near_links]) if len(near_links) else edges
+            codes = {name: i for i, name in enumerate(names)}
+            old_split = np.array([codes[s] for s in old.split.take(pa.array(touched)).to_pylist()], dtype=np.int64)
+            counters["inherited_rows"] = len(old)
+            counters["inherited_rows_linked"] = int(len(touched))
+        total = len(cluster)
+        near = np.zeros(total, dtype=np.uint64)
+        if len(edges):
+            from corpusmill.dataprep import lsh
+
+            comp = lsh.components(total, edges)
+            joined = np.bincount(comp, minlength=total) > 1
+            near[joined[comp]] = _mix(comp[joined[comp]].astype(np.uint64), 3) | np.uint64(1)
         comp = connected_groups(cluster, user, near)
         # a group's key: its smallest member key, so it does not depend on row positions
         key = np.where(user != _NO_KEY, np.minimum(cluster, user), cluster)
         order = np.lexsort((key, comp))
         starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
         group_key = key[order][starts]
-        group_of_row = np.empty(len(comp), dtype=np.int64)
+        group_of_row = np.empty(total, dtype=np.int64)
         group_of_row[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
-        sizes = np.bincount(group_of_row)
+        n_groups = len(starts)
+        # the split an inherited row gives its group: -1 none, -2 rows of two splits (a conflict)
+        lowest = np.full(n_groups, np.iinfo(np.int64).max)
+        highest = np.full(n_groups, -1)
+        np.minimum.at(lowest, group_of_row[n:], old_split)
+        np.maximum.at(highest, group_of_row[n:], old_split)
+        given = np.where(highest < 0, -1, np.where(lowest == highest, highest, -2))
+        sizes = np.bincount(group_of_row[:n], minlength=n_groups)
+        fresh = np.flatnonzero((given == -1) & (sizes > 0))
         u = (_mix(group_key, self.run.seed) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
         ratios = np.array([self.config.ratios[n] for n in names], dtype=np.float64)
         cum = np.cumsum(ratios / ratios.sum())
-        counters: dict[str, int] = {"groups": int(len(starts)), "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
-                                    "rows_with_near_twins": int((near != 0).sum())}
+        counters.update({"groups": int((sizes > 0).sum()), "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
+                         "rows_with_near_twins": int((near[:n] != 0).sum())})
+        group_split = given.copy()
         if not self.config.stratify:
-            group_split = np.minimum(np.searchsorted(cum, u, side="right"), len(names) - 1)
+            group_split[fresh] = np.minimum(np.searchsorted(cum, u[fresh], side="right"), len(names) - 1)
         else:
             strata = t.column("stratum").to_pylist()
-            group_stratum = _majority(group_of_row, strata, len(starts))
-            group_split = np.zeros(len(starts), dtype=np.int64)
-            for s in sorted(set(group_stratum), key=lambda x: (x is None, x)):
-                g = np.flatnonzero(np.array([x == s for x in group_stratum]))
+            group_stratum = _majority(group_of_row[:n], strata, n_groups)
+            for s in sorted({group_stratum[g] for g in fresh.tolist()}, key=lambda x: (x is None, x)):
+                g = fresh[np.array([group_stratum[x] == s for x in fresh.tolist()], dtype=bool)]
                 g = g[np.lexsort((group_key[g], u[g]))]
                 filled = np.cumsum(sizes[g]) - sizes[g] / 2  # the middle of each group, in rows
                 group_split[g] = np.minimum(np.searchsorted(cum * sizes[g].sum(), filled, side="right"), len(names) - 1)
-            worst = _worst_gap(group_split, group_stratum, sizes, cum, names)
+            worst = _worst_gap(group_split[fresh], [group_stratum[g] for g in fresh.tolist()], sizes[fresh], cum, names)
             counters["max_stratum_gap_permille"] = int(round(worst * 1000))
             counters["strata_over_tolerance"] = int(worst > self.config.tolerance)
-        row_split = group_split[group_of_row]
+        row_split = group_split[group_of_row[:n]]
+        detail = [None] * n
+        if old is not None:
+            counters["rows_joining_inherited_groups"] = int((given[group_of_row[:n]] >= 0).sum())
+            conflict = np.flatnonzero(row_split == -2)
+            counters["split_conflicts"] = int(conflict.size)
+            for i in conflict.tolist():
+                members = np.flatnonzero(group_of_row[n:] == group_of_row[i])
+                found = sorted({(names[old_split[m]], old.ids[int(touched[m])].as_py()) for m in members.tolist()})
+                detail[i] = ("linked (same cluster, group_by value or near twin, directly or through other new rows) to rows "
+                             "of different splits of " + old.ref + ": "
+                             + ", ".join(f"{rid} ({split})" for split, rid in found[:6])
+                             + "; in any split it would leak into another")
         shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
         tables = {}
         for s in np.unique(shard):
-            m = shard == s
-            o = np.argsort(row[m])
-            tables[int(s)] = pa.table({"row": pa.array(row[m][o]), "split": pa.array(row_split[m][o].astype(np.int8))})
+            m = np.flatnonzero(shard == s)
+            m = m[np.argsort(row[m])]
+            tables[int(s)] = pa.table({"row": pa.array(row[m]), "split": pa.array(row_split[m].astype(np.int8)),
+                                       "detail": pa.array([detail[i] for i in m.tolist()], pa.string())})
         write_decisions(decisions, tables)
         for i, name in enumerate(names):
             counters[f"rows_{name}"] = int((row_split == i).sum())
+        _write_index(self, index, t, row_split, old)
         return counters
 
     def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
@@ -251,10 +323,180 @@ class Split(ReduceStage):
         codes = decision.column("split").to_numpy()[a:b]
         if b - a != batch.num_rows:
             raise RuntimeError(f"split: decision covers {b - a} of {batch.num_rows} rows of shard {info.shard}")
-        labels = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
         if S.SPLIT in batch.column_names:
             batch = batch.drop_columns([S.SPLIT])
-        return StageOutput(batch.append_column(S.SPLIT, labels))
+        keep = codes >= 0
+        rejected = None
+        if not keep.all():
+            details = decision.column("detail").slice(a, b - a).filter(pa.array(~keep)).to_pylist()
+            rejected = self.reject(batch.filter(pa.array(~keep)), "split_conflict", detail=details)
+            batch, codes = batch.filter(pa.array(keep)), codes[keep]
+        labels = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
+        return StageOutput(batch.append_column(S.SPLIT, labels), rejected)
+
+
+# ----------------------------------------------------------------------------- the stored index
+
+INDEX_KIND = "split"
+INDEX_FORMAT = 1
+_SKETCH = "words3-minhash128-seed0-v1"
+
+
+def find_split_index(version) -> Path | None:
+    """The split index folder of a published version (``index/<stage>/meta.json`` of kind split)."""
+    base = version.path / "index"
+    if not base.is_dir():
+        return None
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        meta = folder / "meta.json"
+        if meta.is_file() and orjson.loads(meta.read_bytes()).get("kind") == INDEX_KIND:
+            return folder
+    return None
+
+
+def _check_index(version, stage: Split) -> Path:
+    from corpusmill.errors import ConfigError
+
+    where = f"steps.{stage.name}.inherit"
+    folder = find_split_index(version)
+    if folder is None:
+        raise ConfigError([f"{where}: {version.ref} has no split index (index/<stage>/meta.json of kind split); "
+                           "only versions built with a split step by this corpusmill version have one: rebuild it "
+                           "with 'corpusmill run'"])
+    meta = orjson.loads((folder / "meta.json").read_bytes())
+    want = stage.index_meta()
+    problems = [f"{where}: the split index of {version.ref} has {k} {meta.get(k)!r} but this step has {want[k]!r}; "
+                "groups keyed another way cannot be joined" for k in want if meta.get(k) != want[k]]
+    missing = set(meta.get("splits", [])) - set(stage.config.ratios)
+    if missing:
+        problems.append(f"{where}: {version.ref} has splits {sorted(missing)} that ratios does not name")
+    if problems:
+        raise ConfigError(problems)
+    return folder
+
+
+def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.ndarray | None, old) -> None:
+    """index/<stage>/: per assigned row its id, group keys, split and (near) band keys; the
+    inherited version's parts are linked in, so the index covers every row that has a split."""
+    from corpusmill.store import link_index_parts
+
+    index.mkdir(parents=True, exist_ok=True)
+    names = list(stage.config.ratios)
+    parts = link_index_parts(old.parts, index) if old is not None else []
+    if t is not None:
+        ok = row_split >= 0
+        keep = pa.array(ok)
+        cols = {"id": t.column("id").filter(keep), "cluster": t.column("cluster").filter(keep),
+                "user": t.column("user").filter(keep),
+                "split": pa.array([names[c] for c in row_split[ok].tolist()], pa.string())}
+        if "bands" in t.column_names:
+            cols["bands"] = t.column("bands").filter(keep)
+        if int(ok.sum()):
+            pq.write_table(pa.table(cols), index / "part-00000.parquet", compression="zstd")
+            parts.append({"file": "part-00000.parquet", "rows": int(ok.sum()), "origin": None})
+    meta = {**stage.index_meta(), "splits": names, "parts": parts, "rows": int(sum(p["rows"] for p in parts))}
+    (index / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+class _Inherited:
+    """The rows of the ``inherit`` version's split index: ids, group keys, splits, band keys,
+    and where their text lives (to re-compute the signature of a near-twin candidate)."""
+
+    def __init__(self, ref, table: pa.Table, part_of: np.ndarray, parts: list[dict], root: Path) -> None:
+        self.ref, self.part_of, self.parts, self.root = ref, part_of, parts, root
+        self.ids = table.column("id").combine_chunks()
+        self.cluster = table.column("cluster").to_numpy()
+        self.user = table.column("user").to_numpy()
+        self.split = table.column("split").combine_chunks()
+        self.bands = None
+        if "bands" in table.column_names:
+            from corpusmill.dataprep.dedup import from_fixed_binary
+
+            self.bands = from_fixed_binary(table.column("bands"), np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def load(cls, stage: Split) -> "_Inherited":
+        from corpusmill.store import Store
+
+        store = Store(stage.run.store_root)
+        version = store.resolve(stage.config.inherit)
+        folder = _check_index(version, stage)
+        meta = orjson.loads((folder / "meta.json").read_bytes())
+        tables = [pq.read_table(folder / p["file"]) for p in meta["parts"]]
+        schema = pa.schema([("id", pa.string()), ("cluster", pa.uint64()), ("user", pa.uint64()), ("split", pa.string())])
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
+        parts = [{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]]
+        return cls(version.ref, table, part_of, parts, store.root)
+
+    def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, bands, sig) -> tuple[np.ndarray, np.ndarray]:
+        """The inherited rows linked to the new rows (positions, ascending) and the near-twin
+        edges between them, numbered as new rows 0..n-1 followed by those positions. Every
+        lookup screens the big index by the new rows' keys (:func:`lsh.matching_keys`), so the
+        cost grows with the index only by one gather per key."""
+        from corpusmill.dataprep import lsh
+
+        n = len(cluster)
+        # same cluster or group_by key: one old row each is enough (equal keys share a split)
+        touched = [lsh.matching_keys(self.cluster, cluster)[0], lsh.matching_keys(self.user, user)[0]]
+        pairs = np.zeros((0, 2), np.int64)
+        if bands is not None and self.bands is not None and len(self):
+            cand = []
+            for b in range(bands.shape[1]):
+                # a big bucket is one old group already (one split): a few of its rows suffice
+                old_i, new_j = lsh.matching_keys(self.bands[:, b], bands[:, b])
+                if len(old_i):
+                    o = np.lexsort((old_i, new_j))
+                    new_j, old_i = new_j[o], old_i[o]
+                    first = np.r_[0, np.flatnonzero(np.diff(new_j)) + 1]
+                    rank = np.arange(len(new_j)) - np.repeat(first, np.diff(np.r_[first, len(new_j)]))
+                    keep = rank < 32
+                    cand.append(np.stack([new_j[keep], old_i[keep]], axis=1))
+            if cand:
+                cand = np.unique(np.concatenate(cand), axis=0)
+                from corpusmill.dataprep.minhash import estimate_jaccard
+
+                old_rows = np.unique(cand[:, 1])
+                old_sig = self._signatures(stage, old_rows)
+                ok = estimate_jaccard(sig[cand[:, 0]], old_sig[np.searchsorted(old_rows, cand[:, 1])]) >= stage.near_threshold
+                pairs = cand[ok]
+        touched.append(pairs[:, 1])
+        touched = np.unique(np.concatenate(touched))
+        edges = np.stack([pairs[:, 0], n + np.searchsorted(touched, pairs[:, 1])], axis=1) if len(pairs) else pairs
+        return touched, edges
+
+    def _signatures(self, stage: Split, rows: np.ndarray) -> np.ndarray:
+        """MinHash signatures of the inherited rows ``rows``, from their text in the versions
+        holding them (only candidates: a few rows, not the whole version)."""
+        from corpusmill.store import Store
+
+        hasher, _ = stage._near_tools
+        store = Store(self.root)
+        ids = self.ids.take(pa.array(rows)).to_pylist()
+        text: dict[str, str] = {}
+        by_origin: dict[str, list[str]] = {}
+        for rid, part in zip(ids, self.part_of[rows].tolist()):
+            by_origin.setdefault(self.parts[part]["origin"], []).append(rid)
+        for ref, wanted in by_origin.items():
+            version = store.resolve(ref)
+            want = pa.array(wanted, pa.string())
+            for split in version.splits():
+                for f in version.data_files(split):
+                    # ids first (small); the text column only of files holding a wanted row
+                    ids_here = pq.read_table(f, columns=[S.ID]).column(S.ID)
+                    at = np.flatnonzero(pc.is_in(ids_here, value_set=want).to_numpy(zero_copy_only=False))
+                    if at.size:
+                        texts = pq.read_table(f, columns=[S.TEXT]).column(S.TEXT).take(pa.array(at))
+                        text.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
+        # a row whose text is gone (removed since) still counts by its stored keys, not as a twin
+        texts = pa.array([text.get(i, "") for i in ids], pa.string())
+        sig = hasher.signatures(stage._shingling.shingles(texts))
+        gone = np.array([i not in text for i in ids])
+        sig[gone] = np.uint32(0xFFFFFFFF)
+        return sig
 
 
 def _mix(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -271,7 +513,7 @@ def _majority(group_of_row: np.ndarray, strata: list, n_groups: int) -> list:
     for g, s in zip(group_of_row.tolist(), strata):
         counts[g][s] = counts[g].get(s, 0) + 1
     # majority, ties to the smallest label so the choice is order-free
-    return [min(c.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))[0] for c in counts]
+    return [min(c.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))[0] if c else None for c in counts]
 
 
 def _worst_gap(group_split, group_stratum, sizes, cum, names) -> float:

@@ -37,6 +37,8 @@ class EvalError(CorpusmillError):
 
 REPORT_FORMAT = 1
 LOWER_IS_BETTER = {"perplexity", "loss"}
+#: rows shown where the base and the fine-tuned model disagree
+DISAGREEMENTS = 20
 
 
 # ----------------------------------------------------------------------------- models
@@ -48,7 +50,9 @@ def base_head_run(run_dir: Path, run: dict, store: str | None) -> Path:
     from corpusmill.train.run import train
 
     out = run_dir / "eval" / "base-head"
+    # the base is the pre-trained encoder: a continued run's starting weights are the "previous" baseline
     cfg = TrainConfig(**{**run["config"], "method": "head", "output": str(out), "merge": False, "resume": None,
+                         "from_run": None, "new_rows_only": False,
                          "store": store, "dataset": run["dataset"]["reference"]})
     done = out / "run.json"
     if done.is_file():
@@ -197,7 +201,10 @@ def generate_answers(model, tokenizer, prompts: list[str], device, batch_size: i
 
 def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report: str | Path, store: str | None = None,
                  max_rows: int = 0, batch_size: int = 16, bootstrap: int = 1000, seed: int = 0,
-                 max_new_tokens: int = 64, device: str = "auto", console=None) -> dict:
+                 max_new_tokens: int = 64, device: str = "auto", general: str | Path | None = None,
+                 console=None) -> dict:
+    """``general``: a general-domain text file; base and fine-tuned perplexity on it goes into the
+    report's ``general`` section (causal-lm runs; see corpusmill.evaluate.forgetting)."""
     import torch
 
     from corpusmill.store import Store
@@ -221,7 +228,15 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         if previous["task"] != run["task"]:
             raise EvalError(f"--baseline {baseline} is a {previous['task']} run; {run_dir} is {run['task']}")
 
+    if general and not causal:
+        raise EvalError(f"--general measures language-model perplexity; {run_dir} is a {cfg.task} run")
     tokenizer = modeling.load_tokenizer(str(run_dir / "model"), cfg.trust_remote_code)
+    general_ex = general_texts = None
+    if general:
+        from corpusmill.evaluate import forgetting
+
+        general_texts = forgetting.read_general_text(general)
+        general_ex = forgetting.general_examples(tokenizer, general_texts, cfg.max_seq_len)
     ex, labels, fmt, rows_read = build_examples(cfg, version, tokenizer, split, max_rows or 0, labels=run.get("labels"))
     if len(ex) == 0:
         raise EvalError(f"{version.ref} split '{split}' has no usable rows for {cfg.task}")
@@ -255,6 +270,8 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
             result["speed"].update(gen_speed)
         if not causal and name == "previous" and previous.get("labels") != labels:
             result["preds"] = _remap(result["preds"], previous["labels"], labels)
+        if general_ex is not None:
+            result["general"] = score_forward(model, general_ex, pad_id, True, dev, batch_size)
         scored[name] = result
         del model
         if dev.type == "cuda":
@@ -301,9 +318,12 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         "model_sources": {"base": _base_definition(run), "fine_tuned": str((run_dir / "model").resolve()),
                           **({"previous": str((Path(baseline) / "model").resolve())} if previous else {})},
         "comparison": comparison,
+        "disagreements": disagreements(version, split, ex, scored, labels, causal),
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": 0.95,
                       "method": "percentile intervals over rows resampled with replacement; paired tests share resamples"},
         "adapter_check": guard,
+        "general": forgetting.forgetting_report(general, {n: r["general"] for n, r in scored.items()}, len(general_texts),
+                                                bootstrap, seed) if general_ex is not None else None,
         "hardware": hardware(dev),
         "libraries": library_versions(),
         "code_version": code_version(),
@@ -311,6 +331,44 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
     report = Path(report)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(out, indent=2) + "\n")
+    from corpusmill.report.evaluation import write_eval_html
+
+    write_eval_html(out, report.with_suffix(".html"))
+    return out
+
+
+def disagreements(version, split: str, ex, scored: dict, labels, causal: bool, limit: int = DISAGREEMENTS) -> list[dict]:
+    """Rows where base and fine-tuned disagree, in row order: a different predicted class, a
+    different generated answer, or (plain text) the largest change in loss per token."""
+    base, tuned = scored["base"], scored["fine_tuned"]
+    if not causal:
+        rows = np.flatnonzero(base["preds"] != tuned["preds"])[:limit]
+    elif "answers" in base:
+        rows = np.asarray([i for i, (a, b) in enumerate(zip(base["answers"], tuned["answers"])) if a != b][:limit], dtype=np.int64)
+    else:
+        change = tuned["nll"] / np.maximum(tuned["ntok"], 1) - base["nll"] / np.maximum(base["ntok"], 1)
+        rows = np.argsort(-np.abs(change), kind="stable")[:limit]
+    if not len(rows):
+        return []
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = [ex.ids[i] for i in rows]
+    table = version.read_split(split, columns=["id", "text"])
+    table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(wanted, pa.string())))
+    text = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+    name = (lambda k: labels[k] if k < len(labels) else "(other)")
+    out = []
+    for i in rows.tolist():
+        row = {"id": ex.ids[i], "text": text.get(ex.ids[i])}
+        if not causal:
+            row["label"] = name(int(ex.labels[i]))
+            row["predicted"] = {m: name(int(r["preds"][i])) for m, r in scored.items()}
+        elif "answers" in base:
+            row.update(prompt=ex.prompts[i], reference=ex.references[i], answers={m: r["answers"][i] for m, r in scored.items()})
+        else:
+            row["loss_per_token"] = {m: float(r["nll"][i] / max(r["ntok"][i], 1)) for m, r in scored.items()}
+        out.append(row)
     return out
 
 
@@ -376,6 +434,10 @@ def markdown_table(report: dict) -> str:
     for key, label, fmt in SPEED:
         vals = [report["models"][n].get(key) for n in names]
         lines.append("| " + " | ".join([label] + [fmt.format(v) if v is not None else "-" for v in vals] + [""] * len(comps)) + " |")
+    if report.get("general"):
+        from corpusmill.evaluate.forgetting import markdown_lines
+
+        lines.append(markdown_lines(report["general"], resamples))
     for c in comps:
         mc = report["comparison"][c].get("mcnemar_accuracy")
         if mc:

@@ -8,7 +8,7 @@ from typing import Any
 
 def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | None = None, workers: int | None = None,
                  tags: tuple[str, ...] = (), base_dir: str | Path | None = None, executor: str = "local",
-                 quiet: bool = False):
+                 quiet: bool = False, ray_address: str | None = None):
     """Validate and run a pipeline (a YAML path or an already-loaded mapping), publish its version.
 
     Returns a :class:`corpusmill.pipelines.runner.RunResult`. Mirrors ``corpusmill run``.
@@ -21,12 +21,13 @@ def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | N
     from corpusmill.pipelines.runner import execute, make_plan
     from corpusmill.store import Store
 
-    if executor != "local":
-        raise ConfigError([f"--executor {executor}: only 'local' is available"])
+    if executor not in ("local", "ray"):
+        raise ConfigError([f"--executor {executor}: use 'local' or 'ray'"])
     if isinstance(pipeline, dict):
         config, steps, base = parse_pipeline(pipeline, REGISTRY, base_dir=Path(base_dir or Path.cwd()).resolve())
     else:
         config, steps, base = load_pipeline(pipeline, REGISTRY)
     root = store_root(str(store) if store else None, config, base)
     plan = make_plan(config, steps, base, store_root=root)
-    return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags, quiet=quiet)
+    return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags, quiet=quiet,
+                   executor=executor, ray_address=ray_address)

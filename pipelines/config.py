@@ -36,7 +36,7 @@ class InputSpec(BaseModel):
     )
     split: str | None = Field(None, description="hf_disk/hf_hub: which split to read")
     max_text_bytes: int = Field(1_000_000, ge=0, description="longer texts are rejected as too_large; 0 = no limit")
-    keep_meta: bool = Field(True, description="store unmapped fields as JSON in the meta column")
+    keep_meta: bool = Field(True, description="store unmapped fields in the meta column, as one JSON object with sorted keys")
     license: str | None = None
     source: str | None = Field(None, description="where the data came from (URL, owner); recorded in the manifest")
 

@@ -17,6 +17,7 @@ STAGES: dict[str, str | type] = {
     "pii": "corpusmill.dataprep.pii:Pii",
     "language": "corpusmill.dataprep.language:Language",
     "augment": "corpusmill.augment.stage:Augment",
+    "unseen_ids": "corpusmill.dataprep.ids:UnseenIds",
 }
 
 

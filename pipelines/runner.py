@@ -37,6 +37,7 @@ from corpusmill.store import Store, Version, atomic_write_text
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
+from corpusmill.report import publish_docs
 
 MANIFEST_FORMAT = 1
 
@@ -380,8 +381,10 @@ def _progress():
                     console=console, transient=False, disable=not console.is_terminal), console
 
 
-def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False) -> RunResult:
-    """Run ``plan`` into ``store`` and publish the version (or find it already published)."""
+def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
+            executor: str = "local", ray_address: str | None = None) -> RunResult:
+    """Run ``plan`` into ``store`` and publish the version (or find it already published).
+    ``executor="ray"`` runs the shards as Ray tasks (see :mod:`corpusmill.pipelines.ray_executor`)."""
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
     if store.has_version(name, vid):
@@ -399,7 +402,11 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     timings: dict[str, float] = {}
     progress, console = _progress()
     pool = None
-    if workers > 1 and len(plan.shards) > 1:
+    if executor == "ray":
+        from corpusmill.pipelines.ray_executor import RayShardPool
+
+        pool = RayShardPool(plan, ray_address, workers)
+    elif workers > 1 and len(plan.shards) > 1:
         ctx = mp.get_context("forkserver")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
     all_stats: list[dict] = []
@@ -451,6 +458,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
              "workers": workers, "segments": timings,
              "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
+    publish_docs(Version(name, vid, p["final"]))
     version = store.publish(name, vid, p["final"])
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)

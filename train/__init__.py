@@ -9,11 +9,11 @@ Importing this package loads no torch; :func:`train` imports it when called.
 from corpusmill.train.config import TrainConfig, build_config
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, on_eval=None) -> dict:
     """Run ``corpusmill train`` with a config; returns the run record written to run.json."""
     from corpusmill.train.run import train as _train
 
-    return _train(config)
+    return _train(config, on_eval=on_eval)
 
 
 __all__ = ["TrainConfig", "build_config", "train"]

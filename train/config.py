@@ -86,14 +86,27 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda if available, else cpu; under torchrun each rank uses cuda:LOCAL_RANK")
 
     # -- evaluation, stopping, checkpoints
-    eval_every: int = Field(0, ge=0, description="evaluate on eval_split every N optimizer steps; 0 = only after the last step")
+    eval_every: int = Field(-1, ge=-1, description="evaluate on eval_split every N optimizer steps; 0 = only after the last step; "
+                                                   "-1 = auto: about 10 evaluations per run (every max(1, steps // 10) steps), "
+                                                   "so early stopping and the overfitting warning have something to watch")
     eval_batch_size: int = Field(0, ge=0, description="rows per evaluation batch; 0 = 2 x batch_size")
     early_stopping_metric: str = Field("val_loss", description="metric that picks the best model and stops early: val_loss, val_perplexity, val_accuracy or val_macro_f1")
-    early_stopping_patience: int = Field(0, ge=0, description="stop after this many evaluations without improvement; 0 = never stop early")
+    early_stopping_patience: int = Field(3, ge=0, description="stop after this many evaluations without improvement; 0 = never stop early. "
+                                                              "On by default (with eval_every's default, auto): more steps past the best "
+                                                              "evaluation only cost time, and the exported model is the best one anyway")
+    overfit_warning_evals: int = Field(3, ge=0, description="warn (log line, run.json 'overfitting') when validation loss has risen at this many "
+                                                            "evaluations in a row while training loss fell over them; 0 = no warning")
     keep_best: bool = Field(True, description="the exported model is the best evaluation's weights rather than the last step's")
     save_every: int = Field(0, ge=0, description="write a resumable checkpoint every N optimizer steps; 0 = only after the last step")
     keep_checkpoints: int = Field(1, ge=0, description="resumable checkpoints kept (oldest deleted first); 0 = keep all")
     resume: str | None = Field(None, description="continue from a checkpoint folder, or 'auto' = the latest one in <output>/checkpoints")
+    from_run: str | None = Field(
+        None, description="a previous run folder (e.g. on the version a refresh started from) whose trained weights are the "
+                          "starting point: the adapter and head for lora, the whole model for full/head; model, task and "
+                          "method must match it, and classification keeps its label mapping; null = start from the base model")
+    new_rows_only: bool = Field(
+        False, description="with from_run: fit only on the train_split rows that the previous run's dataset version did "
+                           "not hold (the refresh's new rows); evaluation still uses the whole eval_split")
     log_every: int = Field(10, ge=1, description="steps between log lines (and progress-bar updates of the loss)")
 
     def output_dir(self) -> Path:
@@ -138,9 +151,13 @@ def _problems(cfg: TrainConfig) -> list[str]:
         out.append(f"prompt_template: must contain '{{prompt}}' (got {cfg.prompt_template!r})")
     if cfg.task == "classification" and cfg.format != "auto":
         out.append("format: only for causal-lm")
-    if cfg.early_stopping_patience and not cfg.eval_every:
-        out.append("early_stopping_patience: needs eval_every > 0 (evaluations during training)")
-    if (cfg.early_stopping_patience or cfg.eval_every) and not cfg.eval_split:
+    # the default patience acts only when there are evaluations to count; a patience chosen by hand needs them
+    chosen_patience = cfg.early_stopping_patience not in (0, TrainConfig.model_fields["early_stopping_patience"].default)
+    if chosen_patience and cfg.eval_every == 0:
+        out.append("early_stopping_patience: needs evaluations during training (eval_every > 0, or -1 = auto)")
+    if cfg.new_rows_only and not cfg.from_run:
+        out.append("new_rows_only: needs from_run (the previous run whose dataset version's rows are left out)")
+    if (chosen_patience or cfg.eval_every > 0) and not cfg.eval_split:
         out.append("eval_split: empty, but evaluation during training is asked for")
     return out
 

@@ -9,7 +9,8 @@ One optimizer step:
    micro-batch with many targets weighs more than one with few, exactly as one big batch would;
 4. clip the global gradient norm, step AdamW, zero the gradients;
 5. every ``eval_every`` steps: score the validation split, keep the best weights, stop early
-   after ``early_stopping_patience`` evaluations without improvement;
+   after ``early_stopping_patience`` evaluations without improvement, warn when validation loss
+   keeps rising while training loss falls (overfitting), and tell ``on_eval`` (a sweep's pruner);
 6. every ``save_every`` steps: write a resumable checkpoint.
 
 Everything the next step depends on (step, data position, optimizer moments, RNG states) is in a
@@ -24,6 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,6 +61,9 @@ class Setup:
     out: Path
     dist: Dist = field(default_factory=Dist)
     resume_from: Path | None = None
+    #: called after each evaluation with (step, evaluation record); returning True stops the run
+    #: there (a sweep prunes a hopeless trial this way). Single process only.
+    on_eval: Callable[[int, dict], bool] | None = None
 
 
 @dataclass
@@ -78,6 +83,8 @@ class LoopState:
     best: dict | None = None        # {"step", "metric", "value"}
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    pruned: bool = False            # stopped by on_eval (a sweep's pruner)
+    overfitting: dict | None = None  # the first evaluation at which the overfitting warning fired
     model_step: int | None = None   # the step whose weights are in <output>/model
     peak_memory_mb: float | None = None
 
@@ -86,6 +93,11 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     if cfg.max_steps:
         return cfg.max_steps
     return max(1, math.ceil(batches_per_epoch * cfg.epochs / cfg.grad_accum))
+
+
+def eval_interval(cfg: TrainConfig, total: int) -> int:
+    """Steps between evaluations: eval_every, or for -1 (auto) about 10 evaluations per run; 0 = only the last step."""
+    return cfg.eval_every if cfg.eval_every >= 0 else max(1, total // 10)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -153,6 +165,7 @@ def fit(s: Setup) -> LoopState:
     cfg, dist, device = s.cfg, s.dist, s.device
     order = BatchOrder(len(s.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
     total = total_steps(cfg, order.batches_per_epoch)
+    every = eval_interval(cfg, total)
     optimizer = make_optimizer(s.raw_model, cfg, device)
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -209,8 +222,8 @@ def fit(s: Setup) -> LoopState:
             log.step(state.step, step_loss, lr, tokens / dt)
 
             last = state.step == total
-            if s.val is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0) or last):
-                _evaluate_and_select(s, state, amp, log, last)
+            if s.val is not None and ((every and state.step % every == 0) or last):
+                _evaluate_and_select(s, state, amp, log, last, every)
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or state.stopped_early:
                 if dist.main:
                     checkpoint.save(s.out / "checkpoints" / f"step-{state.step:06d}", weights=trainable_state(s.raw_model),
@@ -251,12 +264,12 @@ def _check_targets(micro: list[Batch], step: int) -> None:
                 "shorten the prompts, or drop such rows in the pipeline")
 
 
-def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: bool) -> None:
+def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: bool, every: int) -> None:
     cfg = s.cfg
     metrics = evaluate(s.raw_model, s.val, s.causal, s.pad_id, s.device, amp,
                        cfg.eval_batch_size or 2 * cfg.batch_size, s.raw_model.config.num_labels if not s.causal else 0)
     s.model.train()
-    recent = state.train_loss[-(cfg.eval_every or len(state.train_loss)):]
+    recent = state.train_loss[-(every or len(state.train_loss)):]
     record = {"step": state.step, "train_loss": float(np.mean(recent)), **metrics,
               "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1)}
     state.evals.append(record)
@@ -278,6 +291,32 @@ def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: b
     shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     log.line(f"eval step {state.step} | {shown}" + (" | best" if improved else "")
              + (" | stopping early" if state.stopped_early else ""))
+    signal = overfitting_signal(state.evals, cfg.overfit_warning_evals)
+    if signal and state.overfitting is None:
+        state.overfitting = signal
+        log.line(f"warning: {signal['message']}")
+    if s.on_eval is not None and s.on_eval(state.step, record) and not last:
+        state.stopped_early = state.pruned = True
+        log.line(f"eval step {state.step}: stopped by the sweep's pruner")
+
+
+def overfitting_signal(evals: list[dict], n: int) -> dict | None:
+    """The overfitting pattern over the last ``n`` evaluations, or None: validation loss rose at each
+    of them while the training loss (mean over each evaluation interval) ended lower than before them."""
+    if n <= 0 or len(evals) < n + 1:
+        return None
+    window = evals[-(n + 1):]
+    val = [e["val_loss"] for e in window]
+    fit = [e["train_loss"] for e in window]
+    if not (all(b > a for a, b in zip(val, val[1:])) and fit[-1] < fit[0]):
+        return None
+    first, now = window[0], window[-1]
+    return {"step": now["step"], "since_step": first["step"], "evaluations": n,
+            "val_loss": [first["val_loss"], now["val_loss"]], "train_loss": [first["train_loss"], now["train_loss"]],
+            "message": (f"overfitting: validation loss rose at {n} evaluations in a row (step {first['step']} -> "
+                        f"{now['step']}: {first['val_loss']:.4f} -> {now['val_loss']:.4f}) while training loss fell "
+                        f"({first['train_loss']:.4f} -> {now['train_loss']:.4f}); fewer steps, a lower learning rate, "
+                        "more data or more regularisation (weight_decay, lora.dropout) would help")}
 
 
 @torch.no_grad()

@@ -127,6 +127,25 @@ def prepare(model, cfg) -> torch.nn.Module:
     return model
 
 
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    """Start a LoRA model from a previous run's adapter (and classification head): every saved
+    weight must land on a trainable parameter, or the run would silently start from scratch."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ModelError(f"{adapter_dir} holds no adapter_model.safetensors; --from-run needs a lora run's model/ folder")
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ModelError(f"the adapter in {adapter_dir} does not fit this model: unexpected {unexpected[:5]}")
+    changed = sum(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+    if not changed:
+        raise ModelError(f"loading the adapter of {adapter_dir} changed no trainable weight")
+
+
 def count_parameters(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -20,7 +20,9 @@ def print_train_summary(record: dict, console) -> None:
             t.add_row(*[f"{e[k]:.4f}" if isinstance(e[k], float) else str(e[k]) for k in keys],
                       style="bold" if e["step"] == best else None)
         console.print(t)
-    stop = " (stopped early)" if record["stopped_early"] else ""
+    if record.get("overfitting"):
+        console.print(f"[yellow]warning: {record['overfitting']['message']}[/yellow]")
+    stop = " (pruned)" if record.get("pruned") else " (stopped early)" if record["stopped_early"] else ""
     mem = f"{s['peak_memory_mb']:,.0f} MiB" if s["peak_memory_mb"] else "?"
     console.print(f"{record['steps']} steps{stop}, {s['tokens']:,} tokens in {s['train_seconds']:.1f}s "
                   f"({s['tokens_per_second']:,.0f} tokens/s), peak memory {mem}; final train loss "

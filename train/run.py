@@ -7,6 +7,7 @@
                               seed, hardware, library versions, labels, per-step loss,
                               evaluations, tokens/s, peak memory, data accounting
       hyperparameters.yaml    the resolved config, loadable again with --config
+      loss_curves.svg         training loss per step, training and validation loss per evaluation
       model/                  PEFT adapter (lora) or model folder (full, head), safetensors, tokenizer
       merged/                 lora with merge: true: the adapter folded into the base weights
       checkpoints/step-N/     resumable state (see corpusmill.train.checkpoint)
@@ -37,12 +38,20 @@ def open_version(cfg_store: str | None, ref: str) -> Version:
 
 
 def build_examples(cfg: TrainConfig, version: Version, tokenizer, split: str, max_rows: int,
-                   labels: list[str] | None = None):
-    """(examples, label names, causal-lm format, rows read) for one split of the version."""
+                   labels: list[str] | None = None, exclude_ids=None):
+    """(examples, label names, causal-lm format, rows read) for one split of the version;
+    rows whose id is in ``exclude_ids`` (a pyarrow array) are left out before sampling."""
     from corpusmill.train import data
 
     columns, fmt = data.needed_columns(version, cfg.task, cfg.format, cfg.label_field)
-    table = data.read_rows(version, split, columns, max_rows, cfg.seed)
+    table = data.read_rows(version, split, columns, 0 if exclude_ids is not None else max_rows, cfg.seed)
+    if exclude_ids is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=exclude_ids)))
+        idx = data.stable_sample(table.column("id").to_pylist(), max_rows, cfg.seed)
+        table = table.take(pa.array(idx)) if len(idx) != table.num_rows else table
     if cfg.task == "classification":
         if labels is None:
             values = data.label_values(table, cfg.label_field)
@@ -79,8 +88,11 @@ def check_output(cfg: TrainConfig, out: Path) -> None:
         raise CorpusmillError(f"{out} already holds a run (status: {status}); {hint}")
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train as configured; returns the run record (also written to <output>/run.json)."""
+def train(cfg: TrainConfig, on_eval=None) -> dict:
+    """Train as configured; returns the run record (also written to <output>/run.json).
+
+    ``on_eval(step, evaluation) -> bool`` is called after every evaluation; True stops the run
+    there, recorded as ``pruned`` (how a sweep drops hopeless trials)."""
     import torch
 
     from corpusmill.train import checkpoint, distributed, modeling
@@ -98,7 +110,10 @@ def train(cfg: TrainConfig) -> dict:
 
     version = open_version(cfg.store, cfg.dataset)
     tokenizer = modeling.load_tokenizer(cfg.model, cfg.trust_remote_code)
-    train_ex, labels, fmt, train_rows = build_examples(cfg, version, tokenizer, cfg.train_split, cfg.max_train_rows)
+    previous, known_ids = previous_run(cfg)
+    train_ex, labels, fmt, train_rows = build_examples(cfg, version, tokenizer, cfg.train_split, cfg.max_train_rows,
+                                                       labels=previous["labels"] if previous else None,
+                                                       exclude_ids=known_ids)
     val_ex = None
     accounting = {cfg.train_split: _accounting(train_rows, train_ex)}
     if cfg.eval_split:
@@ -118,8 +133,12 @@ def train(cfg: TrainConfig) -> dict:
         accounting[cfg.train_split]["examples"] = n
 
     torch.manual_seed(cfg.seed)
-    model = modeling.load_base(cfg.model, cfg.task, labels=labels, trust_remote_code=cfg.trust_remote_code)
-    model = modeling.prepare(model, cfg).to(device)
+    start = str(Path(cfg.from_run) / "model") if previous and cfg.method != "lora" else cfg.model
+    model = modeling.load_base(start, cfg.task, labels=labels, trust_remote_code=cfg.trust_remote_code)
+    model = modeling.prepare(model, cfg)
+    if previous and cfg.method == "lora":
+        modeling.load_adapter_weights(model, Path(cfg.from_run) / "model")
+    model = model.to(device)
     if cfg.packing:
         modeling.check_packing(model, device)
     total_params, trainable_params = modeling.count_parameters(model)
@@ -141,6 +160,8 @@ def train(cfg: TrainConfig) -> dict:
         "hardware": hardware(device, dist.world),
         "libraries": library_versions(),
         "data_accounting": accounting,
+        "from_run": {"run": str(Path(cfg.from_run).resolve()), "dataset": previous["dataset"]["reference"],
+                     "new_rows_only": cfg.new_rows_only} if previous else None,
     }
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
 
     setup = Setup(cfg=cfg, model=distributed.wrap(model, dist, device), raw_model=model, tokenizer=tokenizer,
                   train=train_ex, val=val_ex, device=device, causal=cfg.task == "causal-lm",
-                  pad_id=int(tokenizer.pad_token_id), out=out, dist=dist, resume_from=resume_from)
+                  pad_id=int(tokenizer.pad_token_id), out=out, dist=dist, resume_from=resume_from, on_eval=on_eval)
     try:
         state = fit(setup)
     finally:
@@ -161,6 +182,8 @@ def train(cfg: TrainConfig) -> dict:
         "steps": state.step,
         "steps_planned": steps_planned,
         "stopped_early": state.stopped_early,
+        "pruned": state.pruned,
+        "overfitting": state.overfitting,
         "resumed_from": str(resume_from) if resume_from else None,
         "train_loss": state.train_loss,
         "step_seconds": state.step_seconds,
@@ -178,15 +201,55 @@ def train(cfg: TrainConfig) -> dict:
             "final_train_loss": state.train_loss[-1] if state.train_loss else None,
         },
         "outputs": {"model": "model", "model_step": state.model_step, "merged": None,
-                    "checkpoints": "checkpoints"},
+                    "checkpoints": "checkpoints", "loss_curves": "loss_curves.svg"},
     })
     if dist.main:
         if cfg.merge:
             merged = modeling.load_trained(record, out / "model")
             modeling.save_merged(merged, tokenizer, out / "merged")
             record["outputs"]["merged"] = "merged"
+        (out / "loss_curves.svg").write_text(loss_curves_svg(record))
         _write(out / "run.json", record)
     return record
+
+
+def previous_run(cfg: TrainConfig):
+    """(run record, ids of its dataset version or None) for ``from_run``; (None, None) without it."""
+    if not cfg.from_run:
+        return None, None
+    prev = load_run(cfg.from_run)
+    pc_ = prev["config"]
+    problems = [f"{key}: this run has {getattr(cfg, key)!r}, {cfg.from_run} was trained with {pc_[key]!r}"
+                for key in ("model", "task", "method") if pc_[key] != getattr(cfg, key)]
+    if cfg.method == "lora" and pc_["lora"] != cfg.lora.model_dump(mode="json"):
+        problems.append(f"lora: the adapter of {cfg.from_run} has {pc_['lora']}, this run asks for {cfg.lora.model_dump(mode='json')}")
+    if problems:
+        raise CorpusmillError("--from-run: continue only the same model, task and method; " + "; ".join(problems))
+    if not cfg.new_rows_only:
+        return prev, None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old = Store(prev["dataset"]["store"]).resolve(prev["dataset"]["reference"])
+    ids = [pq.read_table(f, columns=["id"]).column("id") for s in old.splits() for f in old.data_files(s)]
+    return prev, pa.chunked_array(ids, pa.string()).combine_chunks() if ids else pa.array([], pa.string())
+
+
+def loss_curves_svg(record: dict) -> str:
+    """Training loss per step, and training and validation loss at each evaluation (the overfitting view)."""
+    from corpusmill.train.svg import Panel, Series, figure
+
+    steps = list(range(1, len(record["train_loss"]) + 1))
+    evals = record["evals"]
+    panel = Panel("optimizer step", "loss", [
+        Series("train (step)", steps, record["train_loss"], colour="#c6dbef"),
+        Series("train (eval)", [e["step"] for e in evals], [e["train_loss"] for e in evals], colour="#1f77b4"),
+        Series("validation", [e["step"] for e in evals], [e["val_loss"] for e in evals], colour="#d62728"),
+    ])
+    title = f"{record['dataset']['reference']} {record['model']['method']}: loss"
+    if record.get("overfitting"):
+        title += f" (overfitting warning at step {record['overfitting']['step']})"
+    return figure([panel], title, panel_width=560, panel_height=300, columns=1)
 
 
 def setup_batches_per_epoch(ex, cfg: TrainConfig, dist) -> int:

@@ -74,3 +74,24 @@ def test_set_jaccard_is_exact():
     sets = lsh.unique_sets(sh)
     pairs = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 1]])
     np.testing.assert_allclose(lsh.set_jaccard(sets, pairs), [4 / 8, 0.0, 0.0, 1.0, 1.0])
+
+
+def test_matching_keys_finds_every_equal_pair_and_caps():
+    from corpusmill.dataprep.lsh import matching_keys
+
+    rng = np.random.default_rng(4)
+    keys = rng.integers(1, 2**63, 3000, dtype=np.uint64)
+    keys[:5] = keys[0]  # one key held by five new rows
+    keys[7] = 0  # no key
+    query = rng.integers(1, 2**63, 50_000, dtype=np.uint64)
+    query[::500] = keys[rng.integers(0, 3000, 100)]
+    query[3] = keys[0]
+    query[4] = 0
+    i, j = matching_keys(query, keys)
+    holders: dict[int, list[int]] = {}
+    for b, k in enumerate(keys.tolist()):
+        holders.setdefault(k, []).append(b)
+    want = {(a, b) for a, q in enumerate(query.tolist()) if q for b in holders.get(q, [])}
+    assert set(zip(i.tolist(), j.tolist())) == want and len(i) == len(want) > 100
+    i, _ = matching_keys(query, keys, max_per_query=2)
+    assert np.bincount(i).max() == 2 and set(i.tolist()) == {a for a, _ in want}

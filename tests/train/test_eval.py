@@ -4,6 +4,7 @@ run as baseline, and the guard against an adapter that silently did not load."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -54,6 +55,35 @@ def test_classification_report_contract(runs, capsys):
     assert "frozen" in r["model_sources"]["base"]
     assert r["adapter_check"]["max_abs_logit_difference"] > 0
     assert "| macro_f1 |" in table and "| accuracy |" in table and "McNemar" in table
+    _check_disagreements_and_page(r, runs / "cls-report.html", run, runs)
+
+
+def _check_disagreements_and_page(r, page, run, tmp):
+    """The disagreement rows are real rows of the split where the models differ, and eval.html
+    shows them, the intervals and the confusion matrices, rendering in Chromium without a message."""
+    from corpusmill.evaluate.compare import DISAGREEMENTS
+    from corpusmill.store import Store
+    from tests.report.chromium import png_facts, render
+
+    version = Store(run["dataset"]["store"]).resolve(r["dataset"])
+    truth = dict(zip(*[version.read_split(r["split"]).column(c).to_pylist() for c in ("id", "label")]))
+    mc = r["comparison"]["fine_tuned_vs_base"]["mcnemar_accuracy"]
+    dis = r["disagreements"]
+    # rows right under exactly one model are rows where they disagree: at least that many are listed
+    assert min(DISAGREEMENTS, mc["only_first_correct"] + mc["only_second_correct"]) <= len(dis) <= DISAGREEMENTS
+    for d in dis:
+        assert d["predicted"]["base"] != d["predicted"]["fine_tuned"]
+        assert d["label"] == truth[d["id"]] and d["text"]
+    html = page.read_text(encoding="utf-8")
+    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
+    for name in r["models"]:
+        assert f'aria-label="confusion matrix {name}"' in html
+    for metric in ("accuracy", "macro_f1"):
+        v, (lo, hi) = r["models"]["fine_tuned"][metric], r["models"]["fine_tuned"][f"{metric}_ci"]
+        assert f"fine_tuned {metric}: {v:.4g} [{lo:.4g}, {hi:.4g}]" in html
+    assert all(d["id"] in html for d in dis)
+    assert render(page, tmp / "eval.png", tmp / "chromium-profile") == []
+    assert png_facts(tmp / "eval.png")[2] > 16
 
 
 def test_causal_report_scores_perplexity_and_generations(runs, tmp_path):
@@ -67,6 +97,10 @@ def test_causal_report_scores_perplexity_and_generations(runs, tmp_path):
         assert m["generated_tokens_per_second"] > 0 and len(m["examples"]) == min(5, r["rows"])
     assert r["models"]["base"]["perplexity"] != r["models"]["fine_tuned"]["perplexity"]
     assert json.loads((tmp_path / "r.json").read_text())["comparison"]["fine_tuned_vs_base"]["perplexity"]["p_value"] <= 1
+    for d in r["disagreements"]:
+        assert d["answers"]["base"] != d["answers"]["fine_tuned"] and d["prompt"]
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'aria-label="perplexity"' in html and 'id="disagreements"' in html
 
 
 def test_previous_run_as_baseline(runs, tmp_path):

@@ -31,10 +31,10 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert "lora.rank: unknown key" in msg and "batchsize: unknown key (did you mean 'batch_size'?)" in msg
     with pytest.raises(ConfigError) as err:
         build_config(None, {"dataset": "d", "model": "m", "task": "classification", "packing": True,
-                            "early_stopping_metric": "val_perplexity", "early_stopping_patience": 2})
+                            "early_stopping_metric": "val_perplexity", "early_stopping_patience": 2, "eval_every": 0})
     msg = str(err.value)
     assert "packing: only for task causal-lm" in msg and "val_perplexity' is not computed for classification" in msg
-    assert "early_stopping_patience: needs eval_every > 0" in msg
+    assert "early_stopping_patience: needs evaluations during training" in msg
 
 
 def test_every_option_is_a_documented_flag(capsys):

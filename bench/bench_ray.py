@@ -1,0 +1,88 @@
+"""The Ray executor's overhead: ``corpusmill run`` with ``--executor local`` and ``--executor ray``
+(a local Ray instance) on the same corpus, 2 CPUs each, and whether both publish the same bytes.
+
+Documents are real text from Debian's fortunes (~470 bytes, 10 % planted near copies); the
+pipeline is clean, exact + near dedup, split. Ray's time includes starting and stopping its
+local instance, which is what a user of one machine pays.
+
+    python bench/bench_ray.py [--quick]     # --quick: 20k documents instead of 200k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
+
+WORKERS = 2
+STEPS = [{"clean": {}}, {"dedup": {"exact": True, "near": True}}, {"split": {}}]
+
+
+def corpus(n: int) -> Path:
+    path = DATA_DIR / f"ray-{n}.jsonl"
+    if not path.is_file():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        code = (f"from bench import dedup_corpus as dc; "
+                f"dc.write_jsonl(dc.build({n}, copy_share=0.1, mean_bytes=470, seed=7), {str(path)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    return path
+
+
+def run(pipe: Path, store: Path, executor: str) -> tuple[dict, dict]:
+    cmd = [str(Path(sys.executable).parent / "corpusmill"), "run", str(pipe), "--store", str(store),
+           "--workers", str(WORKERS), "--executor", executor, "--quiet"]
+    with TreeMonitor() as mon:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    name, vid = done.stdout.strip().splitlines()[-1].split("@")
+    manifest = json.loads((store / name / "versions" / vid / "manifest.json").read_text())
+    return {"seconds": round(seconds, 2), "peak_rss_mb": mon.peak_mb}, manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20k documents instead of 200k")
+    args = ap.parse_args()
+    n = 20_000 if args.quick else 200_000
+    data = corpus(n)
+    work = DATA_DIR / "ray-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pipe = work / "p.yaml"
+    pipe.write_text(yaml.safe_dump({"dataset": "bench", "inputs": [{"path": str(data), "id_field": "id"}],
+                                    "execution": {"shard_bytes": 8_000_000}, "steps": STEPS}))
+    try:
+        local, lm = run(pipe, work / "local", "local")
+        ray_, rm = run(pipe, work / "ray", "ray")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    same = lm["version"] == rm["version"] and {k: e["sha256"] for k, e in lm["files"].items()} == \
+        {k: e["sha256"] for k, e in rm["files"].items()}
+    print(f"\n{n:,} documents, {lm['shards']} shards; clean, exact + near dedup, split; {WORKERS} CPUs each; "
+          f"machine: {os.cpu_count()} cores, shared with other users")
+    print(f"{'executor':10s} {'wall s':>8s} {'peak RSS MB':>12s}")
+    print(f"{'local':10s} {local['seconds']:8.1f} {local['peak_rss_mb']:12.0f}")
+    print(f"{'ray':10s} {ray_['seconds']:8.1f} {ray_['peak_rss_mb']:12.0f}")
+    print(f"ray / local: {ray_['seconds'] / local['seconds']:.2f}x; same version id and bytes: {same}")
+    save_result("ray", {"quick": args.quick, "documents": n, "shards": lm["shards"], "workers": WORKERS,
+                        "local": local, "ray": ray_, "ray_over_local": round(ray_["seconds"] / local["seconds"], 3),
+                        "identical": same})
+
+
+if __name__ == "__main__":
+    main()

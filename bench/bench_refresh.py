@@ -1,0 +1,116 @@
+"""``corpusmill refresh`` against a full rebuild: a version of N documents gets 5 % new ones.
+
+The pipeline is a typical one: clean, exact + near dedup, leakage-safe split (near twins
+grouped). The parent is built from N documents; then the same 5 % new documents are (a) added
+with ``corpusmill refresh`` (new rows only, deduplicated against the parent's stored index,
+splits inherited) and (b) built together with the old ones from scratch by ``corpusmill run``,
+the only way without refresh. Both run as a user types them, on 2 workers, on the same files.
+
+Documents are real text from Debian's fortunes (~470 bytes) with 10 % planted near copies at
+0-20 % word edits, so some new documents are copies of old ones and are rejected by the refresh.
+
+    python bench/bench_refresh.py [--quick]     # --quick: 100k documents instead of 1M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
+
+WORKERS = 2
+SHARD_BYTES = 16_000_000
+NEW_SHARE = 0.05
+STEPS = [{"clean": {}}, {"dedup": {"exact": True, "near": True}}, {"split": {}}]
+
+
+def corpus(n: int) -> tuple[Path, Path]:
+    """base.jsonl (n documents) and new.jsonl (5 % more), written once in a child process."""
+    base, new = DATA_DIR / f"refresh-{n}-base.jsonl", DATA_DIR / f"refresh-{n}-new.jsonl"
+    if not (base.is_file() and new.is_file()):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        extra = int(n * NEW_SHARE)
+        code = (f"from bench import dedup_corpus as dc; import random; "
+                f"docs = dc.build({n + extra}, copy_share=0.1, mean_bytes=470, seed=11); "
+                f"random.Random(5).shuffle(docs); "  # new documents copy old ones, as fresh data does
+                f"dc.write_jsonl(docs[:{n}], {str(base)!r}); dc.write_jsonl(docs[{n}:], {str(new)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    return base, new
+
+
+def cli(args: list[str]) -> tuple[dict, str]:
+    """Run ``corpusmill ARGS``; wall seconds, CPU seconds, peak RSS, and the reference printed last."""
+    cmd = [str(Path(sys.executable).parent / "corpusmill"), *args, "--workers", str(WORKERS), "--quiet"]
+    with TreeMonitor() as mon:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(mon.child_cpu_seconds, 1),
+            "peak_rss_mb": mon.peak_mb}, done.stdout.strip().splitlines()[-1]
+
+
+def manifest(store: Path, ref: str) -> dict:
+    name, vid = ref.split("@")
+    return json.loads((store / name / "versions" / vid / "manifest.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100k documents instead of 1M")
+    args = ap.parse_args()
+    n = 100_000 if args.quick else 1_000_000
+    base, new = corpus(n)
+    work = DATA_DIR / "refresh-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        def pipeline(name: str, files: list[Path]) -> Path:
+            p = work / f"{name}.yaml"
+            p.write_text(yaml.safe_dump({"dataset": "bench", "inputs": [{"path": str(f), "id_field": "id"} for f in files],
+                                         "execution": {"shard_bytes": SHARD_BYTES}, "steps": STEPS}))
+            return p
+
+        parent_cost, parent = cli(["run", str(pipeline("parent", [base])), "--store", str(work / "store")])
+        refresh_cost, child = cli(["refresh", parent, "--add", str(new), "--store", str(work / "store")])
+        rebuild_cost, rebuilt = cli(["run", str(pipeline("rebuild", [base, new])), "--store", str(work / "rebuild")])
+        pm, cm, rm = manifest(work / "store", parent), manifest(work / "store", child), manifest(work / "rebuild", rebuilt)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = refresh_cost["seconds"] / rebuild_cost["seconds"]
+    added = cm["refresh"]["added"]
+    print(f"\n{n:,} documents + {int(n * NEW_SHARE):,} new ({NEW_SHARE:.0%}); pipeline: clean, exact + near dedup, split; "
+          f"{WORKERS} workers; machine: {os.cpu_count()} cores, shared with other users")
+    print(f"{'':32s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s} {'rows kept':>11s}")
+    print(f"{'parent: corpusmill run (N)':32s} {parent_cost['seconds']:8.1f} {parent_cost['cpu_seconds']:8.1f} "
+          f"{parent_cost['peak_rss_mb']:12.0f} {pm['counts']['kept']:11,d}")
+    print(f"{'corpusmill refresh (+5%)':32s} {refresh_cost['seconds']:8.1f} {refresh_cost['cpu_seconds']:8.1f} "
+          f"{refresh_cost['peak_rss_mb']:12.0f} {cm['counts']['kept']:11,d}")
+    print(f"{'full rebuild: corpusmill run':32s} {rebuild_cost['seconds']:8.1f} {rebuild_cost['cpu_seconds']:8.1f} "
+          f"{rebuild_cost['peak_rss_mb']:12.0f} {rm['counts']['kept']:11,d}")
+    print(f"refresh / rebuild wall time: {ratio:.3f} (target <= 0.10); the refresh read {added['rows_in']:,} new rows, "
+          f"kept {added['kept']:,}, rejected {added['rows_in'] - added['kept']:,} "
+          f"({', '.join(f'{s}:{r} {c:,}' for s, rs in added['rejected'].items() for r, c in rs.items())})")
+    save_result("refresh", {"quick": args.quick, "documents": n, "new_documents": int(n * NEW_SHARE), "workers": WORKERS,
+                            "parent": {**parent_cost, "kept": pm["counts"]["kept"]},
+                            "refresh": {**refresh_cost, "kept": cm["counts"]["kept"], "added": {
+                                "rows_in": added["rows_in"], "kept": added["kept"], "rejected": added["rejected"]}},
+                            "rebuild": {**rebuild_cost, "kept": rm["counts"]["kept"]},
+                            "refresh_over_rebuild": round(ratio, 4)})
+
+
+if __name__ == "__main__":
+    main()
