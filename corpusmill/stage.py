@@ -8,7 +8,8 @@ Two shapes (see DESIGN.md):
   decision per shard, and :meth:`ReduceStage.apply` applies it to each shard.
 
 A filter that only needs a yes/no per row subclasses :class:`Filter` and writes ``keep``.
-Every rejected row carries ``stage`` and ``reason``; the executor checks rows in = kept + rejected.
+Every rejected row carries ``stage`` and ``reason``; the executor checks rows in = kept + rejected
+(plus ``added`` on the in side for a stage that creates rows, such as ``augment``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class StageOutput:
     rejected: pa.Table | None = None
     #: extra per-kind counts for the statistics, e.g. ``{"html_stripped": 3}``; merged over shards
     counters: dict[str, int] = field(default_factory=dict)
+    #: rows this stage created (``augment``): they are among ``kept`` or ``rejected``, so the
+    #: executor checks rows in + added = kept + rejected
+    added: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ STAGES: dict[str, str | type] = {
     "select": "corpusmill.dataprep.select:Select",
     "pii": "corpusmill.dataprep.pii:Pii",
     "language": "corpusmill.dataprep.language:Language",
+    "augment": "corpusmill.augment.stage:Augment",
     "unseen_ids": "corpusmill.dataprep.ids:UnseenIds",
 }
 

@@ -193,12 +193,14 @@ def _stage_stats() -> dict:
 def _account(stats: dict, name: str, rows_in: int, out: StageOutput) -> None:
     """Enforce rows in = kept + rejected, and that every rejected row has this stage and a reason."""
     nrej = out.rejected.num_rows if out.rejected is not None else 0
-    if out.kept.num_rows + nrej != rows_in:
+    if out.kept.num_rows + nrej != rows_in + out.added:
         raise AccountingError(
-            f"stage '{name}' took {rows_in} rows but returned {out.kept.num_rows} kept + {nrej} rejected"
+            f"stage '{name}' took {rows_in} rows and added {out.added} but returned {out.kept.num_rows} kept + {nrej} rejected"
         )
     st = stats.setdefault(name, _stage_stats())
     st["in"] += rows_in
+    if out.added:  # only stages that create rows carry the key, so other manifests are unchanged
+        st["added"] = st.get("added", 0) + out.added
     st["kept"] += out.kept.num_rows
     if nrej:
         stages = set(out.rejected.column(S.STAGE).to_pylist())
@@ -504,6 +506,8 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
             agg = stages[n]
             agg["in"] += st["in"]
             agg["kept"] += st["kept"]
+            if st.get("added"):
+                agg["added"] = agg.get("added", 0) + st["added"]
             for key in ("rejected", "counters"):
                 for reason, v in st[key].items():
                     agg[key][reason] = agg[key].get(reason, 0) + v
@@ -516,7 +520,7 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
     names = pipe.stage_names
     for i, n in enumerate(names):
         st = stages[n]
-        if st["in"] != st["kept"] + sum(st["rejected"].values()):
+        if st["in"] + st.get("added", 0) != st["kept"] + sum(st["rejected"].values()):
             raise AccountingError(f"stage '{n}': {st}")
         if i and st["in"] != stages[names[i - 1]]["kept"]:
             raise AccountingError(f"stage '{n}' received {st['in']} rows, '{names[i-1]}' kept {stages[names[i-1]]['kept']}")
@@ -550,8 +554,9 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
         schema = pipe.schema
     total_in = stages[readers.READ_STAGE]["in"]
     rejected = {n: dict(sorted(st["rejected"].items())) for n, st in stages.items() if st["rejected"]}
-    if total_in != kept + sum(sum(r.values()) for r in rejected.values()):
-        raise AccountingError("input rows != kept + rejected")
+    added = sum(st.get("added", 0) for st in stages.values())
+    if total_in + added != kept + sum(sum(r.values()) for r in rejected.values()):
+        raise AccountingError("input rows + added rows != kept + rejected")
     inputs = []
     for i, spec in enumerate(plan.config.inputs):
         inputs.append({
@@ -568,7 +573,7 @@ def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> 
         "seed": plan.config.seed,
         "inputs": inputs,
         "config": plan.resolved,
-        "counts": {"input": total_in, "kept": kept, "rejected": rejected},
+        "counts": {"input": total_in, "kept": kept, "rejected": rejected, **({"added": added} if added else {})},
         "stages": [{"name": n, **stages[n]} for n in names],
         "splits": dict(sorted(splits.items())),
         # rows per label in each split ("" = no label); present when the rows have labels
