@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
 from corpusmill.augment.augmenters import AugmenterSpec, build, row_seed
 from corpusmill.errors import CorpusmillError
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, read_facts, write_decisions
 
 AUGMENTED_FROM = "augmented_from"
 AUGMENTER = "augmenter"
@@ -231,15 +230,10 @@ class Augment(ReduceStage):
     # ------------------------------------------------------------------ reduce
 
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
-        parts = []
-        for shard, path in enumerate(facts):
-            if path is not None:
-                t = pq.read_table(path)
-                parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
-        if not parts:
+        t = read_facts(facts)
+        if t is None:
             write_decisions(decisions, {})
             return {}
-        t = pa.concat_tables(parts)
         kind = t.column("kind").to_numpy()
         rows_mask, cand_mask = kind == 0, kind == 1
         existing, cand = t.filter(pa.array(rows_mask)), t.filter(pa.array(cand_mask))
@@ -394,13 +388,9 @@ class Augment(ReduceStage):
         for name in PROVENANCE:
             if name not in original.column_names:
                 original = original.append_column(name, pa.nulls(n, pa.string()))
-        if decision is None or decision.num_rows == 0:
+        d = batch_decision(decision, info, n)
+        if d is None:
             return StageOutput(original)
-        rows = decision.column("row").to_numpy()
-        a, b = np.searchsorted(rows, [info.row_offset, info.row_offset + n])
-        if a == b:
-            return StageOutput(original)
-        d = decision.slice(a, b - a)
         src = d.column("row").to_numpy() - info.row_offset
         new = original.take(pa.array(src))
         columns = {S.ID: d.column("id"), S.TEXT: d.column("text"), AUGMENTED_FROM: pc.take(batch.column(S.ID), pa.array(src)),

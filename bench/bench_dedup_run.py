@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
+from bench.common import DATA_DIR, save_result, timed_cli  # noqa: E402
 
 WORKERS = 2
 SHARD_BYTES = 16_000_000  # 100k documents make 4 shards, 1M make 40: both sizes keep 2 workers busy
@@ -54,17 +53,12 @@ def run(data: Path, steps: list, workdir: Path) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     cli = Path(sys.executable).parent / "corpusmill"
     cmd = [str(cli), "run", str(pipe), "--store", str(store), "--workers", str(WORKERS), "--quiet"]
-    with TreeMonitor() as rss:
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    timing, _ = timed_cli(cmd)
     version = next((store / "bench" / "versions").iterdir())
     manifest = json.loads((version / "manifest.json").read_text())
     stats = json.loads((version / "stats.json").read_text())
     counters = manifest["stages"][-1]["counters"] if steps else {}
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(rss.child_cpu_seconds, 1), "peak_rss_mb": rss.peak_mb, "kept": manifest["counts"]["kept"],
+    return {**timing, "kept": manifest["counts"]["kept"],
             "rejected": manifest["counts"]["rejected"].get("dedup", {}), "segments": stats["segments"],
             "counters": {k: v for k, v in counters.items() if k != "lsh"}, "lsh": counters.get("lsh")}
 

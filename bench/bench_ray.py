@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
+from bench.common import DATA_DIR, save_result, timed_cli  # noqa: E402
 
 WORKERS = 2
 STEPS = [{"clean": {}}, {"dedup": {"exact": True, "near": True}}, {"split": {}}]
@@ -43,15 +42,10 @@ def corpus(n: int) -> Path:
 def run(pipe: Path, store: Path, executor: str) -> tuple[dict, dict]:
     cmd = [str(Path(sys.executable).parent / "corpusmill"), "run", str(pipe), "--store", str(store),
            "--workers", str(WORKERS), "--executor", executor, "--quiet"]
-    with TreeMonitor() as mon:
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    name, vid = done.stdout.strip().splitlines()[-1].split("@")
+    timing, stdout = timed_cli(cmd)
+    name, vid = stdout.strip().splitlines()[-1].split("@")
     manifest = json.loads((store / name / "versions" / vid / "manifest.json").read_text())
-    return {"seconds": round(seconds, 2), "peak_rss_mb": mon.peak_mb}, manifest
+    return {"seconds": timing["seconds"], "peak_rss_mb": timing["peak_rss_mb"]}, manifest
 
 
 def main() -> None:

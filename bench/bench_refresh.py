@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.common import DATA_DIR, TreeMonitor, save_result  # noqa: E402
+from bench.common import DATA_DIR, save_result, timed_cli  # noqa: E402
 
 WORKERS = 2
 SHARD_BYTES = 16_000_000
@@ -53,14 +52,8 @@ def corpus(n: int) -> tuple[Path, Path]:
 def cli(args: list[str]) -> tuple[dict, str]:
     """Run ``corpusmill ARGS``; wall seconds, CPU seconds, peak RSS, and the reference printed last."""
     cmd = [str(Path(sys.executable).parent / "corpusmill"), *args, "--workers", str(WORKERS), "--quiet"]
-    with TreeMonitor() as mon:
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(mon.child_cpu_seconds, 1),
-            "peak_rss_mb": mon.peak_mb}, done.stdout.strip().splitlines()[-1]
+    timing, stdout = timed_cli(cmd)
+    return timing, stdout.strip().splitlines()[-1]
 
 
 def manifest(store: Path, ref: str) -> dict:

@@ -82,6 +82,21 @@ class TreeMonitor:
         return sum(self.cpu.values())
 
 
+def timed_cli(cmd: list[str]) -> tuple[dict, str]:
+    """Run a command as a user types it: ({seconds, cpu_seconds, peak_rss_mb} of its process
+    tree, its stdout). A failure ends the benchmark with the command's stderr."""
+    import subprocess
+
+    with TreeMonitor() as mon:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(mon.child_cpu_seconds, 1),
+            "peak_rss_mb": mon.peak_mb}, done.stdout
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 

@@ -166,6 +166,27 @@ def decision_path(decisions: Path, shard: int) -> Path:
     return Path(decisions) / f"shard-{shard:05d}.parquet"
 
 
+def batch_decision(decision: pa.Table | None, info: "BatchInfo", n: int) -> pa.Table | None:
+    """The rows of a shard's decision (sorted by ``row``, the row's position in the shard) that
+    fall in the batch of ``n`` rows starting at ``info.row_offset``; None when there are none."""
+    if decision is None or decision.num_rows == 0:
+        return None
+    rows = decision.column("row").to_numpy()
+    a, b = np.searchsorted(rows, [info.row_offset, info.row_offset + n])
+    return decision.slice(a, b - a) if a < b else None
+
+
+def read_facts(facts: list[Path | None]) -> pa.Table | None:
+    """Every shard's facts in one table, with a ``shard`` column (int32); None when no shard
+    wrote any (all shards empty)."""
+    parts = []
+    for shard, path in enumerate(facts):
+        if path is not None:
+            t = pq.read_table(path)
+            parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
+    return pa.concat_tables(parts) if parts else None
+
+
 def write_decisions(decisions: Path, per_shard: dict[int, pa.Table]) -> None:
     Path(decisions).mkdir(parents=True, exist_ok=True)
     for shard, table in per_shard.items():

@@ -111,6 +111,23 @@ class Version:
         for f in self.data_files(split):
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
+    def texts_by_id(self, ids: list[str]) -> dict[str, str]:
+        """{id: text} of the rows among ``ids`` that this version's data files hold. Reads the
+        small id column of every file and the text column only of files holding a wanted row."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        wanted = pa.array(ids, pa.string())
+        found: dict[str, str] = {}
+        for split in self.splits():
+            for f in self.data_files(split):
+                ids_here = pq.read_table(f, columns=["id"]).column("id")
+                at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
+                if at.size:
+                    texts = pq.read_table(f, columns=["text"]).column("text").take(pa.array(at))
+                    found.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
+        return found
+
     def read_rejects(self) -> pa.Table | None:
         tables = [pq.read_table(f) for f in self.reject_files()]
         if not tables:

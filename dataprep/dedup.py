@@ -48,7 +48,7 @@ from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimat
                                          word_shingles)
 from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
 from corpusmill.errors import ConfigError, CorpusmillError
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, write_decisions
 
 CLUSTER_ID = "cluster_id"
 INDEX_FORMAT = 1
@@ -355,14 +355,10 @@ class Dedup(ReduceStage):
             out = batch.set_column(batch.schema.get_field_index(CLUSTER_ID), field, batch.column(S.ID))
         else:
             out = batch.append_column(field, batch.column(S.ID))
-        if decision is None:
+        d = batch_decision(decision, info, n)
+        if d is None:
             return StageOutput(out)
-        rows = decision.column("row").to_numpy()
-        a, b = np.searchsorted(rows, [info.row_offset, info.row_offset + n])
-        if a == b:
-            return StageOutput(out)
-        d = decision.slice(a, b - a)
-        local = rows[a:b] - info.row_offset
+        local = d.column("row").to_numpy() - info.row_offset
         keep = np.ones(n, dtype=bool)
         keep[local] = False
         dropped = batch.take(pa.array(local))
@@ -505,16 +501,7 @@ class _OldIndex:
                 version = store.resolve(ref)
             except Exception:
                 continue
-            wanted = pa.array([ids[k] for k in ks], pa.string())
-            found: dict[str, str] = {}
-            for split in version.splits():
-                for f in version.data_files(split):
-                    # ids first (small); the text column only of files holding a wanted row
-                    ids_here = pq.read_table(f, columns=[S.ID]).column(S.ID)
-                    at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
-                    if at.size:
-                        texts = pq.read_table(f, columns=[S.TEXT]).column(S.TEXT).take(pa.array(at))
-                        found.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
+            found = version.texts_by_id([ids[k] for k in ks])
             for k in ks:
                 out[k] = found.get(ids[k])
         return positions, out

@@ -20,7 +20,7 @@ import xxhash
 from corpusmill import schema as S
 from pydantic import Field
 
-from corpusmill.stage import BatchInfo, Filter, ReduceStage, StageConfig, StageOutput, write_decisions
+from corpusmill.stage import BatchInfo, Filter, ReduceStage, StageConfig, StageOutput, read_facts, write_decisions
 
 
 
@@ -45,15 +45,9 @@ class UniqueIds(ReduceStage):
         })
 
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
-        parts = []
-        for shard, path in enumerate(facts):
-            if path is None:
-                continue
-            t = pq.read_table(path)
-            parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
+        t = read_facts(facts)
         per_shard: dict[int, list] = {}
-        if parts:
-            t = pa.concat_tables(parts)
+        if t is not None:
             hi, lo = t.column("hi").to_numpy(), t.column("lo").to_numpy()
             shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
             gen = t.column("generated").to_numpy(zero_copy_only=False)

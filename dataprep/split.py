@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, read_facts, write_decisions
 
 CLUSTER_ID = "cluster_id"
 _NO_KEY = np.uint64(0)
@@ -214,18 +213,13 @@ class Split(ReduceStage):
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
         from corpusmill.dataprep.dedup import from_fixed_binary
 
-        parts = []
-        for shard, path in enumerate(facts):
-            if path is not None:
-                t = pq.read_table(path)
-                parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
+        t = read_facts(facts)
         names = list(self.config.ratios)
         old = _Inherited.load(self) if self.config.inherit else None
-        if not parts:
+        if t is None:
             write_decisions(decisions, {})
             _write_index(self, index, None, None, old)
             return {}
-        t = pa.concat_tables(parts)
         n = t.num_rows
         cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
         edges = np.zeros((0, 2), np.int64)
@@ -481,16 +475,7 @@ class _Inherited:
         for rid, part in zip(ids, self.part_of[rows].tolist()):
             by_origin.setdefault(self.parts[part]["origin"], []).append(rid)
         for ref, wanted in by_origin.items():
-            version = store.resolve(ref)
-            want = pa.array(wanted, pa.string())
-            for split in version.splits():
-                for f in version.data_files(split):
-                    # ids first (small); the text column only of files holding a wanted row
-                    ids_here = pq.read_table(f, columns=[S.ID]).column(S.ID)
-                    at = np.flatnonzero(pc.is_in(ids_here, value_set=want).to_numpy(zero_copy_only=False))
-                    if at.size:
-                        texts = pq.read_table(f, columns=[S.TEXT]).column(S.TEXT).take(pa.array(at))
-                        text.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
+            text.update(store.resolve(ref).texts_by_id(wanted))
         # a row whose text is gone (removed since) still counts by its stored keys, not as a twin
         texts = pa.array([text.get(i, "") for i in ids], pa.string())
         sig = hasher.signatures(stage._shingling.shingles(texts))
