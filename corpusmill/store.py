@@ -111,6 +111,19 @@ class Version:
         for f in self.data_files(split):
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
+    def index_folder(self, kind: str, *, unlabelled: str | None = None) -> Path | None:
+        """The first ``index/<stage>/`` folder whose ``meta.json`` names this ``kind`` (a folder
+        whose meta.json names none counts as ``unlabelled``: indexes written before kinds were
+        recorded); None when there is none."""
+        base = self.path / "index"
+        if not base.is_dir():
+            return None
+        for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+            meta = folder / "meta.json"
+            if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("kind", unlabelled) == kind:
+                return folder
+        return None
+
     def texts_by_id(self, ids: list[str]) -> dict[str, str]:
         """{id: text} of the rows among ``ids`` that this version's data files hold. Reads the
         small id column of every file and the text column only of files holding a wanted row."""

@@ -174,14 +174,7 @@ def index_meta(config: DedupConfig) -> dict:
 
 def find_index(version) -> Path | None:
     """The dedup index folder of a published version (the first dedup stage's), or None."""
-    base = version.path / "index"
-    if not base.is_dir():
-        return None
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        meta = folder / "meta.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("kind", "dedup") == "dedup":  # not a split index
-            return folder
-    return None
+    return version.index_folder("dedup", unlabelled="dedup")  # (older dedup indexes name no kind)
 
 
 def check_index(version, config: DedupConfig) -> Path:

@@ -338,14 +338,7 @@ _SKETCH = "words3-minhash128-seed0-v1"
 
 def find_split_index(version) -> Path | None:
     """The split index folder of a published version (``index/<stage>/meta.json`` of kind split)."""
-    base = version.path / "index"
-    if not base.is_dir():
-        return None
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        meta = folder / "meta.json"
-        if meta.is_file() and orjson.loads(meta.read_bytes()).get("kind") == INDEX_KIND:
-            return folder
-    return None
+    return version.index_folder(INDEX_KIND)
 
 
 def _check_index(version, stage: Split) -> Path:
