@@ -132,9 +132,7 @@ class UnseenIds(Filter):
     def taken(self) -> pa.Array:
         from corpusmill.store import Store
 
-        version = Store(self.run.store_root).resolve(self.config.version)
-        parts = [pq.read_table(f, columns=[S.ID]).column(S.ID) for s in version.splits() for f in version.data_files(s)]
-        return pa.chunked_array(parts, pa.string()).combine_chunks() if parts else pa.array([], pa.string())
+        return Store(self.run.store_root).resolve(self.config.version).ids()
 
     def keep(self, batch: pa.Table):
         ids = batch.column(S.ID)

@@ -33,7 +33,7 @@ from corpusmill import schema as S
 from corpusmill.errors import AccountingError
 from corpusmill.hashing import file_sha256, fingerprint
 from corpusmill.stage import BatchInfo, ReduceStage, RunInfo, Stage, StageOutput, decision_path
-from corpusmill.store import Store, Version, atomic_write_text
+from corpusmill.store import Store, Version, atomic_write_text, remembered_texts
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
@@ -411,7 +411,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
     all_stats: list[dict] = []
     try:
-        with progress:
+        with progress, remembered_texts():
             for k, seg in enumerate(pipe.segments):
                 ts = time.perf_counter()
                 label = _segment_label(pipe, k)

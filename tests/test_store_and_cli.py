@@ -139,3 +139,28 @@ def test_store_location_from_environment(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CORPUSMILL_STORE", str(tmp_path / "envstore"))
     code, out, _ = _cli(capsys, "run", str(p), "--workers", "1", "--quiet")
     assert Store(tmp_path / "envstore").resolve(out.strip()).manifest["counts"]["kept"] == 1
+
+
+def test_version_ids_and_remembered_texts(two_versions, monkeypatch):
+    """ids() lists every row's id; inside remembered_texts a version's data is scanned only for
+    ids not asked before (found or not), and the answers are the same as without it."""
+    from corpusmill import store as store_module
+    from corpusmill.store import Version, remembered_texts
+
+    root, ref_a, _ = two_versions
+    version = Store(root).resolve(ref_a)
+    assert sorted(version.ids().to_pylist()) == [f"t{i}" for i in range(6)]
+    plain = version.texts_by_id(["t1", "t4", "nope"])
+    assert set(plain) == {"t1", "t4"} and plain["t1"] == REAL_TEXTS[1]
+
+    scans = []
+    original = Version._read_texts
+    monkeypatch.setattr(Version, "_read_texts", lambda self, ids: scans.append(list(ids)) or original(self, ids))
+    with remembered_texts():
+        assert version.texts_by_id(["t1", "t4", "nope"]) == plain
+        assert version.texts_by_id(["t4", "nope", "t1"]) == plain  # all remembered: no scan
+        assert version.texts_by_id(["t2", "t1"]) == {"t2": REAL_TEXTS[2], "t1": REAL_TEXTS[1]}
+    assert scans == [["t1", "t4", "nope"], ["t2"]]
+    assert store_module._TEXT_MEMO is None  # forgotten after the block
+    version.texts_by_id(["t1"])
+    assert scans[-1] == ["t1"]

@@ -227,12 +227,7 @@ def previous_run(cfg: TrainConfig):
         raise CorpusmillError("--from-run: continue only the same model, task and method; " + "; ".join(problems))
     if not cfg.new_rows_only:
         return prev, None
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    old = Store(prev["dataset"]["store"]).resolve(prev["dataset"]["reference"])
-    ids = [pq.read_table(f, columns=["id"]).column("id") for s in old.splits() for f in old.data_files(s)]
-    return prev, pa.chunked_array(ids, pa.string()).combine_chunks() if ids else pa.array([], pa.string())
+    return prev, Store(prev["dataset"]["store"]).resolve(prev["dataset"]["reference"]).ids()
 
 
 def loss_curves_svg(record: dict) -> str:
