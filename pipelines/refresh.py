@@ -40,6 +40,7 @@ from corpusmill import __version__
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
+from corpusmill.report import publish_docs
 from corpusmill.store import Store, Version, atomic_write_text, link_file, parse_ref
 
 #: the stage that records removed rows in the merged manifest and rejects
@@ -121,7 +122,7 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
         version = Version(name, vid, store.version_dir(name, vid))
         return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
 
-    added = execute(plan, scratch, workers=workers, quiet=quiet)
+    added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
     work = store.work_dir(name, vid)
     shutil.rmtree(work, ignore_errors=True)
     final = work / "final"
@@ -131,6 +132,7 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     atomic_write_text(final / "stats.json", json.dumps({
         "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
         "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
+    publish_docs(Version(name, vid, final))
     version = store.publish(name, vid, final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)

@@ -382,9 +382,11 @@ def _progress():
 
 
 def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
-            executor: str = "local", ray_address: str | None = None) -> RunResult:
+            executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
     """Run ``plan`` into ``store`` and publish the version (or find it already published).
-    ``executor="ray"`` runs the shards as Ray tasks (see :mod:`corpusmill.pipelines.ray_executor`)."""
+    ``executor="ray"`` runs the shards as Ray tasks (see :mod:`corpusmill.pipelines.ray_executor`).
+    ``docs=False`` publishes without report.html and card.md (a refresh's intermediate run, whose
+    version is merged into the one that gets them)."""
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
     if store.has_version(name, vid):
@@ -458,7 +460,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
              "workers": workers, "segments": timings,
              "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
-    publish_docs(Version(name, vid, p["final"]))
+    if docs:
+        publish_docs(Version(name, vid, p["final"]))
     version = store.publish(name, vid, p["final"])
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)

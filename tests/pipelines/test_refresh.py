@@ -74,6 +74,9 @@ def test_refresh_adds_new_rows_dedups_against_parent_and_keeps_splits(tmp_path, 
     assert m["counts"]["input"] == 643
     assert m["counts"]["kept"] == parent.manifest["counts"]["kept"] + 40
     assert sum(m["splits"].values()) == m["counts"]["kept"]
+    # the merged version has its own report and card, describing all its rows
+    assert "report.html" not in m["files"] and (v.path / "card.md").is_file()
+    assert f"{m['counts']['kept']:,}" in (v.path / "report.html").read_text()
     # the merged index covers old and new rows, so a second refresh dedups against both
     write_jsonl(tmp_path / "raw" / "again.jsonl", [{"id": "again", "text": _rows(1, offset=1003)[0]["text"], "label": "x"}])
     second = refresh(store, v.ref, [tmp_path / "raw" / "again.jsonl"])
