@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import yaml
 
@@ -119,6 +120,30 @@ def test_leakage_matrix_counts_shared_texts_between_and_within_splits():
     assert m["matrix"] == [[0, 0, 1],   # text in train: one test row repeats it (case and spaces aside)
                            [0, 0, 0],
                            [1, 0, 2]]   # text in test: one train row; within test the twin rows
+
+
+def test_leakage_key_collapses_whitespace_like_arrow_split_and_join():
+    """The numpy whitespace collapse gives the keys of Arrow's split-and-join, for every kind of
+    whitespace Arrow knows (ASCII and Unicode), in any position, on sliced and chunked input."""
+    from corpusmill.report.facts import _normalised_text
+
+    spaces = [chr(c) for c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+                               0x2028, 0x2029, 0x202F, 0x205F, 0x3000)]
+    lookalikes = ["\u200b", "\u2019", "\u201c", "\u2026", "\u00e9", "\u00ab", "\u3001", "\u1a00"]  # not whitespace
+    rng = np.random.default_rng(7)
+    words = ["Tere", "ÉCOLE", "naïve", "Straße", "日本語", "x", "", "Ünïcode", *lookalikes]
+    texts = [None, "", " ", "\u3000", "A  b", "  lead", "trail\t\n", "a\u00a0\u00a0b", "\u00c2\u00a0x", "end\u00c2"]
+    for _ in range(400):
+        parts = rng.choice(words, size=rng.integers(0, 8)).tolist()
+        glue = [("".join(rng.choice(spaces, size=rng.integers(1, 4)).tolist()) if rng.random() < 0.8 else "")
+                for _ in parts]
+        texts.append("".join(g + p for g, p in zip(glue, parts)) + ("".join(rng.choice(spaces, 2)) if rng.random() < 0.3 else ""))
+    arr = pa.array(texts, pa.string())
+    col = pa.chunked_array([arr.slice(0, 150), arr.slice(150, 7), arr.slice(157)])
+    want = pc.binary_join(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(pc.utf8_lower(col))), " ")
+    got = _normalised_text(col)
+    assert got.to_pylist() == want.to_pylist()
+    assert got.to_pylist()[4] == "a b" and got.to_pylist()[7] == "a b"
 
 
 def test_report_is_a_function_of_the_version(tmp_path, run):
