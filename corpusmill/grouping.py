@@ -62,8 +62,10 @@ def group_in_process(facts: list[Path | None], columns: list[str], records: Reco
     return pa.concat_tables(out) if out else None
 
 
-def partition_bits(records: int, per_group: int = RECORDS_PER_GROUP) -> int:
-    """Bits of a hash that cut ``records`` into groups of about ``per_group`` (0: one group)."""
+def partition_bits(records: int, per_group: int | None = None) -> int:
+    """Bits of a hash that cut ``records`` into groups of about ``per_group`` (default
+    :data:`RECORDS_PER_GROUP`); 0: one group."""
+    per_group = per_group or RECORDS_PER_GROUP
     return max(0, int(np.ceil(np.log2(max(1.0, records / max(1, per_group))))))
 
 
