@@ -136,6 +136,10 @@ class ReduceStage(Stage):
     #: (the rows its facts describe, same order), or None; a reduce that needs a few rows' full
     #: content (e.g. to verify candidate pairs) reads them here instead of copying them into facts
     rows_files: list[Path | None] | None = None
+    #: set by the executor before :meth:`reduce`: the engine for big groupings of the facts
+    #: (:mod:`corpusmill.grouping`; the Ray executor's runs them on the cluster); None: the
+    #: stage groups in this process its own way
+    groupby = None
 
     @property
     def needs_reduce(self) -> bool:
@@ -176,13 +180,13 @@ def batch_decision(decision: pa.Table | None, info: "BatchInfo", n: int) -> pa.T
     return decision.slice(a, b - a) if a < b else None
 
 
-def read_facts(facts: list[Path | None]) -> pa.Table | None:
-    """Every shard's facts in one table, with a ``shard`` column (int32); None when no shard
-    wrote any (all shards empty)."""
+def read_facts(facts: list[Path | None], columns: list[str] | None = None) -> pa.Table | None:
+    """Every shard's facts (``columns``, default all) in one table, with a ``shard`` column
+    (int32); None when no shard wrote any (all shards empty)."""
     parts = []
     for shard, path in enumerate(facts):
         if path is not None:
-            t = pq.read_table(path)
+            t = pq.read_table(path, columns=columns)
             parts.append(t.append_column("shard", pa.array(np.full(t.num_rows, shard, dtype=np.int32))))
     return pa.concat_tables(parts) if parts else None
 

@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +48,7 @@ from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimat
                                          word_shingles)
 from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
 from corpusmill.errors import ConfigError, CorpusmillError
+from corpusmill.grouping import partition_bits, partition_of
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, write_decisions
 
 CLUSTER_ID = "cluster_id"
@@ -514,17 +515,24 @@ class _Decision:
     counters: dict
 
 
+def _keep_primary(keep: str, length: np.ndarray, quality: np.ndarray | None) -> np.ndarray:
+    """The keep policy's sort key of new rows (lower wins; ties go to stable order); quality:
+    null is -inf in the facts, NaN and null rank last."""
+    if keep == "longest":
+        return -length.astype(np.float64)
+    if keep == "quality":
+        q = quality.astype(np.float64)
+        return np.where(np.isnan(q), np.inf, -q)
+    return np.zeros(len(length), dtype=np.float64)
+
+
 def _rank_keys(stage: Dedup, rows: _Rows, n_old: int) -> np.ndarray:
     """A sort key per global row: lower wins. Old rows always win, then the keep policy,
     then stable order."""
     n = n_old + len(rows)
     primary = np.zeros(n, dtype=np.float64)
     primary[:n_old] = -np.inf
-    if stage.config.keep == "longest":
-        primary[n_old:] = -rows.length.astype(np.float64)
-    elif stage.config.keep == "quality":
-        q = rows.quality.astype(np.float64)
-        primary[n_old:] = np.where(np.isnan(q), np.inf, -q)
+    primary[n_old:] = _keep_primary(stage.config.keep, rows.length, rows.quality)
     order = np.lexsort((np.arange(n), primary))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
@@ -539,14 +547,12 @@ def _decide(stage: Dedup, rows: _Rows, old: _OldIndex | None) -> _Decision:
     keeper = np.arange(n)
     # 1. exact groups: every row points at the best-ranked row with the same hash
     if stage.exact is not None and n:
-        hi = np.concatenate([old.hi if n_old else np.zeros(0, np.uint64), rows.hi])
-        lo = np.concatenate([old.lo if n_old else np.zeros(0, np.uint64), rows.lo])
-        order = np.lexsort((rank, lo, hi))
-        same = np.zeros(n, dtype=bool)
-        same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
-        head = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
-        keeper[order] = order[head]
-        counters["exact_groups"] = int(len(np.unique(head[same])))  # groups of two rows or more
+        if stage.groupby is not None and not n_old:
+            keeper = _exact_keepers_grouped(stage, rows)
+        else:
+            keeper = _exact_keepers(stage, rows, old, rank)
+        moved = keeper != np.arange(n)
+        counters["exact_groups"] = int(len(np.unique(keeper[moved])))  # groups of two rows or more
     exact_keeper = keeper.copy()
     reason = np.where(keeper != np.arange(n), 1, 0).astype(np.int8)
     similarity = np.where(reason == 1, 1.0, np.nan)
@@ -574,6 +580,57 @@ def _decide(stage: Dedup, rows: _Rows, old: _OldIndex | None) -> _Decision:
         counters["against_rows"] = n_old
         counters["duplicates_of_against"] = int(((reason[n_old:] > 0) & (keeper[n_old:] < n_old)).sum())
     return _Decision(keeper, reason, similarity, estimated, cluster_size, n_old, counters)
+
+
+def _exact_keepers(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.ndarray) -> np.ndarray:
+    """Per global row, the best-ranked row with the same exact hash (itself if none), in memory."""
+    n_old = len(old) if old is not None else 0
+    n = n_old + len(rows)
+    hi = np.concatenate([old.hi if n_old else np.zeros(0, np.uint64), rows.hi])
+    lo = np.concatenate([old.lo if n_old else np.zeros(0, np.uint64), rows.lo])
+    order = np.lexsort((rank, lo, hi))
+    same = np.zeros(n, dtype=bool)
+    same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    head = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
+    keeper = np.arange(n)
+    keeper[order] = order[head]
+    return keeper
+
+
+def _exact_keepers_grouped(stage: Dedup, rows: _Rows) -> np.ndarray:
+    """:func:`_exact_keepers` (no ``against``) on the executor's grouping engine: records keyed
+    by a partition of the exact hash, each partition's groups resolved on a worker."""
+    cols = ["row", "hi", "lo", "length"] + (["quality"] if stage.config.keep == "quality" else [])
+    got = stage.groupby(rows.files, cols, partial(exact_records, shard_start=rows.shard_start, keep=stage.config.keep,
+                                                  bits=partition_bits(len(rows))), ["part"], exact_group_keepers)
+    keeper = np.arange(len(rows))
+    if got is not None:
+        keeper[got.column("who").to_numpy()] = got.column("keeper").to_numpy()
+    return keeper
+
+
+def exact_records(facts: pa.Table, shard: int, shard_start: np.ndarray, keep: str, bits: int) -> pa.Table:
+    """Shard ``shard``'s dedup facts as (part, hi, lo, primary, who) records: ``who`` the global
+    row number, ``primary`` the keep policy's key (:func:`_keep_primary`)."""
+    quality = pc.fill_null(facts.column("quality"), -np.inf).to_numpy() if keep == "quality" else None
+    hi = facts.column("hi").to_numpy()
+    return pa.table({
+        "part": partition_of(hi, bits), "hi": hi, "lo": facts.column("lo").to_numpy(),
+        "primary": _keep_primary(keep, facts.column("length").to_numpy(), quality),
+        "who": shard_start[shard] + facts.column("row").to_numpy(),
+    })
+
+
+def exact_group_keepers(group: pa.Table) -> pa.Table:
+    """(who, keeper) of every row of these records whose exact hash a better-ranked row
+    (lower primary, then lower global number) has too."""
+    hi, lo = group.column("hi").to_numpy(), group.column("lo").to_numpy()
+    who = group.column("who").to_numpy()
+    order = np.lexsort((who, group.column("primary").to_numpy(), lo, hi))
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    head = np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))
+    return pa.table({"who": who[order][same], "keeper": who[order][head][same]})
 
 
 def _near_clusters(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.ndarray, alive: np.ndarray):
@@ -624,6 +681,8 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
     n_old = len(old) if old is not None else 0
     need_bytes = int(eligible.sum()) * plan.bands * 24
     parts = max(1, int(np.ceil(need_bytes / (c.memory_mb * 2**20))))
+    if stage.groupby is not None and not n_old:
+        return _candidate_pairs_grouped(stage, rows, eligible, parts)
     pairs = []
     def shard_keys(k: int, path: Path | None):
         lo, hi = rows.shard_start[k], rows.shard_start[k + 1]
@@ -640,7 +699,7 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
                 store.add(*_old_keys_meeting(stage, old, eligible[:n_old], [keys for keys, _ in new]))
             for got in new:
                 store.add(*got)
-            pairs = per_shard(lambda b, item: lsh.bucket_pairs(*item), list(store.bands()))
+            pairs = per_shard(lambda b, item: lsh.bucket_pairs(*item, store.count), list(store.bands()))
         else:  # one shard, then one part, at a time
             if n_old:
                 who = np.flatnonzero(eligible[:n_old])
@@ -649,10 +708,36 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
                 got = shard_keys(k, path)
                 if got is not None:
                     store.add(*got)
-            pairs = [lsh.bucket_pairs(keys, who) for keys, who in store.bands()]
+            # buckets by the whole band's prefix length: the same pairs as in memory
+            pairs = [lsh.bucket_pairs(keys, who, store.count) for keys, who in store.bands()]
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     return lsh.unique_pairs(np.concatenate(pairs))
+
+
+def _candidate_pairs_grouped(stage: Dedup, rows: _Rows, eligible: np.ndarray, parts: int) -> np.ndarray:
+    """:func:`_candidate_pairs` (no ``against``) on the executor's grouping engine: (band, part,
+    key, row) records of the eligible rows grouped by band and a partition of the key (``parts``
+    per band, rounded up to a power of two), each group's buckets paired on a worker by the
+    same :func:`lsh.bucket_pairs` as in memory, so the candidate set is the same."""
+    total = int(eligible.sum())
+    if total < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    bits = int(np.ceil(np.log2(parts)))
+    got = stage.groupby(rows.files, ["bands"], partial(dedup_band_records, shard_start=rows.shard_start,
+                                                       eligible=eligible, bits=bits),
+                        ["band", "part"], partial(lsh.band_group_pairs, totals=(total,) * stage.plan.bands))
+    if got is None or not got.num_rows:
+        return np.zeros((0, 2), dtype=np.int64)
+    return lsh.unique_pairs(np.stack([got.column("a").to_numpy(), got.column("b").to_numpy()], axis=1))
+
+
+def dedup_band_records(facts: pa.Table, shard: int, shard_start: np.ndarray, eligible: np.ndarray, bits: int) -> pa.Table:
+    """The band-key records (:func:`lsh.band_records`) of shard ``shard``'s ``eligible`` rows."""
+    keys = from_fixed_binary(facts.column("bands"), np.uint64)
+    who = shard_start[shard] + np.arange(len(keys), dtype=np.int64)
+    ok = eligible[who]
+    return lsh.band_records(keys[ok], who[ok], bits)
 
 
 def _old_keys_meeting(stage: Dedup, old: _OldIndex, eligible: np.ndarray, new_keys: list[np.ndarray]):
@@ -682,6 +767,7 @@ class _BandKeyParts:
 
         self.n = n
         self.nbands = bands
+        self.count = 0  # rows added: the length of each whole band
         self.mem: list[tuple[np.ndarray, np.ndarray]] = []
         self.dir = Path(tempfile.mkdtemp(prefix="corpusmill-bands-")) if n > 1 else None
         self.shift = np.uint64(64 - max(1, int(np.ceil(np.log2(n))))) if n > 1 else None
@@ -696,6 +782,7 @@ class _BandKeyParts:
     def add(self, keys: np.ndarray, who: np.ndarray) -> None:
         if not len(who):
             return
+        self.count += len(who)
         if self.dir is None:
             self.mem.append((keys, who.astype(np.int64)))
             return

@@ -8,7 +8,7 @@ addressable; whether such copies are duplicates is for the dedup stage to decide
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from corpusmill import schema as S
+from corpusmill.grouping import partition_bits, partition_of
 from pydantic import Field
 
 from corpusmill.stage import BatchInfo, Filter, ReduceStage, StageConfig, StageOutput, read_facts, write_decisions
@@ -45,33 +46,22 @@ class UniqueIds(ReduceStage):
         })
 
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
-        t = read_facts(facts)
-        per_shard: dict[int, list] = {}
-        if t is not None:
-            hi, lo = t.column("hi").to_numpy(), t.column("lo").to_numpy()
-            shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
-            gen = t.column("generated").to_numpy(zero_copy_only=False)
-            order = np.lexsort((row, shard, lo, hi))  # stable order inside each id group
-            hi, lo = hi[order], lo[order]
-            same = np.zeros(len(order), dtype=bool)
-            same[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
-            if same.any():
-                # occurrence number inside each group: 0 for the first row, 1, 2, ... after
-                group_start = np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))
-                occurrence = np.arange(len(order)) - group_start
-                for k in np.flatnonzero(same):
-                    i = order[k]
-                    per_shard.setdefault(int(shard[i]), []).append((int(row[i]), int(occurrence[k]), not gen[i]))
+        if self.groupby is not None:  # by a partition of the id hash, on the executor's engine
+            rows = sum(pq.read_metadata(f).num_rows for f in facts if f is not None)
+            repeated = self.groupby(facts, ["hi", "lo", "row", "generated"],
+                                    partial(id_records, bits=partition_bits(rows)), ["part"], repeated_ids)
+        else:
+            t = read_facts(facts)
+            repeated = repeated_ids(t) if t is not None else None
         tables = {}
-        for s, items in per_shard.items():
-            items.sort()
-            tables[s] = pa.table({
-                "row": pa.array([r for r, _, _ in items], pa.int64()),
-                "occurrence": pa.array([o for _, o, _ in items], pa.int64()),
-                "reject": pa.array([rej for _, _, rej in items]),
-            })
+        if repeated is not None and repeated.num_rows:
+            repeated = repeated.sort_by([("shard", "ascending"), ("row", "ascending")])
+            shard = repeated.column("shard").to_numpy()
+            bounds = np.r_[0, np.flatnonzero(np.diff(shard)) + 1, len(shard)]
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                tables[int(shard[a])] = repeated.slice(a, b - a).select(["row", "occurrence", "reject"])
         write_decisions(decisions, tables)
-        return {"repeated_ids": sum(len(v) for v in per_shard.values())}
+        return {"repeated_ids": repeated.num_rows if repeated is not None else 0}
 
     def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
         n = batch.num_rows
@@ -107,6 +97,33 @@ class UniqueIds(ReduceStage):
             {"generated_ids_suffixed": renamed} if renamed else {},
         )
         return out
+
+
+def id_records(facts: pa.Table, shard: int, bits: int) -> pa.Table:
+    """Shard ``shard``'s id facts as records to group: with their shard and the partition of
+    their id hash (equal ids share a partition)."""
+    n = facts.num_rows
+    return facts.append_column("shard", pa.array(np.full(n, shard, dtype=np.int32))).append_column(
+        "part", pa.array(partition_of(facts.column("hi").to_numpy(), bits)))
+
+
+def repeated_ids(t: pa.Table) -> pa.Table:
+    """The rows whose id an earlier row (in stable order: shard, then row) already has, among the
+    id facts ``t`` (hi, lo, row, generated, shard): their shard, row, occurrence (1 for the
+    second row with the id, 2 for the third...) and whether they are rejected (a user id) or
+    renamed (a generated one). All rows of an id must be in ``t``."""
+    hi, lo = t.column("hi").to_numpy(), t.column("lo").to_numpy()
+    shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
+    gen = t.column("generated").to_numpy(zero_copy_only=False)
+    order = np.lexsort((row, shard, lo, hi))  # stable order inside each id group
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    # occurrence number inside each group: 0 for the first row, 1, 2, ... after
+    group_start = np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))
+    occurrence = (np.arange(len(order)) - group_start)[same]
+    pick = order[same]
+    return pa.table({"shard": pa.array(shard[pick].astype(np.int32)), "row": pa.array(row[pick].astype(np.int64)),
+                     "occurrence": pa.array(occurrence.astype(np.int64)), "reject": pa.array(~gen[pick])})
 
 
 class UnseenIdsConfig(StageConfig):

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from corpusmill.dataprep.minhash import EMPTY, U64, Shingles, fmix64, splitmix64
 
@@ -110,7 +111,7 @@ def band_keys(sig: np.ndarray, plan: BandPlan, seed: int) -> np.ndarray:
 ALL_PAIRS_MAX = 16
 
 
-def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
+def bucket_pairs(keys: np.ndarray, members: np.ndarray, total: int = 0) -> np.ndarray:
     """Candidate pairs [(a, b), a < b] of ``members`` (global document numbers, ascending)
     sharing a key in one band (``keys`` aligned with ``members``).
 
@@ -119,11 +120,15 @@ def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
     the pair count stays linear. Keys are compared on their top 64 - log2(len) bits: a
     spurious bucket-mate (~n**2 / 2**(64 - log2 n) per band) only costs a verification.
     Keys are mixed first, so keys that differ only in their low bits stay apart.
+
+    ``total`` > len(keys): the keys are one part of a band of ``total`` keys, cut by the top bits
+    of the mixed key (:func:`band_records`); the prefix length is the whole band's, so the parts
+    give exactly the pairs of the whole band.
     """
     n = len(keys)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    bits = int(n - 1).bit_length()
+    bits = int(max(n, total) - 1).bit_length()
     low = np.uint64((1 << bits) - 1)
     # one sort of key prefix | position: groups equal keys, positions ascending inside a group
     packed = np.sort((fmix64(keys.astype(U64, copy=True)) & ~low) | np.arange(n, dtype=np.uint64))
@@ -148,6 +153,34 @@ def bucket_pairs(keys: np.ndarray, members: np.ndarray) -> np.ndarray:
         out.append(np.stack([grp[1:-1], grp[2:]], axis=1))
     pairs = np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
     return np.sort(pairs, axis=1)
+
+
+def band_records(keys: np.ndarray, who: np.ndarray, bits: int, skip_zero: bool = False) -> pa.Table:
+    """(band, part, key, who) records of the [rows x bands] ``keys`` of rows ``who``, to group
+    by (band, part): ``part`` is the top ``bits`` bits of the mixed key, so every bucket of
+    :func:`bucket_pairs` lies in one part. ``skip_zero`` leaves out keys 0 (no shingles)."""
+    from corpusmill.grouping import partition_of
+
+    nb = keys.shape[1] if keys.ndim == 2 else 0
+    key = np.ascontiguousarray(keys, dtype=U64).ravel()
+    band = np.tile(np.arange(nb, dtype=np.int32), len(who))
+    member = np.repeat(who.astype(np.int64), nb)
+    if skip_zero:
+        ok = key != 0
+        key, band, member = key[ok], band[ok], member[ok]
+    part = partition_of(fmix64(key.copy()), bits)
+    return pa.table({"band": band, "part": part, "key": key, "who": member})
+
+
+def band_group_pairs(group: pa.Table, totals: tuple[int, ...]) -> pa.Table:
+    """Candidate pairs (a, b) of one (band, part) group of :func:`band_records`; ``totals[band]``
+    is the number of keys in the whole band, so the pairs are those of :func:`bucket_pairs` over
+    the band."""
+    who = group.column("who").to_numpy()
+    order = np.argsort(who, kind="stable")
+    band = int(group.column("band")[0].as_py())
+    pairs = bucket_pairs(group.column("key").to_numpy()[order], who[order], totals[band])
+    return pa.table({"a": pa.array(pairs[:, 0], pa.int64()), "b": pa.array(pairs[:, 1], pa.int64())})
 
 
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ smallest member key, so the value depends on the group alone, not on the rest of
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -170,15 +171,42 @@ class Split(ReduceStage):
     def _near_pairs(self, bands: np.ndarray, sig: np.ndarray) -> np.ndarray:
         """Pairs of rows sharing a band key whose signatures estimate Jaccard >= threshold."""
         from corpusmill.dataprep import lsh
-        from corpusmill.dataprep.minhash import estimate_jaccard
 
         n = len(bands)
         members = np.arange(n, dtype=np.int64)
         pairs = [lsh.bucket_pairs(bands[:, b][bands[:, b] != 0], members[bands[:, b] != 0]) for b in range(bands.shape[1])]
         pairs = lsh.unique_pairs(np.concatenate(pairs)) if pairs else np.zeros((0, 2), np.int64)
+        return self._near_twins(pairs, lambda rows: sig[rows])
+
+    def _near_twins(self, pairs: np.ndarray, signatures) -> np.ndarray:
+        """The candidate ``pairs`` whose signatures (``signatures(rows)``, rows ascending)
+        estimate Jaccard >= threshold."""
+        from corpusmill.dataprep.minhash import estimate_jaccard
+
         if not len(pairs):
             return pairs
-        return pairs[estimate_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]) >= self.near_threshold]
+        rows = np.unique(pairs)
+        sig = signatures(rows)
+        a, b = np.searchsorted(rows, pairs[:, 0]), np.searchsorted(rows, pairs[:, 1])
+        return pairs[estimate_jaccard(sig[a], sig[b]) >= self.near_threshold]
+
+    def _near_pairs_grouped(self, facts: list[Path | None], bands: np.ndarray) -> np.ndarray:
+        """:meth:`_near_pairs` on the executor's grouping engine: the band-key records grouped
+        by (band, partition of the key) on the workers, each band bucketed by its own length as
+        in memory; then only the candidate rows' signatures are read, shard by shard."""
+        from corpusmill.dataprep import lsh
+        from corpusmill.grouping import partition_bits
+
+        counts = [pq.read_metadata(f).num_rows if f is not None else 0 for f in facts]
+        shard_start = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        totals = tuple(int(x) for x in (bands != 0).sum(axis=0))
+        got = self.groupby(facts, ["bands"], partial(split_band_records, shard_start=shard_start,
+                                                     bits=partition_bits(sum(totals))),
+                           ["band", "part"], partial(lsh.band_group_pairs, totals=totals))
+        if got is None or not got.num_rows:
+            return np.zeros((0, 2), np.int64)
+        pairs = lsh.unique_pairs(np.stack([got.column("a").to_numpy(), got.column("b").to_numpy()], axis=1))
+        return self._near_twins(pairs, partial(_signatures_of, facts, shard_start))
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         n = batch.num_rows
@@ -213,9 +241,14 @@ class Split(ReduceStage):
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
         from corpusmill.dataprep.dedup import from_fixed_binary
 
-        t = read_facts(facts)
         names = list(self.config.ratios)
         old = _Inherited.load(self) if self.config.inherit else None
+        # on a grouping engine the driver never holds every signature (512 bytes a row), only
+        # those of candidate rows; an inherited index needs them all (its links), so not then
+        grouped = self.groupby is not None and old is None and bool(self.near_threshold)
+        present = [f for f in facts if f is not None]
+        columns = [c for c in pq.read_schema(present[0]).names if c != "sig"] if grouped and present else None
+        t = read_facts(facts, columns)
         if t is None:
             write_decisions(decisions, {})
             _write_index(self, index, None, None, old)
@@ -224,7 +257,10 @@ class Split(ReduceStage):
         cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
         edges = np.zeros((0, 2), np.int64)
         bands = sig = None
-        if self.near_threshold:
+        if grouped:
+            bands = from_fixed_binary(t.column("bands"), np.uint64)
+            edges = self._near_pairs_grouped(facts, bands)
+        elif self.near_threshold:
             bands = from_fixed_binary(t.column("bands"), np.uint64)
             sig = from_fixed_binary(t.column("sig"), np.uint32)
             edges = self._near_pairs(bands, sig)
@@ -475,6 +511,31 @@ class _Inherited:
         gone = np.array([i not in text for i in ids])
         sig[gone] = np.uint32(0xFFFFFFFF)
         return sig
+
+
+def split_band_records(facts: pa.Table, shard: int, shard_start: np.ndarray, bits: int) -> pa.Table:
+    """The non-zero band keys of shard ``shard``'s rows as records to group (:func:`lsh.band_records`)."""
+    from corpusmill.dataprep import lsh
+    from corpusmill.dataprep.dedup import from_fixed_binary
+
+    keys = from_fixed_binary(facts.column("bands"), np.uint64)
+    return lsh.band_records(keys, shard_start[shard] + np.arange(len(keys), dtype=np.int64), bits, skip_zero=True)
+
+
+def _signatures_of(facts: list[Path | None], shard_start: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The signatures of the global ``rows`` (ascending), read one shard's column at a time."""
+    from corpusmill.dataprep.dedup import from_fixed_binary
+
+    out = None
+    for k, path in enumerate(facts):
+        a, b = np.searchsorted(rows, shard_start[k:k + 2])
+        if a == b:
+            continue
+        sig = from_fixed_binary(pq.read_table(path, columns=["sig"]).column("sig"), np.uint32)
+        if out is None:
+            out = np.empty((len(rows), sig.shape[1]), dtype=np.uint32)
+        out[a:b] = sig[rows[a:b] - shard_start[k]]
+    return out
 
 
 def _mix(keys: np.ndarray, seed: int) -> np.ndarray:

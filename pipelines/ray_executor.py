@@ -1,48 +1,201 @@
-"""The Ray executor: each segment's shards run as Ray tasks, on a local Ray instance or a cluster.
+"""The Ray executor: each segment runs as a Ray Data pipeline, and the big groupings of the
+reduce phases run as Ray Data shuffles (``groupby``), on a local Ray instance or a cluster.
 
 What runs where:
 
-* a **task per shard and segment** runs the same code as a local worker process
-  (:func:`corpusmill.pipelines.runner.run_segment_shard`: read or previous segment's rows, the
-  apply of a decision, the map stages, the facts of the next reduce stage) and writes that
-  shard's files into the run's work folder; Ray schedules the tasks over the cluster's CPUs;
-* the **reduce phases** (unique ids, dedup clusters, split assignment) run in the driver, exactly
-  as with the local executor, reading the facts the tasks wrote;
+* **map phase**, per segment, one Ray Data dataset with one block per shard::
+
+      from_items(shards) -> map_batches(read) -> map_batches(stage) per stage
+                         -> map_batches(facts of the next reduce stage) -> map_batches(write)
+
+  ``read`` is the shard read by its reader (segment 0) or the previous segment's rows; the first
+  stage of a later segment is the previous reduce stage's ``apply``. Every operator is a Ray task
+  over a whole shard (Ray fuses them into one task per shard, so the rows stay in the worker's
+  memory between stages); it cuts the shard into the same ``execution.batch_rows`` batches as the
+  local executor (each row carries the number of the batch it was read in), calls the same
+  :class:`~corpusmill.pipelines.runner.ShardPass` methods, and writes the shard's rejects, facts
+  and rows with the runner's file layout. The stages are built once per worker process.
+* **reduce phase**: :class:`RayGroupBy` is the stages' grouping engine (``ReduceStage.groupby``,
+  see :mod:`corpusmill.grouping`): ``unique_ids`` groups id hashes, ``dedup`` exact hashes and
+  LSH band keys, ``split`` band keys, each on the workers through Ray Data's ``groupby``; the
+  driver gets the small results (repeats, keepers, candidate pairs) and runs the rest of the
+  reduce (connected components, keepers, split assignment, decisions, index).
 * the work folder and the store are plain paths: every Ray node must see them (one machine, or a
   shared mount such as NFS); so must the inputs.
 
-Because every shard goes through the same functions with the same plan, the version id and the
-bytes of every data, reject and index file are the same as the local executor's (a test runs
-both on one corpus and compares the checksums).
+Every batch of every stage is the same as with the local executor, so the version id and the
+bytes of every data, reject and index file are the same (a test runs both and compares).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
 
 from corpusmill.errors import CorpusmillError
+
+SHARD = "_cm_shard"  # hidden columns of the map phase's blocks: the shard of the rows
+BATCH = "_cm_batch"  # and the number of the read batch they came in (stages see the same batches)
 
 _PIPES: dict = {}  # per Ray worker process: plan version id -> Pipeline, built once
 
 
-def _shard_task(plan, k: int, shard_index: int, work: str) -> dict:
-    from pathlib import Path
-
-    from corpusmill.pipelines.runner import Pipeline, run_segment_shard
+def _pipeline(plan):
+    from corpusmill.pipelines.runner import Pipeline
 
     pipe = _PIPES.get(plan.version_id)
     if pipe is None:
         _PIPES.clear()
         pipe = _PIPES[plan.version_id] = Pipeline(plan)
-    return run_segment_shard(pipe, k, pipe.plan.shards[shard_index], Path(work))
+    return pipe
 
 
-class RayShardPool:
-    """The executor's pool interface (``submit`` returning futures, ``shutdown``) over Ray tasks."""
+# ----------------------------------------------------------------------------- map phase operators
 
-    def __init__(self, plan, address: str | None, workers: int) -> None:
+
+def _tag(table: pa.Table, shard: int, batch: int) -> pa.Table:
+    n = table.num_rows
+    return table.append_column(SHARD, pa.array(np.full(n, shard, dtype=np.int32))).append_column(
+        BATCH, pa.array(np.full(n, batch, dtype=np.int32)))
+
+
+def _batches(block: pa.Table) -> tuple[int, list[tuple[int, pa.Table]]]:
+    """The shard of a block and its rows cut back into the read batches they came in."""
+    shard = block.column(SHARD).to_numpy()
+    if shard[0] != shard[-1]:
+        raise RuntimeError(f"Ray Data merged shards {shard[0]} and {shard[-1]} into one block")
+    numbers = block.column(BATCH).to_numpy()
+    bounds = np.r_[0, np.flatnonzero(np.diff(numbers)) + 1, len(numbers)]
+    rows = block.drop_columns([SHARD, BATCH])
+    return int(shard[0]), [(int(numbers[a]), rows.slice(a, b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _stats_dir(work: str, k: int, shard: int) -> Path:
+    from corpusmill.pipelines.runner import _paths
+
+    return _paths(Path(work))["seg"](k) / "stats" / f"{shard:05d}"
+
+
+def _save_stats(sp, work: str, op: int) -> None:
+    """An operator's statistics of one shard; the driver merges them into the shard's marker."""
+    from corpusmill.store import atomic_write_text
+
+    if sp.stats:
+        folder = _stats_dir(work, sp.k, sp.shard)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"{op:03d}.json", json.dumps(sp.stats, sort_keys=True))
+
+
+def read_op(items: pa.Table, plan, work: str, k: int) -> pa.Table:
+    """Source: the rows of each shard in ``items`` (segment 0: read, unreadable lines rejected)."""
+    from corpusmill.pipelines.runner import ShardPass, shard_source
+
+    pipe = _pipeline(plan)
+    out = []
+    for shard in items.column("shard").to_pylist():
+        sp = ShardPass(pipe, k, shard, Path(work))
+        for number, (batch, read_rejects) in enumerate(shard_source(pipe, k, plan.shards[shard], Path(work))):
+            if k == 0:
+                batch = sp.read(batch, read_rejects)
+            if batch.num_rows:
+                out.append(_tag(batch, shard, number))
+        sp.close()
+        _save_stats(sp, work, 0)
+    return pa.concat_tables(out) if out else _tag(pipe.schema.empty_table(), 0, 0)
+
+
+def stage_op(block: pa.Table, plan, work: str, k: int, op: int) -> pa.Table:
+    """The ``op``-th stage of segment ``k`` (the previous reduce stage's apply first) over a shard."""
+    from corpusmill.pipelines.runner import ShardPass
+
+    shard, batches = _batches(block)
+    sp = ShardPass(_pipeline(plan), k, shard, Path(work))
+    stage = sp.ops[op]
+    out, kept = [], None
+    for number, batch in batches:
+        kept = sp.run_stage(stage, batch)
+        if kept.num_rows:
+            out.append(_tag(kept, shard, number))
+    sp.close()
+    _save_stats(sp, work, 1 + op)
+    return pa.concat_tables(out) if out else _tag(kept.slice(0, 0), shard, 0)
+
+
+def facts_op(block: pa.Table, plan, work: str, k: int) -> pa.Table:
+    """The next reduce stage's facts of a shard's kept rows, written to the facts file."""
+    from corpusmill.pipelines.runner import ShardPass
+
+    shard, batches = _batches(block)
+    sp = ShardPass(_pipeline(plan), k, shard, Path(work))
+    for _, batch in batches:
+        sp.facts(batch)
+    sp.close()
+    return block
+
+
+def write_op(block: pa.Table, plan, work: str, k: int) -> pa.Table:
+    """Sink: a shard's kept rows into its work file (or its data files per split); one row out."""
+    from corpusmill.pipelines.runner import ShardPass
+
+    shard, batches = _batches(block)
+    sp = ShardPass(_pipeline(plan), k, shard, Path(work))
+    for _, batch in batches:
+        sp.write_rows(batch)
+    return pa.table({"shard": [shard], "splits": [json.dumps(sp.close(), sort_keys=True)]})
+
+
+# ----------------------------------------------------------------------------- reduce groupings
+
+
+def _facts_records(items: pa.Table, columns: list[str], records) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    parts = [records(pq.read_table(path, columns=columns), shard)
+             for shard, path in zip(items.column("shard").to_pylist(), items.column("path").to_pylist())]
+    return pa.concat_tables(parts)
+
+
+class RayGroupBy:
+    """A :class:`corpusmill.grouping.GroupBy` on Ray Data: one read task per facts file builds
+    its records, ``groupby(keys).map_groups(reduce)`` shuffles them and reduces each group on
+    the workers; the driver gets only the concatenated results."""
+
+    def __init__(self, ray) -> None:
+        self.ray = ray
+
+    def __call__(self, facts, columns, records, keys, reduce) -> pa.Table | None:
+        import ray.data
+
+        items = [{"shard": k, "path": str(p)} for k, p in enumerate(facts) if p is not None]
+        if not items:
+            return None
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _facts_records, batch_size=1, batch_format="pyarrow", fn_kwargs={"columns": columns, "records": records})
+        ds = ds.materialize()  # records once, in the object store (spilled to disk when it is full)
+        if ds.count() == 0:  # the sort of an empty dataset has nothing to sample
+            return None
+        out = ds.groupby(keys).map_groups(reduce, batch_format="pyarrow")
+        tables = [t for t in self.ray.get(out.to_arrow_refs()) if t.num_rows]
+        return pa.concat_tables(tables) if tables else None
+
+
+# ----------------------------------------------------------------------------- the executor
+
+
+class RayExecutor:
+    """Runs segments on Ray Data and offers :class:`RayGroupBy` to the reduce stages. Joins
+    ``address`` (a cluster) or starts a local instance with ``workers`` CPUs, stopped at the end."""
+
+    def __init__(self, address: str | None, workers: int) -> None:
         try:
             import ray
+            import ray.data
         except ImportError:
             raise CorpusmillError("--executor ray needs Ray: pip install 'corpusmill[ray]'") from None
         self.ray = ray
@@ -50,12 +203,58 @@ class RayShardPool:
         if self.started:
             kw = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False, **kw)
-        self.remote = ray.remote(num_cpus=1, max_retries=2)(_shard_task)
-        self.plan_ref = ray.put(plan)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ctx = ray.data.DataContext.get_current()
+        ctx.target_max_block_size = None  # a shard stays one block: never sliced into smaller ones
+        ctx.enable_progress_bars = False  # the runner shows its own, per shard
+        ctx.print_on_execution_start = False
+        self.groupby = RayGroupBy(ray)
 
-    def submit(self, fn, k: int, shard_index: int, work: str) -> Future:
-        return self.remote.remote(self.plan_ref, k, shard_index, work).future()
+    def run_segment(self, pipe, k: int, todo: list, work: Path) -> Iterator[dict]:
+        """Segment ``k`` over the shards ``todo``; yields each shard's result (its marker) as it finishes."""
+        import ray.data
 
-    def shutdown(self, cancel_futures: bool = False) -> None:
+        from corpusmill.pipelines.runner import pass_through_shard, write_marker
+
+        rest = []
+        for shard in todo:  # a file the last segment publishes unchanged is linked, here
+            done = pass_through_shard(pipe, k, shard, work)
+            if done is not None:
+                yield done
+            else:
+                rest.append(shard)
+        if not rest:
+            return
+        for shard in rest:  # statistics of an interrupted earlier attempt
+            shutil.rmtree(_stats_dir(str(work), k, shard.index), ignore_errors=True)
+        seg = pipe.segments[k]
+        common = {"plan": pipe.plan, "work": str(work), "k": k}
+        ds = ray.data.from_items([{"shard": s.index} for s in rest], override_num_blocks=len(rest))
+        ds = ds.map_batches(read_op, batch_size=1, batch_format="pyarrow", fn_kwargs=common)
+        for op in range(len(([seg.apply] if seg.apply else []) + seg.maps)):
+            ds = ds.map_batches(stage_op, batch_size=None, batch_format="pyarrow", fn_kwargs={**common, "op": op})
+        if seg.reduce is not None:
+            ds = ds.map_batches(facts_op, batch_size=None, batch_format="pyarrow", fn_kwargs=common)
+        ds = ds.map_batches(write_op, batch_size=None, batch_format="pyarrow", fn_kwargs=common)
+
+        def result(shard: int, splits: dict) -> dict:
+            stats: dict = {}
+            folder = _stats_dir(str(work), k, shard)
+            for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                stats.update(json.loads(f.read_text()))
+            return write_marker(work, k, {"shard": shard, "stages": stats, "splits": splits})
+
+        written: set[int] = set()
+        for row in ds.iter_rows():
+            shard = int(row["shard"])
+            if shard in written:
+                raise RuntimeError(f"shard {shard} reached the writer in two blocks; its files would be overwritten")
+            written.add(shard)
+            yield result(shard, json.loads(row["splits"]))
+        for shard in rest:  # every row dropped before the writer: the shard has no data file
+            if shard.index not in written:
+                yield result(shard.index, {})
+
+    def shutdown(self) -> None:
         if self.started:
             self.ray.shutdown()

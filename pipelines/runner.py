@@ -225,122 +225,167 @@ def _paths(work: Path):
     }
 
 
-def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) -> dict:
-    """Run segment ``k`` over one shard. Returns its statistics (also written as its marker)."""
+def shard_source(pipe: Pipeline, k: int, shard: readers.Shard, work: Path):
+    """The input of segment ``k`` for one shard, as (batch, read rejects) pairs of at most
+    ``execution.batch_rows`` rows: the shard read by its reader (segment 0; the rejects are
+    unreadable lines) or the previous segment's rows (rejects always None)."""
     plan = pipe.plan
-    seg = pipe.segments[k]
-    last = k == len(pipe.segments) - 1
-    p = _paths(work)
-    rg = plan.config.execution.row_group_rows
-    sid = f"{shard.index:05d}"
-    stats: dict = {}
-    reject_sinks: dict[str, _Sink] = {}
-    out_sinks: dict[str, _Sink] = {}
-    facts_sink = _Sink(p["facts"](seg.reduce.name) / f"{sid}.parquet", rg, "lz4") if seg.reduce else None
-
-    def write_rejects(name: str, table: pa.Table | None) -> None:
-        if table is not None and table.num_rows:
-            sink = reject_sinks.get(name)
-            if sink is None:
-                sink = reject_sinks[name] = _Sink(p["rejects"] / f"{name}-{sid}.parquet", rg)
-            sink.write(table)
-
-    def write_out(table: pa.Table) -> None:
-        if last:
-            if S.SPLIT in table.column_names:
-                col = table.column(S.SPLIT)
-                for split in sorted(set(col.to_pylist())):
-                    part = table.filter(pc.equal(col, split)).drop_columns([S.SPLIT])
-                    _sink(split).write(part)
-            else:
-                _sink("all").write(table)
-        else:
-            _sink("").write(table)
-
-    def _sink(split: str) -> _Sink:
-        if split not in out_sinks:
-            path = p["data"] / f"{split}-{sid}.parquet" if last else p["seg"](k) / f"{sid}.parquet"
-            # work files between segments are read once: fast lz4; published files: smaller zstd
-            # work files between segments are read once: fast lz4; published files: smaller zstd.
-            # A file the next segment may pass through unchanged is written as published.
-            final_like = last or pipe.passes_through(k + 1)
-            out_sinks[split] = _Sink(path, rg, "zstd" if final_like else "lz4")
-        return out_sinks[split]
-
-    if pipe.passes_through(k):
-        prev = p["seg"](k - 1) / f"{sid}.parquet"
-        dp = decision_path(p["decisions"](seg.apply.name), shard.index)
-        if not dp.is_file():
-            # nothing to change in this shard: publish the previous segment's file as it is
-            splits = {}
-            if prev.is_file():
-                target = p["data"] / f"all-{sid}.parquet"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    target.unlink()
-                os.link(prev, target)
-                n = pq.read_metadata(target).num_rows
-                stats[seg.apply.name] = {"in": n, "kept": n, "rejected": {}, "counters": {}}
-                splits = {"all": target.name}
-            result = {"shard": shard.index, "stages": stats, "splits": splits}
-            marker = p["seg"](k) / f"{sid}.done.json"
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(marker, json.dumps(result, sort_keys=True))
-            return result
-
     if k == 0:
         spec = plan.config.inputs[shard.file.input_index]
-        source = readers.read_shard(shard, spec, pipe.schema, plan.config.execution.batch_rows)
-    else:
-        prev = p["seg"](k - 1) / f"{sid}.parquet"
+        yield from readers.read_shard(shard, spec, pipe.schema, plan.config.execution.batch_rows)
+        return
+    prev = _paths(work)["seg"](k - 1) / f"{shard.index:05d}.parquet"
+    if prev.is_file():
+        for rb in pq.ParquetFile(prev).iter_batches(batch_size=plan.config.execution.batch_rows):
+            yield pa.Table.from_batches([rb]), None
 
-        def _prev():
-            if prev.is_file():
-                for rb in pq.ParquetFile(prev).iter_batches(batch_size=plan.config.execution.batch_rows):
-                    yield pa.Table.from_batches([rb]), None
-        source = _prev()
 
-    decision = None
-    if seg.apply is not None:
-        dp = decision_path(p["decisions"](seg.apply.name), shard.index)
-        decision = pq.read_table(dp) if dp.is_file() else None
-    offsets: dict[str, int] = {}
+class ShardPass:
+    """One shard's pass through segment ``k``: the statistics of the stages it ran and the
+    files it writes (rejects per stage, the next reduce stage's facts, the kept rows).
 
-    for batch, read_rejects in source:
-        if k == 0:
-            nrej = read_rejects.num_rows if read_rejects is not None else 0
-            kept = batch if batch is not None else pipe.schema.empty_table()
-            _account(stats, readers.READ_STAGE, kept.num_rows + nrej, StageOutput(kept, read_rejects))
-            write_rejects(readers.READ_STAGE, read_rejects)
-            batch = kept
-        ops = ([seg.apply] if seg.apply else []) + seg.maps
-        for st in ops:
-            if batch.num_rows == 0:
-                break
-            info = BatchInfo(shard.index, offsets.get(st.name, 0))
-            offsets[st.name] = info.row_offset + batch.num_rows
-            out = st.apply(batch, info, decision) if st is seg.apply else st.process(batch, info)
-            _account(stats, st.name, batch.num_rows, out)
-            write_rejects(st.name, out.rejected)
-            batch = out.kept
-        if batch.num_rows == 0:
-            continue
-        if seg.reduce is not None:
-            info = BatchInfo(shard.index, offsets.get("__facts__", 0))
-            offsets["__facts__"] = info.row_offset + batch.num_rows
-            facts = seg.reduce.map_facts(batch, info)
-            if facts is not None:
-                facts_sink.write(facts)
-        write_out(batch)
+    The local executor drives one of these per shard, batch by batch through all stages; the Ray
+    executor drives one per (operator, shard), each operator running its part over every batch
+    of the shard. Either way a stage sees the same batches in the same order, so the files come
+    out byte for byte the same."""
 
-    for sink in [*reject_sinks.values(), *out_sinks.values()] + ([facts_sink] if facts_sink else []):
-        sink.close()
-    result = {"shard": shard.index, "stages": stats,
-              "splits": {s: sink.path.name for s, sink in out_sinks.items()} if last else {}}
-    marker = p["seg"](k) / f"{sid}.done.json"
+    def __init__(self, pipe: Pipeline, k: int, shard_index: int, work: Path) -> None:
+        self.pipe, self.k, self.shard = pipe, k, shard_index
+        self.seg = pipe.segments[k]
+        self.last = k == len(pipe.segments) - 1
+        self.paths = _paths(work)
+        self.rg = pipe.plan.config.execution.row_group_rows
+        self.sid = f"{shard_index:05d}"
+        self.stats: dict = {}
+        self.offsets: dict[str, int] = {}  # per stage: rows of this shard it has seen so far
+        self.reject_sinks: dict[str, _Sink] = {}
+        self.out_sinks: dict[str, _Sink] = {}
+        self.facts_sink: _Sink | None = None
+        self._decision: tuple | None = None
+
+    @property
+    def ops(self) -> list[Stage]:
+        """The stages every batch goes through: the previous reduce stage's apply, the map stages."""
+        return ([self.seg.apply] if self.seg.apply else []) + self.seg.maps
+
+    @property
+    def decision(self) -> pa.Table | None:
+        if self._decision is None:
+            dp = decision_path(self.paths["decisions"](self.seg.apply.name), self.shard) if self.seg.apply else None
+            self._decision = (pq.read_table(dp) if dp is not None and dp.is_file() else None,)
+        return self._decision[0]
+
+    def read(self, batch: pa.Table | None, read_rejects: pa.Table | None) -> pa.Table:
+        """Account a batch the reader produced (segment 0); returns the readable rows."""
+        nrej = read_rejects.num_rows if read_rejects is not None else 0
+        kept = batch if batch is not None else self.pipe.schema.empty_table()
+        _account(self.stats, readers.READ_STAGE, kept.num_rows + nrej, StageOutput(kept, read_rejects))
+        self.write_rejects(readers.READ_STAGE, read_rejects)
+        return kept
+
+    def run_stage(self, st: Stage, batch: pa.Table) -> pa.Table:
+        """One stage over one (non-empty) batch: accounted, rejects written; returns the kept rows."""
+        info = BatchInfo(self.shard, self.offsets.get(st.name, 0))
+        self.offsets[st.name] = info.row_offset + batch.num_rows
+        out = st.apply(batch, info, self.decision) if st is self.seg.apply else st.process(batch, info)
+        _account(self.stats, st.name, batch.num_rows, out)
+        self.write_rejects(st.name, out.rejected)
+        return out.kept
+
+    def facts(self, batch: pa.Table) -> None:
+        """The next reduce stage's facts of a batch of kept rows."""
+        info = BatchInfo(self.shard, self.offsets.get("__facts__", 0))
+        self.offsets["__facts__"] = info.row_offset + batch.num_rows
+        facts = self.seg.reduce.map_facts(batch, info)
+        if facts is not None:
+            if self.facts_sink is None:
+                self.facts_sink = _Sink(self.paths["facts"](self.seg.reduce.name) / f"{self.sid}.parquet", self.rg, "lz4")
+            self.facts_sink.write(facts)
+
+    def write_rejects(self, name: str, table: pa.Table | None) -> None:
+        if table is not None and table.num_rows:
+            sink = self.reject_sinks.get(name)
+            if sink is None:
+                sink = self.reject_sinks[name] = _Sink(self.paths["rejects"] / f"{name}-{self.sid}.parquet", self.rg)
+            sink.write(table)
+
+    def write_rows(self, table: pa.Table) -> None:
+        """Kept rows: the segment's work file, or (last segment) the data file of each split."""
+        if self.last and S.SPLIT in table.column_names:
+            col = table.column(S.SPLIT)
+            for split in sorted(set(col.to_pylist())):
+                self._sink(split).write(table.filter(pc.equal(col, split)).drop_columns([S.SPLIT]))
+        else:
+            self._sink("all" if self.last else "").write(table)
+
+    def _sink(self, split: str) -> _Sink:
+        if split not in self.out_sinks:
+            path = self.paths["data"] / f"{split}-{self.sid}.parquet" if self.last else self.paths["seg"](self.k) / f"{self.sid}.parquet"
+            # work files between segments are read once: fast lz4; published files: smaller zstd.
+            # A file the next segment may pass through unchanged is written as published.
+            final_like = self.last or self.pipe.passes_through(self.k + 1)
+            self.out_sinks[split] = _Sink(path, self.rg, "zstd" if final_like else "lz4")
+        return self.out_sinks[split]
+
+    def close(self) -> dict[str, str]:
+        """Finish every file this pass opened; returns the data files written per split (last segment)."""
+        sinks = [*self.reject_sinks.values(), *self.out_sinks.values()] + ([self.facts_sink] if self.facts_sink else [])
+        for sink in sinks:
+            sink.close()
+        return {s: sink.path.name for s, sink in self.out_sinks.items()} if self.last else {}
+
+
+def write_marker(work: Path, k: int, result: dict) -> dict:
+    """Segment ``k``'s marker of one shard, written last: a rerun skips the shard."""
+    marker = _paths(work)["seg"](k) / f"{result['shard']:05d}.done.json"
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps(result, sort_keys=True))
     return result
+
+
+def pass_through_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) -> dict | None:
+    """Segment ``k`` over a shard whose previous file it may publish unchanged (see
+    :meth:`Pipeline.passes_through`): done with a hard link. None when the shard has a decision
+    to apply (it runs through the stages then)."""
+    p = _paths(work)
+    seg = pipe.segments[k]
+    sid = f"{shard.index:05d}"
+    if not pipe.passes_through(k) or decision_path(p["decisions"](seg.apply.name), shard.index).is_file():
+        return None
+    prev = p["seg"](k - 1) / f"{sid}.parquet"
+    stats, splits = {}, {}
+    if prev.is_file():
+        target = p["data"] / f"all-{sid}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        os.link(prev, target)
+        n = pq.read_metadata(target).num_rows
+        stats[seg.apply.name] = {"in": n, "kept": n, "rejected": {}, "counters": {}}
+        splits = {"all": target.name}
+    return write_marker(work, k, {"shard": shard.index, "stages": stats, "splits": splits})
+
+
+def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) -> dict:
+    """Run segment ``k`` over one shard, batch by batch. Returns its statistics (also written as its marker)."""
+    done = pass_through_shard(pipe, k, shard, work)
+    if done is not None:
+        return done
+    sp = ShardPass(pipe, k, shard.index, work)
+    for batch, read_rejects in shard_source(pipe, k, shard, work):
+        if k == 0:
+            batch = sp.read(batch, read_rejects)
+        for st in sp.ops:
+            if batch.num_rows == 0:
+                break
+            batch = sp.run_stage(st, batch)
+        if batch.num_rows == 0:
+            continue
+        if sp.seg.reduce is not None:
+            sp.facts(batch)
+        sp.write_rows(batch)
+    splits = sp.close()
+    return write_marker(work, k, {"shard": shard.index, "stages": sp.stats, "splits": splits})
 
 
 # ----------------------------------------------------------------------------- workers
@@ -384,9 +429,9 @@ def _progress():
 def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
             executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
     """Run ``plan`` into ``store`` and publish the version (or find it already published).
-    ``executor="ray"`` runs the shards as Ray tasks (see :mod:`corpusmill.pipelines.ray_executor`).
-    ``docs=False`` publishes without report.html and card.md (a refresh's intermediate run, whose
-    version is merged into the one that gets them)."""
+    ``executor="ray"`` runs the segments on Ray Data and the reduce groupings as Ray shuffles
+    (see :mod:`corpusmill.pipelines.ray_executor`). ``docs=False`` publishes without report.html
+    and card.md (a refresh's intermediate run, whose version is merged into the one that gets them)."""
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
     if store.has_version(name, vid):
@@ -403,11 +448,11 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     p = _paths(work)
     timings: dict[str, float] = {}
     progress, console = _progress()
-    pool = None
+    pool = ray_exec = None
     if executor == "ray":
-        from corpusmill.pipelines.ray_executor import RayShardPool
+        from corpusmill.pipelines.ray_executor import RayExecutor
 
-        pool = RayShardPool(plan, ray_address, workers)
+        ray_exec = RayExecutor(ray_address, workers)
     elif workers > 1 and len(plan.shards) > 1:
         ctx = mp.get_context("forkserver")
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
@@ -428,7 +473,12 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                     else:
                         todo.append(shard)
                 rows = 0
-                if pool is not None and todo:
+                if ray_exec is not None and todo:
+                    for r in ray_exec.run_segment(pipe, k, todo, work):
+                        results[r["shard"]] = r
+                        rows += _rows_in(r)
+                        progress.update(task, advance=1, rows=f"{rows:,}")
+                elif pool is not None and todo:
                     futures = [pool.submit(_worker_task, k, s.index, str(work)) for s in todo]
                     for fut in as_completed(futures):
                         r = fut.result()
@@ -443,7 +493,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
                 if seg.reduce is not None:
-                    _run_reduce(seg.reduce, k, plan, work)
+                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
                     total = sum(_rows_in(r) for r in results.values())
@@ -452,6 +502,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if ray_exec is not None:
+            ray_exec.shutdown()
 
     manifest = _finish(plan, pipe, work, all_stats)
     seconds = time.perf_counter() - t0
@@ -482,7 +534,9 @@ def _segment_label(pipe: Pipeline, k: int) -> str:
     return f"[{k + 1}/{len(pipe.segments)}] " + " > ".join(names)
 
 
-def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path) -> None:
+def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None) -> None:
+    """The global step of ``stage`` over segment ``k``'s facts; ``groupby``: the executor's
+    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process."""
     p = _paths(work)
     marker = work / f"reduce-{stage.name}.done.json"
     if marker.is_file():
@@ -496,6 +550,7 @@ def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path) -> None:
     facts = [(facts_dir / f"{s.index:05d}.parquet") for s in plan.shards]
     rows = [p["seg"](k) / f"{s.index:05d}.parquet" for s in plan.shards]
     stage.rows_files = [r if r.is_file() else None for r in rows]
+    stage.groupby = groupby
     counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
     atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
 
