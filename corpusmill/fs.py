@@ -151,7 +151,11 @@ def expand_remote(url: str) -> list[tuple[str, str]]:
             root = "/".join(parts[:first])
             found = fs.glob(path, detail=True)
             files = sorted(p for p, info in found.items() if info.get("type") == "file")
-            return [(unstrip(fs, f), _relative(f, root)) for f in files]
+            out = [(unstrip(fs, f), _relative(f, root)) for f in files]
+            if not any(part.startswith(".") for part in parts[first:]):
+                # as Python's glob: a wildcard does not match a name that starts with a dot
+                out = [(u, n) for u, n in out if not any(c.startswith(".") for c in n.split("/"))]
+            return out
         if fs.isdir(path):
             root = path.rstrip("/")
             files = sorted(fs.find(root))

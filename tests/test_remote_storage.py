@@ -318,3 +318,29 @@ def test_remote_parquet_input(s3, tmp_path):
     r = run_pipeline(write_pipeline(tmp_path / "p.yaml", cfg), store=tmp_path / "store", workers=1)
     assert r.manifest["counts"]["kept"] == 20
     assert sorted(r.version.read_split("all").column("id").to_pylist()) == sorted(table.column("id").to_pylist())
+
+
+@pytest.mark.parametrize("pattern", ["raw/**/*.jsonl", "raw/*.jsonl", "raw/*/*.jsonl", "raw/**", "raw", "raw/sub/b.jsonl",
+                                     "raw/.hidden/*.jsonl"])
+def test_remote_globs_name_files_as_local_globs_do(tmp_path, pattern):
+    """Names relative to the pattern's root are part of the version id: a remote pattern must
+    find the same files under the same names as the local one (hidden files included)."""
+    import fsspec
+
+    from corpusmill.dataprep.readers import expand_input
+    from corpusmill.fs import open_input
+    from corpusmill.pipelines.config import InputSpec
+
+    for rel in ["a.jsonl", "sub/b.jsonl", "sub/deep/c.jsonl", ".hidden/d.jsonl", "sub/.e.jsonl", "notes.txt"]:
+        write_jsonl(tmp_path / "raw" / rel, [{"text": rel}])
+    mem = fsspec.filesystem("memory")
+    mem.put(str(tmp_path / "raw"), "/globs/raw", recursive=True)
+    try:
+        local = expand_input(InputSpec(path=pattern), tmp_path)
+        remote = expand_input(InputSpec(path=f"memory://globs/{pattern}"), tmp_path)
+        assert local and [name for _, name in remote] == [name for _, name in local]
+        for (url, _), (path, _) in zip(remote, local):  # each URL opens the file it names
+            with open_input(url) as fh:
+                assert fh.read() == Path(path).read_bytes()
+    finally:
+        mem.rm("/globs", recursive=True)
