@@ -197,7 +197,7 @@ def test_a_changed_remote_file_fails_the_checksum(s3, published, fresh_cache):
     assert Store(f"s3://{BUCKET}/corpora").resolve(f"tickets@{vid}").read_split("test").num_rows > 0
 
 
-def test_refresh_on_an_s3_store(s3, published, tmp_path, fresh_cache, monkeypatch):
+def test_refresh_on_an_s3_store(s3, published, tmp_path, fresh_cache, monkeypatch, capsys):
     """The parent is mirrored from s3, new rows come from s3, the new version is uploaded: files
     it shares with the parent are copied on the remote side."""
     _, remote_run = published
@@ -228,6 +228,9 @@ def test_refresh_on_an_s3_store(s3, published, tmp_path, fresh_cache, monkeypatc
     assert sum(got.read_split(s).num_rows for s in got.splits()) == v.manifest["counts"]["kept"]
     for rel in v.manifest["files"]:
         assert s3.cat_file(f"{BUCKET}/corpora/tickets/versions/{v.id}/{rel}") == (v.path / rel).read_bytes()
+    capsys.readouterr()
+    code, out, _ = _cli(capsys, "datasets", "diff", remote_run.version.ref, v.ref, "--store", f"s3://{BUCKET}/corpora", "--json")
+    assert code == 0 and json.loads(out)["refresh"]["refreshes"] == 1  # the lineage, followed through the mirror
     # refreshing again with the same file publishes nothing new
     again = refresh(store, remote_run.version.ref, [f"s3://{BUCKET}/incoming/new.jsonl"])
     assert not again.created and again.version.id == v.id
