@@ -103,9 +103,9 @@ def cmd_list(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        _console().print(f"no datasets in {store.root}")
+        _console().print(f"no datasets in {store.location}")
         return 0
-    t = Table(title=str(store.root), title_justify="left")
+    t = Table(title=store.location, title_justify="left")
     for col in ("reference", "created", "input", "kept", "splits", "tags"):
         t.add_column(col)
     for r in rows:
@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corpusmill", description="Prepare fine-tuning data as versioned, leakage-safe datasets.")
     p.add_argument("--version", action="version", version=f"corpusmill {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store_help = "dataset store (default: the pipeline's store:, then $CORPUSMILL_STORE, then ./corpusmill-store)"
+    store_help = ("dataset store: a folder or a URL such as s3://bucket/corpora (default: the pipeline's store:, "
+                  "then $CORPUSMILL_STORE, then ./corpusmill-store)")
 
     r = sub.add_parser("run", help="validate and run a pipeline, publish a version, print NAME@VERSION")
     r.add_argument("pipeline", help="pipeline YAML file")

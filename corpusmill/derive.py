@@ -35,7 +35,7 @@ def publish_removal(store: Store, parent: Version, dataset: str, stage: str,
     if store.has_version(dataset, vid):
         for tag in ("latest", *tags):
             store.set_ref(dataset, tag, vid)
-        return Version(dataset, vid, store.version_dir(dataset, vid)), False
+        return store.version(dataset, vid), False
     work = store.work_dir(dataset, vid)
     final = work / "final"
     shutil.rmtree(work, ignore_errors=True)

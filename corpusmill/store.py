@@ -11,6 +11,10 @@
         index/<stage>/...
       .work/<version-id>/           a run in progress; never listed, never readable as a version
 
+The store's root is a local folder or a URL of any filesystem fsspec supports (``s3://``,
+``gs://``...): see :mod:`corpusmill.remote_store` for how a remote store publishes (manifest
+last) and mirrors versions into a local cache, so every reader still works on local files.
+
 A version is addressed as ``NAME@VERSION`` (an id or a unique prefix of one), ``NAME@TAG`` or
 ``NAME`` alone (= ``NAME@latest``).
 """
@@ -77,6 +81,12 @@ def remembered_texts():
         yield
     finally:
         _TEXT_MEMO = outer
+
+
+def store_location(version: Version) -> str:
+    """The store a version was read from, as a user names it: its URL when the store is
+    remote (the version's folder is then in the store's local mirror), else its folder."""
+    return Store(version.path.parents[2]).location
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -204,11 +214,33 @@ def _type_from_str(t: str) -> pa.DataType:
 
 
 class Store:
+    """A folder of datasets and their versions: a local path, or a URL (``s3://bucket/corpora``)
+    whose versions are mirrored into a local cache on first use. ``root`` is always a local
+    folder (for a remote store, its mirror, which also holds the work folders of runs);
+    ``location`` is what the user named (the URL for a remote store)."""
+
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).resolve()
+        from corpusmill import fs as fsio
+        from corpusmill.remote_store import RemoteStore, mirrored_url
+
+        self.remote: RemoteStore | None = None
+        if fsio.is_remote(str(root)):
+            self.remote = RemoteStore(str(root))
+        else:
+            self.root = Path(fsio.local_path(root)).resolve()
+            url = mirrored_url(self.root)  # a mirror's path (a run.json records it) opens the remote store
+            if url is not None:
+                self.remote = RemoteStore(url)
+        if self.remote is not None:
+            self.root = self.remote.cache
+
+    @property
+    def location(self) -> str:
+        """The store as a user names it: its URL, or its local folder."""
+        return self.remote.url if self.remote is not None else str(self.root)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"Store({self.location!r})"
 
     # -- layout
     def dataset_dir(self, name: str) -> Path:
@@ -222,46 +254,69 @@ class Store:
 
     # -- listing
     def datasets(self) -> list[str]:
+        if self.remote is not None:
+            return self.remote.datasets()
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
 
     def versions(self, name: str) -> list[Version]:
-        """Published versions, oldest first."""
-        vdir = self.root / name / "versions"
-        if not vdir.is_dir():
-            return []
-        found = [Version(name, p.name, p) for p in vdir.iterdir() if (p / "manifest.json").is_file()]
+        """Published versions, oldest first. (For a remote store only their manifest and
+        stats are mirrored here; :meth:`resolve` and :meth:`version` mirror the data.)"""
+        if self.remote is not None:
+            found = [Version(name, vid, self.version_dir(name, vid)) for vid in self.remote.published_ids(name)]
+        else:
+            vdir = self.root / name / "versions"
+            if not vdir.is_dir():
+                return []
+            found = [Version(name, p.name, p) for p in vdir.iterdir() if (p / "manifest.json").is_file()]
         return sorted(found, key=lambda v: (v.stats.get("created_at", ""), v.id))
 
     def refs(self, name: str) -> dict[str, str]:
+        if self.remote is not None:
+            return self.remote.refs(name)
         p = self.root / name / "refs.json"
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
     def set_ref(self, name: str, tag: str, version_id: str) -> None:
+        """Point ``tag`` at a version. On a remote store refs.json is rewritten whole: of two
+        runs tagging the same dataset at the same moment, the last writer wins."""
         if "@" in tag or "/" in tag or not tag:
             raise StoreError(f"'{tag}' is not a valid tag: use letters, digits, '.', '_' or '-'")
         refs = self.refs(name)
         refs[tag] = version_id
+        if self.remote is not None:
+            self.remote.write_refs(name, refs)
+            return
         atomic_write_text(self.root / name / "refs.json", json.dumps(refs, indent=2, sort_keys=True) + "\n")
 
     def has_version(self, name: str, version_id: str) -> bool:
+        if self.remote is not None:
+            return self.remote.has_version(name, version_id)
         return (self.version_dir(name, version_id) / "manifest.json").is_file()
+
+    def version(self, name: str, version_id: str) -> Version:
+        """A published version by its exact id, its files ready to read (mirrored first when
+        the store is remote)."""
+        if self.remote is not None:
+            return Version(name, version_id, self.remote.fetch(name, version_id))
+        return Version(name, version_id, self.version_dir(name, version_id))
 
     # -- addressing
     def resolve(self, ref: str) -> Version:
         name, version = parse_ref(ref)
-        if name not in self.datasets():
+        exists = bool(self.remote.published_ids(name)) if self.remote is not None else name in self.datasets()
+        if not exists:
             known = ", ".join(self.datasets()) or "none"
-            raise StoreError(f"no dataset '{name}' in store {self.root} (datasets: {known}); "
+            raise StoreError(f"no dataset '{name}' in store {self.location} (datasets: {known}); "
                              "pass --store or set CORPUSMILL_STORE to use another store")
         refs = self.refs(name)
         vid = refs.get(version, version)
         if self.has_version(name, vid):
-            return Version(name, vid, self.version_dir(name, vid))
+            return self.version(name, vid)
         matches = [v for v in self.versions(name) if v.id.startswith(vid)]
         if len(matches) == 1:
-            return matches[0]
+            return self.version(name, matches[0].id)
         if len(matches) > 1:
             raise StoreError(f"'{ref}' is ambiguous: {', '.join(v.id for v in matches)}")
         tags = ", ".join(sorted(refs)) or "none"
@@ -270,7 +325,10 @@ class Store:
 
     # -- publishing
     def publish(self, name: str, version_id: str, staging: Path) -> Version:
-        """Move a finished folder into place with one atomic rename."""
+        """Move a finished folder into place with one atomic rename (on a remote store: upload
+        it, manifest.json last, see :mod:`corpusmill.remote_store`)."""
+        if self.remote is not None:
+            return Version(name, version_id, self.remote.publish(name, version_id, staging))
         final = self.version_dir(name, version_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():

@@ -19,6 +19,7 @@ import io
 import os
 import zlib
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from xxhash import xxh3_64_hexdigest
 
+from corpusmill import fs as fsio
 from corpusmill import schema as S
+from corpusmill.errors import CorpusmillError
 
 READ_STAGE = "read"
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -92,7 +95,9 @@ def expand_input(spec, base_dir: Path) -> list[tuple[str, str]]:
     """[(absolute path, name relative to the pattern root)], in a stable order."""
     if spec.format == "hf_hub":
         return [(spec.path, spec.path)]
-    raw = os.path.expanduser(spec.path)
+    if fsio.is_remote(spec.path):
+        return fsio.expand_remote(spec.path)
+    raw = os.path.expanduser(fsio.local_path(spec.path))
     pattern = raw if os.path.isabs(raw) else str(base_dir / raw)
     if _has_magic(pattern):
         parts = Path(pattern).parts
@@ -129,13 +134,27 @@ def check_input_paths(inputs, base_dir: Path) -> list[str]:
                 problems.append(f"inputs[{i}].format: {spec.format} needs Hugging Face datasets: pip install 'corpusmill[hf]'")
         if spec.format == "hf_hub":
             continue
-        files = expand_input(spec, base_dir)
+        remote = fsio.is_remote(spec.path)
+        if remote and spec.format == "hf_disk":
+            problems.append(f"{where}: {spec.path}: hf_disk folders are read from local paths only; "
+                            "copy the folder locally or export it as Parquet/JSONL")
+            continue
+        try:
+            files = expand_input(spec, base_dir)
+        except CorpusmillError as err:
+            problems.append(f"{where}: {err}")
+            continue
         if not files:
-            shown = spec.path if os.path.isabs(spec.path) else f"{spec.path} (resolved to {base_dir / spec.path})"
-            problems.append(f"{where}: no file matches {shown}; relative paths are relative to the pipeline file")
+            if remote:
+                shown = spec.path
+            else:
+                local = fsio.local_path(spec.path)
+                shown = spec.path if os.path.isabs(local) else f"{spec.path} (resolved to {base_dir / local})"
+            hint = "" if remote else "; relative paths are relative to the pipeline file"
+            problems.append(f"{where}: no file matches {shown}{hint}")
             continue
         for path, name in files:
-            if _is_hf_dir(Path(path)):
+            if not remote and _is_hf_dir(Path(path)):
                 continue
             fmt, _ = _detect(path, spec.format)
             if fmt is None:
@@ -156,12 +175,12 @@ def resolve_files(inputs, base_dir: Path) -> list[InputFile]:
         for path, name in expand_input(spec, base_dir):
             if spec.format == "hf_hub":
                 files.append(InputFile(i, path, name, "hf_hub", None, 0))
-            elif _is_hf_dir(Path(path)):
+            elif not fsio.is_remote(path) and _is_hf_dir(Path(path)):
                 size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
                 files.append(InputFile(i, path, name, "hf_disk", None, size))
             else:
                 fmt, comp = _detect(path, spec.format)
-                files.append(InputFile(i, path, name, fmt, comp, os.path.getsize(path)))
+                files.append(InputFile(i, path, name, fmt, comp, fsio.size(path)))
     return files
 
 
@@ -199,7 +218,8 @@ def plan_shards(files: list[InputFile], inputs, shard_bytes: int) -> tuple[list[
         bounds = [(0, 1)]  # (byte offset of a shard's first line, its line number)
         pos = lines = 0
         target = shard_bytes
-        with open(f.path, "rb") as fh:
+        guard = fsio.remote_errors(f.path) if fsio.is_remote(f.path) else nullcontext()
+        with guard, fsio.open_input(f.path) as fh:
             while chunk := fh.read(CHUNK):
                 h.update(chunk)
                 if split:
@@ -236,7 +256,7 @@ class StreamBroken(Exception):
 def iter_chunks(shard: Shard) -> Iterator[bytes]:
     """Decompressed bytes of the shard. Raises StreamBroken after the last good chunk."""
     f = shard.file
-    with open(f.path, "rb") as fh:
+    with fsio.open_input(f.path) as fh:
         if f.compression is None:
             fh.seek(shard.start)
             left = shard.nbytes
@@ -699,13 +719,20 @@ def _rows_from_tables(tables, b: RecordBuilder):
 def _read_parquet(shard: Shard, b: RecordBuilder):
     import pyarrow.parquet as pq
 
+    path = shard.file.path
+    remote = fsio.is_remote(path)
+    source = fsio.open_input(path) if remote else path
     try:
-        pf = pq.ParquetFile(shard.file.path)
-    except (pa.ArrowInvalid, OSError) as err:
-        b.reject(0, "corrupt_file", f"not a readable Parquet file: {err}", None)
-        yield b.flush()
-        return
-    yield from _rows_from_tables(pf.iter_batches(batch_size=b.batch_rows), b)
+        try:
+            pf = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as err:
+            b.reject(0, "corrupt_file", f"not a readable Parquet file: {err}", None)
+            yield b.flush()
+            return
+        yield from _rows_from_tables(pf.iter_batches(batch_size=b.batch_rows), b)
+    finally:
+        if remote:
+            source.close()
 
 
 def _load_hf(shard: Shard, spec):

@@ -62,7 +62,8 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="dataset name in the store")
-    store: str | None = None
+    store: str | None = Field(None, description="where versions are published: a folder (relative to the pipeline file) "
+                              "or a URL such as s3://bucket/corpora; --store and $CORPUSMILL_STORE override it")
     seed: int = 0
     description: str | None = None
     license: str | None = None
@@ -194,13 +195,22 @@ def parse_pipeline(raw: Any, registry: dict[str, type], *, base_dir: Path, sourc
     return config, steps, base_dir
 
 
-def store_root(cli_store: str | None, config: PipelineConfig | None, base_dir: Path | None) -> Path:
-    """--store, then the pipeline's ``store:``, then $CORPUSMILL_STORE, then ./corpusmill-store."""
+def store_root(cli_store: str | None, config: PipelineConfig | None, base_dir: Path | None) -> Path | str:
+    """--store, then the pipeline's ``store:``, then $CORPUSMILL_STORE, then ./corpusmill-store.
+    A remote URL (``s3://bucket/corpora``) is returned as a string; a local path or ``file://``
+    URL as an absolute Path (a relative ``store:`` is relative to the pipeline file)."""
+    from corpusmill import fs as fsio
+
+    def local_or_url(value: str, base: Path) -> Path | str:
+        if fsio.is_remote(value):
+            return fsio.normalize_url(value)
+        p = Path(fsio.local_path(value))
+        return (p if p.is_absolute() else base / p).resolve()
+
     if cli_store:
-        return Path(cli_store).resolve()
+        return local_or_url(cli_store, Path.cwd())
     if config is not None and config.store:
-        p = Path(config.store)
-        return (p if p.is_absolute() else (base_dir or Path.cwd()) / p).resolve()
+        return local_or_url(config.store, base_dir or Path.cwd())
     if os.environ.get("CORPUSMILL_STORE"):
-        return Path(os.environ["CORPUSMILL_STORE"]).resolve()
+        return local_or_url(os.environ["CORPUSMILL_STORE"], Path.cwd())
     return Path("corpusmill-store").resolve()

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusmill import __version__
+from corpusmill import fs as fsio
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
@@ -69,7 +70,7 @@ def refresh_pipeline(parent: Version, add: list[str | Path], input_index: int = 
     if not 0 <= input_index < len(cfg["inputs"]):
         raise CorpusmillError(f"--input {input_index}: {parent.ref} has inputs 0..{len(cfg['inputs']) - 1}")
     mapping = {k: v for k, v in cfg["inputs"][input_index].items() if k != "path"}
-    missing = [str(f) for f in add if not Path(f).exists()]
+    missing = [str(f) for f in add if not _exists(str(f))]
     if missing:
         raise CorpusmillError(f"--add: not found: {', '.join(missing)}")
     steps: list[dict] = [{"unseen_ids": {"version": parent.ref}}]
@@ -84,9 +85,17 @@ def refresh_pipeline(parent: Version, add: list[str | Path], input_index: int = 
             opts["inherit"] = parent.ref
         steps.append({kind: opts})
     raw = {k: v for k, v in cfg.items() if k not in ("inputs", "steps")}
-    raw["inputs"] = [{**mapping, "path": str(Path(f).resolve())} for f in add]
+    raw["inputs"] = [{**mapping, "path": str(f) if fsio.is_remote(str(f)) else str(Path(fsio.local_path(f)).resolve())}
+                     for f in add]
     raw["steps"] = steps
     return raw
+
+
+def _exists(path: str) -> bool:
+    """A local path, or a remote file, folder or glob that matches something."""
+    if not fsio.is_remote(path):
+        return Path(fsio.local_path(path)).exists()
+    return bool(fsio.expand_remote(path))
 
 
 def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path | None = None,
@@ -119,7 +128,7 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
         shutil.rmtree(scratch_root, ignore_errors=True)
-        version = Version(name, vid, store.version_dir(name, vid))
+        version = store.version(name, vid)
         return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
 
     added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
@@ -193,9 +202,11 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     for origin in sorted(origins):
         name, vid = parse_ref(origin)
-        src = store.version_dir(name, vid)
         dst = scratch.version_dir(name, vid)
-        if src.is_dir() and not dst.exists():
+        if dst.exists() or not store.has_version(name, vid):
+            continue
+        src = store.version(name, vid).path  # mirrored first when the store is remote
+        if src.is_dir():
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(src, dst)
     base = Version(parent.dataset, parent.id, base_dir)

@@ -435,7 +435,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
     if store.has_version(name, vid):
-        version = Version(name, vid, store.version_dir(name, vid))
+        version = store.version(name, vid)
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
         shutil.rmtree(store.work_dir(name, vid), ignore_errors=True)
@@ -443,7 +443,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
 
     work = store.work_dir(name, vid)
     work.mkdir(parents=True, exist_ok=True)
-    plan.store_root = str(store.root)
+    plan.store_root = store.location  # a URL for a remote store: what a stage on any machine can open
     pipe = Pipeline(plan)
     p = _paths(work)
     timings: dict[str, float] = {}

@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     dataset: str = Field(description="dataset version to train on: NAME, NAME@VERSION or NAME@TAG (resolved to a version id, recorded in run.json)")
     model: str = Field(description="base model: a local folder or a Hugging Face hub id, loaded with from_pretrained")
     task: Literal[TASKS] = Field(description="classification: text -> label; causal-lm: text, prompt/response or chat messages")  # type: ignore[valid-type]
-    store: str | None = Field(None, description="dataset store; null = $CORPUSMILL_STORE, then ./corpusmill-store")
+    store: str | None = Field(None, description="dataset store, a folder or a URL (s3://bucket/corpora); null = $CORPUSMILL_STORE, then ./corpusmill-store")
     output: str | None = Field(None, description="run folder (run.json, model/, checkpoints/); null = runs/<dataset>-<task>")
     seed: int = Field(0, description="seeds the head initialisation, dropout, subsampling and the data order of every epoch")
 

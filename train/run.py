@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from corpusmill.errors import CorpusmillError
-from corpusmill.store import Store, Version
+from corpusmill.store import Store, Version, store_location
 from corpusmill.train.config import TrainConfig
 
 RUN_FORMAT = 1
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
         "task": cfg.task,
         "format_of_examples": fmt,
         "dataset": {"reference": version.ref, "requested": cfg.dataset, "name": version.dataset, "version": version.id,
-                    "store": str(Path(version.path).parents[2]), "splits": version.manifest["splits"]},
+                    "store": store_location(version), "splits": version.manifest["splits"]},
         "model": {"base": cfg.model, "method": cfg.method, "architecture": type(model).__name__,
                   "parameters": total_params, "trainable_parameters": trainable_params},
         "labels": labels,
