@@ -14,6 +14,7 @@ Every rejected row carries ``stage`` and ``reason``; the executor checks rows in
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,16 @@ class ReduceStage(Stage):
 
     def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:  # pragma: no cover
         raise TypeError(f"stage {self.kind!r} needs its reduce step; override process() if needs_reduce can be False")
+
+
+def per_shard(fn, items: list) -> list:
+    """``[fn(k, item) for k, item in enumerate(items)]`` on a few threads: reading, decompressing
+    and writing Parquet release the GIL, so the shards (or files) of a global step overlap.
+    Results come back in order, so nothing depends on which thread finished first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(fn, range(len(items)), items))
 
 
 def decision_path(decisions: Path, shard: int) -> Path:

@@ -154,8 +154,11 @@ class Version:
 
     def ids(self) -> pa.Array:
         """The ids of every row, in split then file order, as one string array."""
-        chunks = [c for split in self.splits() for f in self.data_files(split)
-                  for c in pq.read_table(f, columns=["id"]).column("id").chunks]
+        from corpusmill.stage import per_shard
+
+        files = [f for split in self.splits() for f in self.data_files(split)]
+        columns = per_shard(lambda _, f: pq.read_table(f, columns=["id"]).column("id"), files)
+        chunks = [c for col in columns for c in col.chunks]
         # from the chunks: pa.chunked_array() over ChunkedArrays converts row by row (~1 s per 1M ids)
         return pa.chunked_array(chunks, pa.string()).combine_chunks() if chunks else pa.array([], pa.string())
 
@@ -180,15 +183,22 @@ class Version:
         import numpy as np
         import pyarrow.compute as pc
 
+        from corpusmill.stage import per_shard
+
         wanted = pa.array(ids, pa.string())
+
+        def read(_, f: Path):
+            ids_here = pq.read_table(f, columns=["id"]).column("id")
+            at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
+            if not at.size:
+                return None
+            texts = pq.read_table(f, columns=["text"]).column("text").take(pa.array(at))
+            return ids_here.take(pa.array(at)), texts
+
         found: dict[str, str] = {}
-        for split in self.splits():
-            for f in self.data_files(split):
-                ids_here = pq.read_table(f, columns=["id"]).column("id")
-                at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
-                if at.size:
-                    texts = pq.read_table(f, columns=["text"]).column("text").take(pa.array(at))
-                    found.update(zip(ids_here.take(pa.array(at)).to_pylist(), texts.to_pylist()))
+        for got in per_shard(read, [f for split in self.splits() for f in self.data_files(split)]):
+            if got is not None:
+                found.update(zip(got[0].to_pylist(), got[1].to_pylist()))
         return found
 
     def read_rejects(self) -> pa.Table | None:

@@ -28,7 +28,6 @@ compare later signatures with them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -49,7 +48,8 @@ from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimat
 from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.grouping import partition_bits, partition_of
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, write_decisions
+from corpusmill.stage import (BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, per_shard,
+                              write_decisions)
 
 CLUSTER_ID = "cluster_id"
 INDEX_FORMAT = 1
@@ -193,16 +193,6 @@ def check_index(version, config: DedupConfig) -> Path:
     if problems:
         raise ConfigError(problems)
     return folder
-
-
-def per_shard(fn, items: list) -> list:
-    """``[fn(k, item) for k, item in enumerate(items)]`` on a few threads: reading, decompressing
-    and writing Parquet release the GIL, so the shards of the global step overlap. Results come
-    back in shard order, so nothing depends on which thread finished first."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        return list(pool.map(fn, range(len(items)), items))
 
 
 def to_fixed_binary(matrix: np.ndarray) -> pa.Array:
@@ -445,7 +435,7 @@ class _OldIndex:
     @property
     def sig(self) -> np.ndarray:
         if self._sig is None:
-            tables = [pq.read_table(p["path"], columns=["sig"]).column("sig") for p in self.parts]
+            tables = per_shard(lambda _, p: pq.read_table(p["path"], columns=["sig"]).column("sig"), self.parts)
             self._sig = from_fixed_binary(pa.chunked_array([c for t in tables for c in t.chunks]), np.uint32)
         return self._sig
 
@@ -461,7 +451,7 @@ class _OldIndex:
         stored_bands = bool(stage.near) and bool(paths) and all(
             "bands" in pq.read_schema(p).names for p in paths) and meta.get("lsh") == stage.plan.to_json()
         cols = ["id"] + (["hi", "lo"] if stage.exact else []) + (["bands"] if stored_bands else [])
-        tables = [pq.read_table(p, columns=cols) for p in paths]
+        tables = per_shard(lambda _, p: pq.read_table(p, columns=cols), paths)
         part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
         t = pa.concat_tables(tables) if tables else None
         n = t.num_rows if t is not None else 0
