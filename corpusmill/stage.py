@@ -150,6 +150,11 @@ class ReduceStage(Stage):
         """Per-row facts for the global decision, one row per input row (or None)."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Load what :meth:`reduce` reads besides the facts (an earlier version's index). The
+        executor calls it on a thread while the map phase runs, so loading and mapping overlap;
+        it must not depend on the facts. Default: nothing."""
+
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
         """Decide globally.
 

@@ -315,13 +315,21 @@ class Dedup(ReduceStage):
 
     # -- reduce
 
+    @cached_property
+    def old_index(self) -> "_OldIndex | None":
+        """The ``against`` version's index, loaded once (by :meth:`prepare`, during the map phase)."""
+        return _OldIndex.load(self) if self.config.against else None
+
+    def prepare(self) -> None:
+        self.old_index
+
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict:
         c = self.near
         if c is not None:
             print(f"[{self.name}] near duplicates: {c.shingle} {c.n}-gram shingles, {c.num_perm} slots; "
                   + self.plan.describe(), file=sys.stderr, flush=True)
         rows = _Rows.load(facts, self)
-        old = _OldIndex.load(self) if self.config.against else None
+        old = self.old_index
         dec = _decide(self, rows, old)
         _write_decisions(decisions, rows, dec, old)
         counters = _write_index(self, index, facts, rows, dec, old)

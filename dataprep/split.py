@@ -19,7 +19,7 @@ smallest member key, so the value depends on the group alone, not on the rest of
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -238,11 +238,19 @@ class Split(ReduceStage):
         sig = hasher.signatures(self._shingling.shingles(texts))
         return {"sig": to_fixed_binary(sig), "bands": to_fixed_binary(lsh.band_keys(sig, plan, 0))}
 
+    @cached_property
+    def inherited(self) -> "_Inherited | None":
+        """The ``inherit`` version's split index, loaded once (by :meth:`prepare`, during the map phase)."""
+        return _Inherited.load(self) if self.config.inherit else None
+
+    def prepare(self) -> None:
+        self.inherited
+
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
         from corpusmill.dataprep.dedup import from_fixed_binary
 
         names = list(self.config.ratios)
-        old = _Inherited.load(self) if self.config.inherit else None
+        old = self.inherited
         # on a grouping engine the driver never holds every signature (512 bytes a row), only
         # those of candidate rows; an inherited index needs them all (its links), so not then
         grouped = self.groupby is not None and old is None and bool(self.near_threshold)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -473,6 +474,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                     else:
                         todo.append(shard)
                 rows = 0
+                # the reduce's own loading (an earlier version's index) overlaps the map phase
+                prepared = _Background(seg.reduce.prepare) if seg.reduce is not None else None
                 if ray_exec is not None and todo:
                     for r in ray_exec.run_segment(pipe, k, todo, work):
                         results[r["shard"]] = r
@@ -493,6 +496,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
                 if seg.reduce is not None:
+                    prepared.wait()
                     _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
@@ -519,6 +523,27 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
         store.set_ref(name, tag, vid)
     shutil.rmtree(work, ignore_errors=True)
     return RunResult(version, True, manifest, seconds)
+
+
+class _Background:
+    """``fn()`` on a thread; :meth:`wait` joins it and raises what it raised."""
+
+    def __init__(self, fn) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+                self.error = err
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _rows_in(result: dict) -> int:

@@ -204,3 +204,33 @@ def test_diff_shows_what_the_refresh_did_and_drift(tmp_path, parent, capsys):
     main(["datasets", "diff", parent.version.ref, b.ref, "--store", str(tmp_path / "store")])
     text = capsys.readouterr().out
     assert "new rows read 60, kept 60" in text and "values not in the old rows: refund" in text
+
+
+def test_old_index_is_loaded_once_while_the_map_phase_runs(tmp_path, parent, monkeypatch):
+    """dedup's `against` index and split's inherited index are loaded by the stages' prepare(),
+    on a thread while the new rows are mapped, once each; an error there is the run's error."""
+    import threading
+
+    from corpusmill.dataprep import dedup, split
+    from corpusmill.errors import CorpusmillError
+
+    calls = []
+    for module, cls in ((dedup, "_OldIndex"), (split, "_Inherited")):
+        original = getattr(module, cls).load.__func__
+        klass = getattr(module, cls)
+
+        def load(kls, stage, _original=original, _name=cls):
+            calls.append((_name, threading.current_thread() is threading.main_thread()))
+            return _original(kls, stage)
+        monkeypatch.setattr(klass, "load", classmethod(load))
+    write_jsonl(tmp_path / "raw" / "new.jsonl", _rows(30, offset=2000, prefix="n"))
+    store = Store(tmp_path / "store")
+    refresh(store, "tickets", [tmp_path / "raw" / "new.jsonl"])
+    assert sorted(calls) == [("_Inherited", False), ("_OldIndex", False)]
+
+    def broken(kls, stage):
+        raise CorpusmillError("the index of tickets@x cannot be read")
+    monkeypatch.setattr(dedup._OldIndex, "load", classmethod(broken))
+    write_jsonl(tmp_path / "raw" / "other.jsonl", _rows(5, offset=3000, prefix="m"))
+    with pytest.raises(CorpusmillError, match="cannot be read"):
+        refresh(store, "tickets", [tmp_path / "raw" / "other.jsonl"])
