@@ -118,9 +118,12 @@ def _normalised_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     with numpy (Arrow's split-and-join makes a list array of every word: ~4x slower). A row
     holding a non-ASCII whitespace character (no-break space, U+2000-U+200A, ...) goes through
     Arrow's split and join instead, so both paths give the same keys (a test checks it)."""
-    trimmed = pc.utf8_trim_whitespace(pc.utf8_lower(col))
-    chunks = trimmed.chunks if isinstance(trimmed, pa.ChunkedArray) else [trimmed]
-    return pa.chunked_array([_collapse_spaces(c) for c in chunks], pa.string())
+    from corpusmill.stage import per_shard
+
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    # chunk by chunk on a few threads: Arrow's kernels and numpy release the GIL
+    return pa.chunked_array(per_shard(lambda _, c: _collapse_spaces(pc.utf8_trim_whitespace(pc.utf8_lower(c))), chunks),
+                            pa.string())
 
 
 def _collapse_spaces(arr: pa.Array) -> pa.Array:
