@@ -193,9 +193,11 @@ class RemoteStore:
             tmp.unlink(missing_ok=True)
 
     # -- publishing
-    def publish(self, name: str, vid: str, staging: Path) -> Path:
+    def publish(self, name: str, vid: str, staging: Path, sources: dict[str, str] | None = None) -> Path:
         """Upload a finished version folder, manifest.json last, then move the folder into the
-        mirror (it is what was uploaded: nothing to download again). Returns the mirror folder."""
+        mirror (it is what was uploaded: nothing to download again). Returns the mirror folder.
+        ``sources``: {relative path: path on this filesystem} of staged files that are copies of
+        remote files (a Ray run's remote work folder): copied on the remote side, not uploaded."""
         dest = self._cached(name, vid)
         if self.has_version(name, vid):
             shutil.rmtree(staging, ignore_errors=True)
@@ -205,6 +207,7 @@ class RemoteStore:
             raise StoreError(f"{staging}: no {MANIFEST}; refusing to publish an unfinished version")
         files.remove(MANIFEST)
         copies = self._remote_twins(name, staging, files)
+        copies.update({rel: src for rel, src in (sources or {}).items() if rel in files})
         for rel in [*files, MANIFEST]:
             target = self._path(name, "versions", vid, rel)
             with fsio.remote_errors(self._url(name, "versions", vid, rel), "cannot upload"):

@@ -434,14 +434,21 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     and card.md (a refresh's intermediate run, whose version is merged into the one that gets them)."""
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
+    # A Ray run into a remote store keeps its work folder on the store's object store: its tasks
+    # may run on machines that share no filesystem (corpusmill.remote_work).
+    remote = _remote_work(store, name, vid) if executor == "ray" else None
     if store.has_version(name, vid):
         version = store.version(name, vid)
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
         shutil.rmtree(store.work_dir(name, vid), ignore_errors=True)
+        if remote is not None:
+            remote.remove()
         return RunResult(version, False, version.manifest)
 
     work = store.work_dir(name, vid)
+    if remote is not None:  # the remote folder is the run's state; a local copy from earlier is stale
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     plan.store_root = store.location  # a URL for a remote store: what a stage on any machine can open
     pipe = Pipeline(plan)
@@ -465,16 +472,20 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 task = progress.add_task(label, total=len(plan.shards), rows=0)
                 results: dict[int, dict] = {}
                 todo = []
+                finished = _remote_markers(remote, k) if remote is not None else {}
                 for shard in plan.shards:
                     marker = p["seg"](k) / f"{shard.index:05d}.done.json"
-                    if marker.is_file():
+                    if remote is not None and shard.index in finished:
+                        results[shard.index] = finished[shard.index]
+                        progress.advance(task)
+                    elif remote is None and marker.is_file():
                         results[shard.index] = json.loads(marker.read_text())
                         progress.advance(task)
                     else:
                         todo.append(shard)
                 rows = 0
                 if ray_exec is not None and todo:
-                    for r in ray_exec.run_segment(pipe, k, todo, work):
+                    for r in ray_exec.run_segment(pipe, k, todo, work, remote):
                         results[r["shard"]] = r
                         rows += _rows_in(r)
                         progress.update(task, advance=1, rows=f"{rows:,}")
@@ -493,7 +504,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
                 if seg.reduce is not None:
-                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None)
+                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None, remote)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
                     total = sum(_rows_in(r) for r in results.values())
@@ -505,6 +516,10 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
         if ray_exec is not None:
             ray_exec.shutdown()
 
+    remote_final: dict[str, str] = {}
+    if remote is not None:  # the data, rejects and index files, for their checksums, counts and the report
+        for rel in remote.fetch_tree("final", keep_present=True):
+            remote_final[rel[len("final/"):]] = remote.path(rel)
     manifest = _finish(plan, pipe, work, all_stats)
     seconds = time.perf_counter() - t0
     created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -514,11 +529,29 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
     if docs:
         publish_docs(Version(name, vid, p["final"]))
-    version = store.publish(name, vid, p["final"])
+    # files already on the store's filesystem (a remote work folder) are copied there, not uploaded
+    version = store.publish(name, vid, p["final"], remote_sources=remote_final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
     shutil.rmtree(work, ignore_errors=True)
+    if remote is not None:
+        remote.remove()
     return RunResult(version, True, manifest, seconds)
+
+
+def _remote_work(store: Store, name: str, vid: str):
+    """The run's work folder on the store's filesystem (a RemoteWork), or None for a local store."""
+    if store.remote is None:
+        return None
+    from corpusmill.remote_work import RemoteWork
+
+    return RemoteWork(f"{store.location}/{name}/.work/{vid}", store.work_dir(name, vid))
+
+
+def _remote_markers(remote, k: int) -> dict[int, dict]:
+    from corpusmill.pipelines.ray_executor import remote_markers
+
+    return remote_markers(remote, k)
 
 
 def _rows_in(result: dict) -> int:
@@ -534,9 +567,12 @@ def _segment_label(pipe: Pipeline, k: int) -> str:
     return f"[{k + 1}/{len(pipe.segments)}] " + " > ".join(names)
 
 
-def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None) -> None:
+def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None, remote=None) -> None:
     """The global step of ``stage`` over segment ``k``'s facts; ``groupby``: the executor's
-    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process."""
+    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process.
+    ``remote``: the run's remote work folder (see :func:`_run_remote_reduce`)."""
+    if remote is not None:
+        return _run_remote_reduce(stage, k, plan, work, groupby, remote)
     p = _paths(work)
     marker = work / f"reduce-{stage.name}.done.json"
     if marker.is_file():
@@ -553,6 +589,41 @@ def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None
     stage.groupby = groupby
     counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
     atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
+
+
+def _run_remote_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby, remote) -> None:
+    """:func:`_run_reduce` on a remote work folder: the stage opens the facts and rows files as
+    :class:`~corpusmill.remote_work.WorkFile` (downloaded when first opened; a grouping engine on
+    the cluster reads them from the object store itself) and writes its decisions and index into
+    the driver's local folder; they are uploaded, then the reduce's marker."""
+    from corpusmill.remote_work import WorkFile
+
+    marker = f"reduce-{stage.name}.done.json"
+    if remote.fetch(marker):  # finished by an earlier attempt; the tasks fetch its decisions
+        return
+    p = _paths(work)
+    decisions, index = p["decisions"](stage.name), p["index"] / stage.name
+    for folder in (decisions, index):
+        shutil.rmtree(folder, ignore_errors=True)
+        remote.remove(remote.rel(folder))
+    decisions.mkdir(parents=True)
+    facts_present = set(remote.listing(f"facts/{stage.name}"))
+    rows_present = set(remote.listing(f"seg{k}"))
+
+    def files(present: set[str], folder: str) -> list[WorkFile | None]:
+        rels = [f"{folder}/{s.index:05d}.parquet" for s in plan.shards]
+        return [WorkFile(remote, r) if r in present else None for r in rels]
+
+    stage.rows_files = files(rows_present, f"seg{k}")
+    stage.groupby = groupby
+    counters = stage.reduce(files(facts_present, f"facts/{stage.name}"), decisions, index)
+    remote.push_tree(remote.rel(decisions))
+    remote.push_tree(remote.rel(index))
+    atomic_write_text(work / marker, json.dumps(counters or {}, sort_keys=True))
+    remote.push(marker)
+    # the facts and rows this driver fetched are not needed again
+    shutil.rmtree(p["facts"](stage.name), ignore_errors=True)
+    shutil.rmtree(p["seg"](k), ignore_errors=True)
 
 
 def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> dict:
