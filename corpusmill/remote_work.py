@@ -49,9 +49,18 @@ class RemoteWork:
 
     @property
     def fs(self):
+        """This folder's own filesystem object, without a listings cache: other machines write
+        here, and fsspec's cache of a folder's listing would hide their files (a cached listing
+        of a parent outlives an invalidation of the folder)."""
         if self._fs is None:
-            self._fs, self._base = fsio.filesystem(self.url)
-            self._base = self._base.rstrip("/")
+            from fsspec.core import url_to_fs
+
+            with fsio.remote_errors(self.url, "cannot open the filesystem"):
+                try:
+                    self._fs, base = url_to_fs(self.url, use_listings_cache=False, skip_instance_cache=True)
+                except ImportError as err:
+                    raise fsio.missing_backend(self.url, err) from None
+            self._base = base.rstrip("/")
         return self._fs
 
     def path(self, rel: str) -> str:
@@ -126,7 +135,6 @@ class RemoteWork:
     def _sizes(self, folder: str) -> dict[str, int]:
         root = self.path(folder)
         with fsio.remote_errors(self.url_of(folder), "cannot list"):
-            self.fs.invalidate_cache(root)
             try:
                 found = self.fs.find(root, detail=True)
             except FileNotFoundError:
@@ -159,7 +167,6 @@ class RemoteWork:
         """Delete ``folder`` (default: the whole work folder) on the remote."""
         root = self.path(folder)
         with fsio.remote_errors(self.url_of(folder), "cannot delete"):
-            self.fs.invalidate_cache(root)
             if self.fs.exists(root):
                 self.fs.rm(root, recursive=True)
 

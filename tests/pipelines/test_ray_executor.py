@@ -4,6 +4,7 @@ as Ray Data groupby shuffles give the same version id and the same bytes as the 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 
@@ -62,8 +63,10 @@ def test_ray_run_with_inputs_and_store_on_s3_shares_files_only_through_the_objec
     """Inputs and store on S3 (moto), --executor ray: the same version id and bytes as the local
     executor on local paths, and the tasks exchange every work file through the bucket: whenever
     the driver writes a shard's marker, the shard's files are on S3 and the driver's local work
-    folder holds none of the shards' rows, rejects or facts."""
+    folder holds none of the shards' rows, rejects or facts. A run killed in the dedup reduce
+    resumes from the markers on S3 (its local folder is gone: the next driver may be elsewhere)."""
     import corpusmill.pipelines.ray_executor as rx
+    import corpusmill.pipelines.runner as runner
     from corpusmill.remote_work import WorkFile
     from corpusmill.store import Store
 
@@ -106,7 +109,21 @@ def test_ray_run_with_inputs_and_store_on_s3_shares_files_only_through_the_objec
     real = rx.RayGroupBy.__call__
     monkeypatch.setattr(rx.RayGroupBy, "__call__", lambda self, facts, columns, records, keys, reduce: (
         grouped.append({type(f).__name__ for f in facts if f is not None}), real(self, facts, columns, records, keys, reduce))[1])
-    ray_run = run_pipeline(write_pipeline(tmp_path / "remote.yaml", remote_cfg), workers=2, quiet=True, executor="ray")
+    real_reduce = runner._run_remote_reduce
+
+    def killed_in_dedup(stage, *args):
+        if stage.name == "dedup":
+            raise KeyboardInterrupt("killed")
+        return real_reduce(stage, *args)
+
+    monkeypatch.setattr(runner, "_run_remote_reduce", killed_in_dedup)
+    pipeline = write_pipeline(tmp_path / "remote.yaml", remote_cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(pipeline, workers=2, quiet=True, executor="ray")
+    assert {k for k, *_ in seen} == {0, 1} and s3.exists(f"{BUCKET}/ray/corpora/orders/.work/{local.version.id}")
+    shutil.rmtree(driver_work)
+    monkeypatch.setattr(runner, "_run_remote_reduce", real_reduce)
+    ray_run = run_pipeline(pipeline, workers=2, quiet=True, executor="ray")
 
     assert ray_run.version.id == local.version.id
     assert ray_run.manifest["files"] == local.manifest["files"]  # names, sizes, sha256
@@ -117,7 +134,7 @@ def test_ray_run_with_inputs_and_store_on_s3_shares_files_only_through_the_objec
     # the grouping tasks were handed the facts on S3, not files of the driver
     assert grouped == [{WorkFile.__name__}] * 4
     shards = local.manifest["shards"]
-    assert shards >= 4 and len(seen) == 4 * shards  # every shard of the 4 segments
+    assert shards >= 4 and len(seen) == 4 * shards  # every shard of the 4 segments, once: none run twice
     assert all(local_files == [] for _, _, local_files, _, _ in seen), [s for s in seen if s[2]][:3]
     assert all(stats_on_s3 for _, _, _, stats_on_s3, _ in seen)
     assert sum(bool(files) for k, _, _, _, files in seen if k < 3) > shards  # rows of segments 1-3 on S3
