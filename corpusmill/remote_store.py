@@ -12,7 +12,8 @@ store. A version's files are downloaded on first use and checked against the sha
 manifest records; versions are immutable, so the mirror never goes stale. Refs are always read
 from the remote. The mirror also holds the runs' work folders (``<dataset>/.work/<id>``), so a
 local run writes locally and uploads once, and the version it publishes is moved into the
-mirror rather than downloaded again.
+mirror rather than downloaded again. (A Ray run's work folder is on the remote instead, whose
+tasks may run on other machines: :mod:`corpusmill.remote_work`.)
 """
 
 from __future__ import annotations

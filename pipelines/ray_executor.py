@@ -365,3 +365,40 @@ def _pass_through_remote(pipe, k: int, shard, remote) -> dict | None:
         stats[seg.apply.name] = {"in": n, "kept": n, "rejected": {}, "counters": {}}
         splits = {"all": f"all-{sid}.parquet"}
     return write_remote_marker(remote, k, {"shard": shard.index, "stages": stats, "splits": splits})
+
+
+def run_remote_reduce(stage, k: int, plan, work: Path, groupby, remote) -> None:
+    """The runner's ``_run_reduce`` on a remote work folder: the stage opens the facts and rows
+    files as :class:`~corpusmill.remote_work.WorkFile` (downloaded when first opened; a grouping
+    engine on the cluster reads them from the object store itself) and writes its decisions and
+    index into the driver's local folder; they are uploaded, then the reduce's marker."""
+    from corpusmill.pipelines.runner import _paths
+    from corpusmill.remote_work import WorkFile
+    from corpusmill.store import atomic_write_text
+
+    marker = f"reduce-{stage.name}.done.json"
+    if remote.fetch(marker):  # finished by an earlier attempt; the tasks fetch its decisions
+        return
+    p = _paths(work)
+    decisions, index = p["decisions"](stage.name), p["index"] / stage.name
+    for folder in (decisions, index):
+        shutil.rmtree(folder, ignore_errors=True)
+        remote.remove(remote.rel(folder))
+    decisions.mkdir(parents=True)
+    facts_present = set(remote.listing(f"facts/{stage.name}"))
+    rows_present = set(remote.listing(f"seg{k}"))
+
+    def files(present: set[str], folder: str) -> list[WorkFile | None]:
+        rels = [f"{folder}/{s.index:05d}.parquet" for s in plan.shards]
+        return [WorkFile(remote, r) if r in present else None for r in rels]
+
+    stage.rows_files = files(rows_present, f"seg{k}")
+    stage.groupby = groupby
+    counters = stage.reduce(files(facts_present, f"facts/{stage.name}"), decisions, index)
+    remote.push_tree(remote.rel(decisions))
+    remote.push_tree(remote.rel(index))
+    atomic_write_text(work / marker, json.dumps(counters or {}, sort_keys=True))
+    remote.push(marker)
+    # the facts and rows this driver fetched are not needed again
+    shutil.rmtree(p["facts"](stage.name), ignore_errors=True)
+    shutil.rmtree(p["seg"](k), ignore_errors=True)

@@ -437,6 +437,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     # A Ray run into a remote store keeps its work folder on the store's object store: its tasks
     # may run on machines that share no filesystem (corpusmill.remote_work).
     remote = _remote_work(store, name, vid) if executor == "ray" else None
+    if remote is not None:
+        from corpusmill.pipelines.ray_executor import remote_markers
     if store.has_version(name, vid):
         version = store.version(name, vid)
         for tag in ("latest", *tags):
@@ -472,7 +474,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 task = progress.add_task(label, total=len(plan.shards), rows=0)
                 results: dict[int, dict] = {}
                 todo = []
-                finished = _remote_markers(remote, k) if remote is not None else {}
+                finished = remote_markers(remote, k) if remote is not None else {}
                 for shard in plan.shards:
                     marker = p["seg"](k) / f"{shard.index:05d}.done.json"
                     if remote is not None and shard.index in finished:
@@ -548,12 +550,6 @@ def _remote_work(store: Store, name: str, vid: str):
     return RemoteWork(f"{store.location}/{name}/.work/{vid}", store.work_dir(name, vid))
 
 
-def _remote_markers(remote, k: int) -> dict[int, dict]:
-    from corpusmill.pipelines.ray_executor import remote_markers
-
-    return remote_markers(remote, k)
-
-
 def _rows_in(result: dict) -> int:
     st = result["stages"]
     first = st.get(readers.READ_STAGE) or next(iter(st.values()), None)
@@ -570,9 +566,11 @@ def _segment_label(pipe: Pipeline, k: int) -> str:
 def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None, remote=None) -> None:
     """The global step of ``stage`` over segment ``k``'s facts; ``groupby``: the executor's
     grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process.
-    ``remote``: the run's remote work folder (see :func:`_run_remote_reduce`)."""
+    ``remote``: the run's remote work folder (see :func:`~corpusmill.pipelines.ray_executor.run_remote_reduce`)."""
     if remote is not None:
-        return _run_remote_reduce(stage, k, plan, work, groupby, remote)
+        from corpusmill.pipelines.ray_executor import run_remote_reduce
+
+        return run_remote_reduce(stage, k, plan, work, groupby, remote)
     p = _paths(work)
     marker = work / f"reduce-{stage.name}.done.json"
     if marker.is_file():
@@ -589,41 +587,6 @@ def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None
     stage.groupby = groupby
     counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
     atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
-
-
-def _run_remote_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby, remote) -> None:
-    """:func:`_run_reduce` on a remote work folder: the stage opens the facts and rows files as
-    :class:`~corpusmill.remote_work.WorkFile` (downloaded when first opened; a grouping engine on
-    the cluster reads them from the object store itself) and writes its decisions and index into
-    the driver's local folder; they are uploaded, then the reduce's marker."""
-    from corpusmill.remote_work import WorkFile
-
-    marker = f"reduce-{stage.name}.done.json"
-    if remote.fetch(marker):  # finished by an earlier attempt; the tasks fetch its decisions
-        return
-    p = _paths(work)
-    decisions, index = p["decisions"](stage.name), p["index"] / stage.name
-    for folder in (decisions, index):
-        shutil.rmtree(folder, ignore_errors=True)
-        remote.remove(remote.rel(folder))
-    decisions.mkdir(parents=True)
-    facts_present = set(remote.listing(f"facts/{stage.name}"))
-    rows_present = set(remote.listing(f"seg{k}"))
-
-    def files(present: set[str], folder: str) -> list[WorkFile | None]:
-        rels = [f"{folder}/{s.index:05d}.parquet" for s in plan.shards]
-        return [WorkFile(remote, r) if r in present else None for r in rels]
-
-    stage.rows_files = files(rows_present, f"seg{k}")
-    stage.groupby = groupby
-    counters = stage.reduce(files(facts_present, f"facts/{stage.name}"), decisions, index)
-    remote.push_tree(remote.rel(decisions))
-    remote.push_tree(remote.rel(index))
-    atomic_write_text(work / marker, json.dumps(counters or {}, sort_keys=True))
-    remote.push(marker)
-    # the facts and rows this driver fetched are not needed again
-    shutil.rmtree(p["facts"](stage.name), ignore_errors=True)
-    shutil.rmtree(p["seg"](k), ignore_errors=True)
 
 
 def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> dict:

@@ -66,7 +66,6 @@ def test_ray_run_with_inputs_and_store_on_s3_shares_files_only_through_the_objec
     folder holds none of the shards' rows, rejects or facts. A run killed in the dedup reduce
     resumes from the markers on S3 (its local folder is gone: the next driver may be elsewhere)."""
     import corpusmill.pipelines.ray_executor as rx
-    import corpusmill.pipelines.runner as runner
     from corpusmill.remote_work import WorkFile
     from corpusmill.store import Store
 
@@ -109,20 +108,20 @@ def test_ray_run_with_inputs_and_store_on_s3_shares_files_only_through_the_objec
     real = rx.RayGroupBy.__call__
     monkeypatch.setattr(rx.RayGroupBy, "__call__", lambda self, facts, columns, records, keys, reduce: (
         grouped.append({type(f).__name__ for f in facts if f is not None}), real(self, facts, columns, records, keys, reduce))[1])
-    real_reduce = runner._run_remote_reduce
+    real_reduce = rx.run_remote_reduce
 
     def killed_in_dedup(stage, *args):
         if stage.name == "dedup":
             raise KeyboardInterrupt("killed")
         return real_reduce(stage, *args)
 
-    monkeypatch.setattr(runner, "_run_remote_reduce", killed_in_dedup)
+    monkeypatch.setattr(rx, "run_remote_reduce", killed_in_dedup)
     pipeline = write_pipeline(tmp_path / "remote.yaml", remote_cfg)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(pipeline, workers=2, quiet=True, executor="ray")
     assert {k for k, *_ in seen} == {0, 1} and s3.exists(f"{BUCKET}/ray/corpora/orders/.work/{local.version.id}")
     shutil.rmtree(driver_work)
-    monkeypatch.setattr(runner, "_run_remote_reduce", real_reduce)
+    monkeypatch.setattr(rx, "run_remote_reduce", real_reduce)
     ray_run = run_pipeline(pipeline, workers=2, quiet=True, executor="ray")
 
     assert ray_run.version.id == local.version.id
