@@ -12,7 +12,8 @@ store. A version's files are downloaded on first use and checked against the sha
 manifest records; versions are immutable, so the mirror never goes stale. Refs are always read
 from the remote. The mirror also holds the runs' work folders (``<dataset>/.work/<id>``), so a
 local run writes locally and uploads once, and the version it publishes is moved into the
-mirror rather than downloaded again.
+mirror rather than downloaded again. (A Ray run's work folder is on the remote instead, whose
+tasks may run on other machines: :mod:`corpusmill.remote_work`.)
 """
 
 from __future__ import annotations
@@ -193,9 +194,11 @@ class RemoteStore:
             tmp.unlink(missing_ok=True)
 
     # -- publishing
-    def publish(self, name: str, vid: str, staging: Path) -> Path:
+    def publish(self, name: str, vid: str, staging: Path, sources: dict[str, str] | None = None) -> Path:
         """Upload a finished version folder, manifest.json last, then move the folder into the
-        mirror (it is what was uploaded: nothing to download again). Returns the mirror folder."""
+        mirror (it is what was uploaded: nothing to download again). Returns the mirror folder.
+        ``sources``: {relative path: path on this filesystem} of staged files that are copies of
+        remote files (a Ray run's remote work folder): copied on the remote side, not uploaded."""
         dest = self._cached(name, vid)
         if self.has_version(name, vid):
             shutil.rmtree(staging, ignore_errors=True)
@@ -205,6 +208,7 @@ class RemoteStore:
             raise StoreError(f"{staging}: no {MANIFEST}; refusing to publish an unfinished version")
         files.remove(MANIFEST)
         copies = self._remote_twins(name, staging, files)
+        copies.update({rel: src for rel, src in (sources or {}).items() if rel in files})
         for rel in [*files, MANIFEST]:
             target = self._path(name, "versions", vid, rel)
             with fsio.remote_errors(self._url(name, "versions", vid, rel), "cannot upload"):

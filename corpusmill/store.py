@@ -334,11 +334,12 @@ class Store:
                          f"'corpusmill datasets list' shows the versions")
 
     # -- publishing
-    def publish(self, name: str, version_id: str, staging: Path) -> Version:
+    def publish(self, name: str, version_id: str, staging: Path, remote_sources: dict[str, str] | None = None) -> Version:
         """Move a finished folder into place with one atomic rename (on a remote store: upload
-        it, manifest.json last, see :mod:`corpusmill.remote_store`)."""
+        it, manifest.json last, see :mod:`corpusmill.remote_store`; ``remote_sources``: {file of
+        the folder: the same file on the store's filesystem}, copied there instead of uploaded)."""
         if self.remote is not None:
-            return Version(name, version_id, self.remote.publish(name, version_id, staging))
+            return Version(name, version_id, self.remote.publish(name, version_id, staging, remote_sources))
         final = self.version_dir(name, version_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():

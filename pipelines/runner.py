@@ -435,14 +435,23 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     and card.md (a refresh's intermediate run, whose version is merged into the one that gets them)."""
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
+    # A Ray run into a remote store keeps its work folder on the store's object store: its tasks
+    # may run on machines that share no filesystem (corpusmill.remote_work).
+    remote = _remote_work(store, name, vid) if executor == "ray" else None
+    if remote is not None:
+        from corpusmill.pipelines.ray_executor import remote_markers
     if store.has_version(name, vid):
         version = store.version(name, vid)
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
         shutil.rmtree(store.work_dir(name, vid), ignore_errors=True)
+        if remote is not None:
+            remote.remove()
         return RunResult(version, False, version.manifest)
 
     work = store.work_dir(name, vid)
+    if remote is not None:  # the remote folder is the run's state; a local copy from earlier is stale
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     plan.store_root = store.location  # a URL for a remote store: what a stage on any machine can open
     pipe = Pipeline(plan)
@@ -466,9 +475,13 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 task = progress.add_task(label, total=len(plan.shards), rows=0)
                 results: dict[int, dict] = {}
                 todo = []
+                finished = remote_markers(remote, k) if remote is not None else {}
                 for shard in plan.shards:
                     marker = p["seg"](k) / f"{shard.index:05d}.done.json"
-                    if marker.is_file():
+                    if remote is not None and shard.index in finished:
+                        results[shard.index] = finished[shard.index]
+                        progress.advance(task)
+                    elif remote is None and marker.is_file():
                         results[shard.index] = json.loads(marker.read_text())
                         progress.advance(task)
                     else:
@@ -477,7 +490,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 # the reduce's own loading (an earlier version's index) overlaps the map phase
                 prepared = _Background(seg.reduce.prepare) if seg.reduce is not None else None
                 if ray_exec is not None and todo:
-                    for r in ray_exec.run_segment(pipe, k, todo, work):
+                    for r in ray_exec.run_segment(pipe, k, todo, work, remote):
                         results[r["shard"]] = r
                         rows += _rows_in(r)
                         progress.update(task, advance=1, rows=f"{rows:,}")
@@ -497,7 +510,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 all_stats.extend(results[i] for i in sorted(results))
                 if seg.reduce is not None:
                     prepared.wait()
-                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None)
+                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None, remote)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
                     total = sum(_rows_in(r) for r in results.values())
@@ -509,6 +522,10 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
         if ray_exec is not None:
             ray_exec.shutdown()
 
+    remote_final: dict[str, str] = {}
+    if remote is not None:  # the data, rejects and index files, for their checksums, counts and the report
+        for rel in remote.fetch_tree("final", keep_present=True):
+            remote_final[rel[len("final/"):]] = remote.path(rel)
     manifest = _finish(plan, pipe, work, all_stats)
     seconds = time.perf_counter() - t0
     created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -518,10 +535,13 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
     if docs:
         publish_docs(Version(name, vid, p["final"]))
-    version = store.publish(name, vid, p["final"])
+    # files already on the store's filesystem (a remote work folder) are copied there, not uploaded
+    version = store.publish(name, vid, p["final"], remote_sources=remote_final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
     shutil.rmtree(work, ignore_errors=True)
+    if remote is not None:
+        remote.remove()
     return RunResult(version, True, manifest, seconds)
 
 
@@ -546,6 +566,15 @@ class _Background:
             raise self.error
 
 
+def _remote_work(store: Store, name: str, vid: str):
+    """The run's work folder on the store's filesystem (a RemoteWork), or None for a local store."""
+    if store.remote is None:
+        return None
+    from corpusmill.remote_work import RemoteWork
+
+    return RemoteWork(f"{store.location}/{name}/.work/{vid}", store.work_dir(name, vid))
+
+
 def _rows_in(result: dict) -> int:
     st = result["stages"]
     first = st.get(readers.READ_STAGE) or next(iter(st.values()), None)
@@ -559,9 +588,14 @@ def _segment_label(pipe: Pipeline, k: int) -> str:
     return f"[{k + 1}/{len(pipe.segments)}] " + " > ".join(names)
 
 
-def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None) -> None:
+def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None, remote=None) -> None:
     """The global step of ``stage`` over segment ``k``'s facts; ``groupby``: the executor's
-    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process."""
+    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process.
+    ``remote``: the run's remote work folder (see :func:`~corpusmill.pipelines.ray_executor.run_remote_reduce`)."""
+    if remote is not None:
+        from corpusmill.pipelines.ray_executor import run_remote_reduce
+
+        return run_remote_reduce(stage, k, plan, work, groupby, remote)
     p = _paths(work)
     marker = work / f"reduce-{stage.name}.done.json"
     if marker.is_file():
