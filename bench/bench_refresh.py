@@ -9,7 +9,12 @@ the only way without refresh. Both run as a user types them, on 2 workers, on th
 Documents are real text from Debian's fortunes (~470 bytes) with 10 % planted near copies at
 0-20 % word edits, so some new documents are copies of old ones and are rejected by the refresh.
 
-    python bench/bench_refresh.py [--quick]     # --quick: 100k documents instead of 1M
+    python bench/bench_refresh.py [--quick] [--pipeline minimal|shipped]
+
+``--quick``: 100k documents instead of 1M. ``--pipeline shipped``: the steps of the shipped
+pipeline (pipelines/demo.yaml: clean, language, pii, quality annotate, dedup, split; split
+without ``stratify``, as these documents have no label) instead of the minimal clean, dedup,
+split.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ WORKERS = 2
 SHARD_BYTES = 16_000_000
 NEW_SHARE = 0.05
 STEPS = [{"clean": {}}, {"dedup": {"exact": True, "near": True}}, {"split": {}}]
+
+
+def shipped_steps() -> list[dict]:
+    """The shipped pipeline's steps; split without stratify (the bench documents have no label)."""
+    steps = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())["steps"]
+    for step in steps:
+        if "split" in step:
+            step["split"] = {k: v for k, v in step["split"].items() if k != "stratify"}
+    return steps
 
 
 def corpus(n: int) -> tuple[Path, Path]:
@@ -64,9 +78,14 @@ def manifest(store: Path, ref: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100k documents instead of 1M")
+    ap.add_argument("--pipeline", choices=["minimal", "shipped"], default="minimal",
+                    help="minimal: clean, exact + near dedup, split; shipped: the steps of pipelines/demo.yaml")
     args = ap.parse_args()
+    steps = STEPS if args.pipeline == "minimal" else shipped_steps()
+    names = ", ".join(next(iter(step)) for step in steps)
     n = 100_000 if args.quick else 1_000_000
     base, new = corpus(n)
+    load_before = os.getloadavg()[0]
     work = DATA_DIR / "refresh-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -74,7 +93,7 @@ def main() -> None:
         def pipeline(name: str, files: list[Path]) -> Path:
             p = work / f"{name}.yaml"
             p.write_text(yaml.safe_dump({"dataset": "bench", "inputs": [{"path": str(f), "id_field": "id"} for f in files],
-                                         "execution": {"shard_bytes": SHARD_BYTES}, "steps": STEPS}))
+                                         "execution": {"shard_bytes": SHARD_BYTES}, "steps": steps}))
             return p
 
         parent_cost, parent = cli(["run", str(pipeline("parent", [base])), "--store", str(work / "store")])
@@ -85,8 +104,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     ratio = refresh_cost["seconds"] / rebuild_cost["seconds"]
     added = cm["refresh"]["added"]
-    print(f"\n{n:,} documents + {int(n * NEW_SHARE):,} new ({NEW_SHARE:.0%}); pipeline: clean, exact + near dedup, split; "
-          f"{WORKERS} workers; machine: {os.cpu_count()} cores, shared with other users")
+    print(f"\n{n:,} documents + {int(n * NEW_SHARE):,} new ({NEW_SHARE:.0%}); pipeline ({args.pipeline}): {names}; "
+          f"{WORKERS} workers; machine: {os.cpu_count()} cores, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'':32s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s} {'rows kept':>11s}")
     print(f"{'parent: corpusmill run (N)':32s} {parent_cost['seconds']:8.1f} {parent_cost['cpu_seconds']:8.1f} "
           f"{parent_cost['peak_rss_mb']:12.0f} {pm['counts']['kept']:11,d}")
@@ -97,7 +116,8 @@ def main() -> None:
     print(f"refresh / rebuild wall time: {ratio:.3f} (target <= 0.10); the refresh read {added['rows_in']:,} new rows, "
           f"kept {added['kept']:,}, rejected {added['rows_in'] - added['kept']:,} "
           f"({', '.join(f'{s}:{r} {c:,}' for s, rs in added['rejected'].items() for r, c in rs.items())})")
-    save_result("refresh", {"quick": args.quick, "documents": n, "new_documents": int(n * NEW_SHARE), "workers": WORKERS,
+    save_result("refresh" if args.pipeline == "minimal" else "refresh-shipped", {
+        "quick": args.quick, "pipeline": args.pipeline, "steps": steps, "documents": n, "new_documents": int(n * NEW_SHARE), "workers": WORKERS,
                             "parent": {**parent_cost, "kept": pm["counts"]["kept"]},
                             "refresh": {**refresh_cost, "kept": cm["counts"]["kept"], "added": {
                                 "rows_in": added["rows_in"], "kept": added["kept"], "rejected": added["rejected"]}},
