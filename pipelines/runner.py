@@ -488,7 +488,10 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         todo.append(shard)
                 rows = 0
                 # the reduce's own loading (an earlier version's index) overlaps the map phase
-                prepared = _Background(seg.reduce.prepare) if seg.reduce is not None else None
+                # (not when an earlier attempt finished this reduce: nothing would read what it loads)
+                prepared = None
+                if seg.reduce is not None and not (work / f"reduce-{seg.reduce.name}.done.json").is_file():
+                    prepared = _Background(seg.reduce.prepare)
                 if ray_exec is not None and todo:
                     for r in ray_exec.run_segment(pipe, k, todo, work, remote):
                         results[r["shard"]] = r
@@ -508,8 +511,9 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         rows += _rows_in(r)
                         progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
-                if seg.reduce is not None:
+                if prepared is not None:
                     prepared.wait()
+                if seg.reduce is not None:
                     _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None, remote)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
