@@ -584,6 +584,8 @@ def _exact_keepers(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.nd
     """Per global row, the best-ranked row with the same exact hash (itself if none), in memory."""
     n_old = len(old) if old is not None else 0
     n = n_old + len(rows)
+    if n_old and (rows.hi != 0).all():
+        return _exact_keepers_against(rows, old, rank)
     hi = np.concatenate([old.hi if n_old else np.zeros(0, np.uint64), rows.hi])
     lo = np.concatenate([old.lo if n_old else np.zeros(0, np.uint64), rows.lo])
     order = np.lexsort((rank, lo, hi))
@@ -592,6 +594,27 @@ def _exact_keepers(stage: Dedup, rows: _Rows, old: _OldIndex | None, rank: np.nd
     head = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
     keeper = np.arange(n)
     keeper[order] = order[head]
+    return keeper
+
+
+def _exact_keepers_against(rows: _Rows, old: _OldIndex, rank: np.ndarray) -> np.ndarray:
+    """:func:`_exact_keepers` for a few new rows against a big index, without sorting the index:
+    the new rows are grouped among themselves, and a group whose hash an old row has goes to the
+    first such old row (old rows rank first, in order). The index's rows are distinct by hash
+    (each went through this step once), so they keep themselves."""
+    n_old, m = len(old), len(rows)
+    order = np.lexsort((rank[n_old:], rows.lo, rows.hi))
+    same = np.zeros(m, dtype=bool)
+    same[1:] = (rows.hi[order][1:] == rows.hi[order][:-1]) & (rows.lo[order][1:] == rows.lo[order][:-1])
+    head = np.maximum.accumulate(np.where(~same, np.arange(m), 0))
+    keeper_new = np.empty(m, dtype=np.int64)
+    keeper_new[order] = n_old + order[head]
+    i_old, j_new = lsh.matching_keys(old.hi, rows.hi)  # screened by the high word, confirmed by the low
+    hit = old.lo[i_old] == rows.lo[j_new]
+    first_old = np.full(m, n_old, dtype=np.int64)
+    np.minimum.at(first_old, j_new[hit], i_old[hit])
+    keeper = np.arange(n_old + m)
+    keeper[n_old:] = np.where(first_old < n_old, first_old, keeper_new)
     return keeper
 
 
@@ -742,15 +765,14 @@ def _old_keys_meeting(stage: Dedup, old: _OldIndex, eligible: np.ndarray, new_ke
     """(band keys, row numbers) of the eligible old rows that share a key with a new row in some
     band: pairs of two old rows are never compared, so the others cannot give a pair that counts
     (a refresh adds a few rows to a big index: this keeps the join at the size of the new rows)."""
-    who = np.flatnonzero(eligible)
-    if not new_keys or not len(who):
-        return old.bands[:0], who[:0]
+    if not new_keys or not eligible.any():
+        return old.bands[:0], np.zeros(0, dtype=np.int64)
     new = np.concatenate(new_keys)
-    keys = old.bands[who]
-    meets = np.zeros(len(who), dtype=bool)
-    for b in range(stage.plan.bands):
-        meets[lsh.matching_keys(keys[:, b], new[:, b])[0]] = True
-    return keys[meets], who[meets]
+    meets = np.zeros(len(old), dtype=bool)
+    for b in range(stage.plan.bands):  # the whole index, column by column: no copy of it
+        meets[lsh.matching_keys(old.bands[:, b], new[:, b])[0]] = True
+    who = np.flatnonzero(meets & eligible)
+    return old.bands[who], who
 
 
 class _BandKeyParts:

@@ -280,6 +280,7 @@ def matching_keys(query: np.ndarray, keys: np.ndarray, max_per_query: int = 0) -
     is one gather per query value, not a sort of the query. ``max_per_query`` > 0 keeps at most
     that many ``j`` per ``i``. Pairs come sorted by ``i``, then ``j``'s key order."""
     empty = np.zeros(0, dtype=np.int64)
+    query, keys = np.asarray(query, dtype=np.uint64), np.asarray(keys, dtype=np.uint64)
     valid = np.flatnonzero(keys != 0)
     if not len(valid) or not len(query):
         return empty, empty
@@ -288,8 +289,12 @@ def matching_keys(query: np.ndarray, keys: np.ndarray, max_per_query: int = 0) -
     shift = np.uint64(64 - _SCREEN_BITS)
     bitmap = np.zeros(1 << _SCREEN_BITS, dtype=bool)
     bitmap[(sk >> shift).astype(np.int64)] = True
-    cand = np.flatnonzero(bitmap[(query >> shift).astype(np.int64)] & (query != 0))
+    # one shift and one gather per query value (the shifted values fit an int64 as they are);
+    # zero, which never matches, is dropped from the few candidates rather than tested on all
+    cand = np.flatnonzero(bitmap[(query >> shift).view(np.int64)])
     q = query[cand]
+    if bitmap[0]:
+        cand, q = cand[q != 0], q[q != 0]
     lo = np.searchsorted(sk, q, "left")
     n = np.searchsorted(sk, q, "right") - lo
     if max_per_query > 0:
