@@ -67,6 +67,10 @@ def print_run_summary(result, console) -> None:
 
 
 def cmd_run(args) -> int:
+    if args.executor == "local":
+        from corpusmill.pipelines.workers import start_early
+
+        start_early(args.workers)  # its imports overlap ours
     from corpusmill.pipelines import run_pipeline
 
     console = _console()
@@ -79,6 +83,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_refresh(args) -> int:
+    from corpusmill.pipelines.workers import start_early
+
+    start_early(args.workers)  # its imports overlap ours
     from corpusmill.pipelines.refresh import refresh
 
     result = refresh(_store(args), args.ref, args.add, remove=args.remove, tags=tuple(args.tag or ()),

@@ -154,10 +154,10 @@ class Version:
 
     def ids(self) -> pa.Array:
         """The ids of every row, in split then file order, as one string array."""
-        from corpusmill.stage import per_shard
+        from corpusmill.stage import per_shard, read_parquet
 
         files = [f for split in self.splits() for f in self.data_files(split)]
-        columns = per_shard(lambda _, f: pq.read_table(f, columns=["id"]).column("id"), files)
+        columns = per_shard(lambda _, f: read_parquet(f, ["id"]).column("id"), files)
         chunks = [c for col in columns for c in col.chunks]
         # from the chunks: pa.chunked_array() over ChunkedArrays converts row by row (~1 s per 1M ids)
         return pa.chunked_array(chunks, pa.string()).combine_chunks() if chunks else pa.array([], pa.string())
@@ -183,16 +183,16 @@ class Version:
         import numpy as np
         import pyarrow.compute as pc
 
-        from corpusmill.stage import per_shard
+        from corpusmill.stage import per_shard, read_parquet
 
         wanted = pa.array(ids, pa.string())
 
         def read(_, f: Path):
-            ids_here = pq.read_table(f, columns=["id"]).column("id")
+            ids_here = read_parquet(f, ["id"]).column("id")
             at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
             if not at.size:
                 return None
-            texts = pq.read_table(f, columns=["text"]).column("text").take(pa.array(at))
+            texts = read_parquet(f, ["text"]).column("text").take(pa.array(at))
             return ids_here.take(pa.array(at)), texts
 
         found: dict[str, str] = {}

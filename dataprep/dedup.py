@@ -49,7 +49,7 @@ from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.grouping import partition_bits, partition_of
 from corpusmill.stage import (BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, per_shard,
-                              write_decisions)
+                              read_parquet, write_decisions)
 
 CLUSTER_ID = "cluster_id"
 INDEX_FORMAT = 1
@@ -443,7 +443,7 @@ class _OldIndex:
     @property
     def sig(self) -> np.ndarray:
         if self._sig is None:
-            tables = per_shard(lambda _, p: pq.read_table(p["path"], columns=["sig"]).column("sig"), self.parts)
+            tables = per_shard(lambda _, p: read_parquet(p["path"], ["sig"]).column("sig"), self.parts)
             self._sig = from_fixed_binary(pa.chunked_array([c for t in tables for c in t.chunks]), np.uint32)
         return self._sig
 
@@ -459,7 +459,7 @@ class _OldIndex:
         stored_bands = bool(stage.near) and bool(paths) and all(
             "bands" in pq.read_schema(p).names for p in paths) and meta.get("lsh") == stage.plan.to_json()
         cols = ["id"] + (["hi", "lo"] if stage.exact else []) + (["bands"] if stored_bands else [])
-        tables = per_shard(lambda _, p: pq.read_table(p, columns=cols), paths)
+        tables = per_shard(lambda _, p: read_parquet(p, cols), paths)
         part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
         t = pa.concat_tables(tables) if tables else None
         n = t.num_rows if t is not None else 0
@@ -710,7 +710,7 @@ def _candidate_pairs(stage: Dedup, rows: _Rows, old: _OldIndex | None, eligible:
         ok = eligible[n_old + lo:n_old + hi]
         if path is None or not ok.any():
             return None
-        keys = from_fixed_binary(pq.read_table(path, columns=["bands"]).column("bands"), np.uint64)
+        keys = from_fixed_binary(read_parquet(path, ["bands"]).column("bands"), np.uint64)
         return keys[ok], n_old + lo + np.flatnonzero(ok)
 
     with _BandKeyParts(parts, plan.bands) as store:
@@ -891,7 +891,7 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
             return None
         if path is None:
             raise RuntimeError(f"dedup: the executor gave no rows file for shard {k}; verification needs the text")
-        texts = pq.read_table(path, columns=[S.TEXT]).column(S.TEXT).take(pa.array(new[a:b] - lo))
+        texts = read_parquet(path, [S.TEXT]).column(S.TEXT).take(pa.array(new[a:b] - lo))
         return new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))
 
     parts += [p for p in per_shard(sets_of_shard, rows.texts) if p is not None]
@@ -1005,7 +1005,7 @@ def _write_index(stage: Dedup, index: Path, facts, rows: _Rows, dec: _Decision, 
             cols["hi"] = pa.array(rows.hi[lo:hi][sel])
             cols["lo"] = pa.array(rows.lo[lo:hi][sel])
         if stage.near:
-            t = pq.read_table(path, columns=["sig", "bands"])
+            t = read_parquet(path, ["sig", "bands"])
             cols["sig"] = t.column("sig").combine_chunks().take(pa.array(sel))
             # band keys too (8 bytes x bands a row): a later run against this index needs no recomputing
             cols["bands"] = t.column("bands").combine_chunks().take(pa.array(sel))

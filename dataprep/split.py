@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, per_shard, read_facts, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, per_shard, read_facts, read_parquet, write_decisions
 
 CLUSTER_ID = "cluster_id"
 _NO_KEY = np.uint64(0)
@@ -456,7 +456,7 @@ class _Inherited:
         version = store.resolve(stage.config.inherit)
         folder = _check_index(version, stage)
         meta = orjson.loads((folder / "meta.json").read_bytes())
-        tables = per_shard(lambda _, p: pq.read_table(folder / p["file"]), meta["parts"])
+        tables = per_shard(lambda _, p: read_parquet(folder / p["file"]), meta["parts"])
         schema = pa.schema([("id", pa.string()), ("cluster", pa.uint64()), ("user", pa.uint64()), ("split", pa.string())])
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import multiprocessing as mp
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +37,7 @@ from corpusmill.store import Store, Version, atomic_write_text, remembered_texts
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
+from corpusmill.pipelines.workers import context as workers_context
 from corpusmill.report import publish_docs
 
 MANIFEST_FORMAT = 1
@@ -464,8 +464,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
 
         ray_exec = RayExecutor(ray_address, workers)
     elif workers > 1 and len(plan.shards) > 1:
-        ctx = mp.get_context("forkserver")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=workers_context(), initializer=_init_worker,
+                                   initargs=(plan,))
     all_stats: list[dict] = []
     try:
         with progress, remembered_texts():
