@@ -24,12 +24,15 @@ from corpusmill.dataprep.minhash import EMPTY, U64, Shingles, fmix64, splitmix64
 S_CURVE_POINTS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 
 
-def _integral(f, a: float, b: float, steps: int = 200) -> float:
-    if b <= a:
-        return 0.0
+def _integral(f, a: float, b: float, steps: int = 200):
+    """Trapezoid integral of ``f`` over [a, b]; ``f`` may give one row of values per curve
+    (then one integral per row)."""
     x = np.linspace(a, b, steps + 1)
     y = f(x)
-    return float(((y[1:] + y[:-1]) * 0.5 * (x[1:] - x[:-1])).sum())
+    if b <= a:
+        return np.zeros(y.shape[:-1]) if y.ndim > 1 else 0.0
+    out = ((y[..., 1:] + y[..., :-1]) * 0.5 * (x[1:] - x[:-1])).sum(axis=-1)
+    return out if out.ndim else float(out)
 
 
 @dataclass(frozen=True)
@@ -55,17 +58,21 @@ class BandPlan:
             return cls(threshold, num_perm, max(num_perm // rows, 1), rows, "given")
         total = fp_weight + fn_weight
         wfp, wfn = fp_weight / total, fn_weight / total
+        # every (bands, rows) pair at once, one row of the curve per pair, in the order of the
+        # loops it replaces (bands, then rows): ~10 ms instead of ~0.2 s of Python per process
+        pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+        b, r = pairs[:, :1], pairs[:, 1:]
+
+        def p(s):
+            return 1.0 - (1.0 - s ** r) ** b
+
+        fp = _integral(p, 0.0, threshold)
+        fn = _integral(lambda s: 1.0 - p(s), threshold, 1.0)
         best = None
-        for b in range(1, num_perm + 1):
-            for r in range(1, num_perm // b + 1):
-                def p(s, b=b, r=r):
-                    return 1.0 - (1.0 - s ** r) ** b
-                fp = _integral(p, 0.0, threshold)
-                fn = _integral(lambda s: 1.0 - p(s), threshold, 1.0)
-                err = wfp * fp + wfn * fn
-                if best is None or err < best[0] - 1e-12:
-                    best = (err, b, r)
-        return cls(threshold, num_perm, best[1], best[2], "optimised")
+        for k, err in enumerate((wfp * fp + wfn * fn).tolist()):
+            if best is None or err < best[0] - 1e-12:
+                best = (err, k)
+        return cls(threshold, num_perm, int(pairs[best[1], 0]), int(pairs[best[1], 1]), "optimised")
 
     def p_candidate(self, s: float) -> float:
         """Probability that a pair of Jaccard similarity ``s`` becomes a candidate."""

@@ -149,7 +149,7 @@ class Split(ReduceStage):
         from corpusmill.dataprep.minhash import MinHasher, Shingling
 
         self._shingling = Shingling("word", 3)
-        return MinHasher(128, 0), band_plan(self.near_threshold, 128, 0.05, 0.95, None, None)  # cached: choosing takes ~0.1 s
+        return MinHasher(128, 0), band_plan(self.near_threshold, 128, 0.05, 0.95, None, None)  # cached per process
 
     def identity(self) -> dict | None:
         """The ``inherit`` version, resolved: a moved tag gives a new version id."""

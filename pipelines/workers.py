@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-#: what every worker imports anyway (the runner and the stages of most pipelines; a stage not
-#: listed is imported by the worker that builds it)
+#: what every worker imports anyway: the runner, the stages of most pipelines (a stage not listed
+#: is imported by the worker that builds it), and pandas, which pyarrow imports on the first
+#: ``pa.array()`` when it is installed (~0.2 s); a module that is not installed is skipped
 PRELOAD = [
+    "pandas",
     "corpusmill.pipelines.runner",
     "corpusmill.dataprep.ids",
     "corpusmill.dataprep.clean",

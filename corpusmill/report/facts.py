@@ -106,9 +106,6 @@ def _bin(values: np.ndarray, edges: list[float]) -> list[int]:
 #: bytes Arrow's utf8 whitespace functions treat as whitespace in ASCII (tab..CR, FS..US, space)
 _ASCII_SPACE = np.zeros(256, dtype=bool)
 _ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-#: first bytes of the UTF-8 forms of the non-ASCII whitespace characters
-_UNICODE_SPACE_LEAD = np.zeros(256, dtype=bool)
-_UNICODE_SPACE_LEAD[[0xC2, 0xE1, 0xE2, 0xE3]] = True
 
 
 def _normalised_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
@@ -134,13 +131,19 @@ def _collapse_spaces(arr: pa.Array) -> pa.Array:
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]:offsets[-1]] if data_buf is not None else np.zeros(0, np.uint8)
     offsets = offsets - offsets[0]
-    space = _ASCII_SPACE[data]
+    # comparisons, not a table lookup per byte (several times faster): a whitespace byte is
+    # <= 32, and the few bytes < 32 (tabs, newlines, control characters) are looked at one by one
+    space = data <= 32
+    low = np.flatnonzero(data < 32)
+    space[low[~_ASCII_SPACE[data[low]]]] = False
     # rows were trimmed, so a run of spaces never touches a row's ends: runs never span two rows
-    drop = space.copy()
-    drop[1:] &= space[:-1]
-    drop[0] = False
+    drop = np.zeros(len(data), dtype=bool)
+    np.logical_and(space[1:], space[:-1], out=drop[1:])
+    out = data.copy()
+    out[low[_ASCII_SPACE[data[low]]]] = 32
     gone = np.flatnonzero(drop)
-    out = np.delete(np.where(space, np.uint8(32), data), gone)
+    if len(gone):
+        out = out[~drop]
     new_offsets = offsets - np.searchsorted(gone, offsets)
     fast = pa.Array.from_buffers(pa.large_string(), len(arr), [valid, pa.py_buffer(new_offsets), pa.py_buffer(out)],
                                  null_count=arr.null_count)
@@ -156,7 +159,8 @@ def _has_unicode_space(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Per row: does it hold one of the non-ASCII characters Arrow counts as whitespace (U+0085,
     U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000)?"""
     n = len(offsets) - 1
-    at = np.flatnonzero(_UNICODE_SPACE_LEAD[data])  # lead bytes are rare: look at what follows them only
+    # their UTF-8 forms start with 0xC2 or 0xE1-0xE3; such lead bytes are rare: look at what follows them only
+    at = np.flatnonzero((data == 0xC2) | ((data - np.uint8(0xE1)) <= 2))
     last = len(data) - 1  # a lead byte at the very end is broken UTF-8: reading itself again matches nothing
     b0, b1, b2 = data[at], data[np.minimum(at + 1, last)], data[np.minimum(at + 2, last)]
     e2 = b0 == 0xE2

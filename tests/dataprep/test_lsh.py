@@ -95,3 +95,29 @@ def test_matching_keys_finds_every_equal_pair_and_caps():
     assert set(zip(i.tolist(), j.tolist())) == want and len(i) == len(want) > 100
     i, _ = matching_keys(query, keys, max_per_query=2)
     assert np.bincount(i).max() == 2 and set(i.tolist()) == {a for a, _ in want}
+
+
+def test_band_plan_choice_matches_the_pair_by_pair_search():
+    """The vectorised search picks the pair a plain loop over (bands, rows) picks: a different
+    plan would change every index written from then on."""
+    import numpy as np
+
+    from corpusmill.dataprep.lsh import BandPlan
+
+    def loop(threshold, num_perm, wfp, wfn):
+        x0, x1 = np.linspace(0.0, threshold, 201), np.linspace(threshold, 1.0, 201)
+        best = None
+        for b in range(1, num_perm + 1):
+            for r in range(1, num_perm // b + 1):
+                y0, y1 = 1 - (1 - x0 ** r) ** b, (1 - x1 ** r) ** b
+                fp = float(((y0[1:] + y0[:-1]) * 0.5 * np.diff(x0)).sum())
+                fn = float(((y1[1:] + y1[:-1]) * 0.5 * np.diff(x1)).sum())
+                err = wfp * fp + wfn * fn
+                if best is None or err < best[0] - 1e-12:
+                    best = (err, b, r)
+        return best[1], best[2]
+
+    for threshold, num_perm, fp, fn in [(0.8, 128, 0.5, 0.5), (0.7, 64, 0.05, 0.95), (0.9, 100, 0.9, 0.1), (0.5, 32, 1, 1)]:
+        plan = BandPlan.choose(threshold, num_perm, fp, fn)
+        assert (plan.bands, plan.rows) == loop(threshold, num_perm, fp / (fp + fn), fn / (fp + fn))
+        assert plan.chosen == "optimised" and plan.bands * plan.rows <= num_perm

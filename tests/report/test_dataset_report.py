@@ -129,7 +129,8 @@ def test_leakage_key_collapses_whitespace_like_arrow_split_and_join():
 
     spaces = [chr(c) for c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
                                0x2028, 0x2029, 0x202F, 0x205F, 0x3000)]
-    lookalikes = ["\u200b", "\u2019", "\u201c", "\u2026", "\u00e9", "\u00ab", "\u3001", "\u1a00"]  # not whitespace
+    lookalikes = ["\u200b", "\u2019", "\u201c", "\u2026", "\u00e9", "\u00ab", "\u3001", "\u1a00",
+                  "\x07", "\x1b", "\x0e", "\x00"]  # not whitespace
     rng = np.random.default_rng(7)
     words = ["Tere", "ÉCOLE", "naïve", "Straße", "日本語", "x", "", "Ünïcode", *lookalikes]
     texts = [None, "", " ", "\u3000", "A  b", "  lead", "trail\t\n", "a\u00a0\u00a0b", "\u00c2\u00a0x", "end\u00c2"]
