@@ -20,6 +20,7 @@ PRELOAD = [
     "corpusmill.dataprep.clean",
     "corpusmill.dataprep.dedup",
     "corpusmill.dataprep.split",
+    "corpusmill.pipelines._preload",
 ]
 
 
