@@ -45,7 +45,7 @@ from corpusmill import schema as S
 from corpusmill.dataprep import lsh
 from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimate_jaccard, sequence_hash,
                                          word_shingles)
-from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms
+from corpusmill.dataprep.textnorm import NormalForm, tokenize_forms, warm_up
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.grouping import partition_bits, partition_of
 from corpusmill.stage import (BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, per_shard,
@@ -215,6 +215,22 @@ def from_fixed_binary(col: pa.Array | pa.ChunkedArray, dtype) -> np.ndarray:
     return raw.view(dt).reshape(len(col), width // dt.itemsize).astype(dtype, copy=False)
 
 
+def column_major(columns: list, dtype) -> np.ndarray:
+    """The rows of several columns written by :func:`to_fixed_binary`, in order, as one
+    [rows x k] matrix stored column by column (Fortran order). A refresh scans a big index one
+    band at a time, and a contiguous band scans ~1.5x faster than a strided one; filling it part
+    by part also spares the copy that joining the parts first would make."""
+    chunks = [c for col in columns for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col])]
+    n = sum(len(c) for c in chunks)
+    k = chunks[0].type.byte_width // np.dtype(dtype).itemsize if chunks else 0
+    out = np.empty((k, n), dtype=dtype).T
+    at = 0
+    for c in chunks:
+        out[at:at + len(c)] = from_fixed_binary(c, dtype)
+        at += len(c)
+    return out
+
+
 @lru_cache(maxsize=64)
 def band_plan(threshold: float, num_perm: int, fp_weight: float, fn_weight: float,
               bands: int | None, rows: int | None) -> lsh.BandPlan:
@@ -322,6 +338,8 @@ class Dedup(ReduceStage):
 
     def prepare(self) -> None:
         self.old_index
+        if self.old_index is not None and self.near is not None and self.near.verify:
+            warm_up()  # verification shingles the candidates' text in this process
 
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict:
         c = self.near
@@ -468,7 +486,7 @@ class _OldIndex:
             ids=t.column("id").combine_chunks() if n else pa.array([], pa.string()),
             hi=t.column("hi").to_numpy() if n and stage.exact else None,
             lo=t.column("lo").to_numpy() if n and stage.exact else None,
-            bands=from_fixed_binary(t.column("bands"), np.uint64) if n and stored_bands else None,
+            bands=column_major([tb.column("bands") for tb in tables], np.uint64) if n and stored_bands else None,
             part_of=part_of,
             parts=[{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]],
             root=store.root,

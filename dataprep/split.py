@@ -441,9 +441,9 @@ class _Inherited:
         self.split = table.column("split").combine_chunks()
         self.bands = None
         if "bands" in table.column_names:
-            from corpusmill.dataprep.dedup import from_fixed_binary
+            from corpusmill.dataprep.dedup import column_major
 
-            self.bands = from_fixed_binary(table.column("bands"), np.uint64)
+            self.bands = column_major([table.column("bands")], np.uint64)  # scanned band by band
 
     def __len__(self) -> int:
         return len(self.ids)

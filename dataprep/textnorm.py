@@ -124,6 +124,12 @@ _DECODE = 253
 _CONT = 7  # class code of a UTF-8 continuation byte on the fast path
 
 
+def warm_up() -> None:
+    """Build the lookup tables now (~0.1 s) rather than on the first text: for a process that
+    has a moment to spare before its text arrives."""
+    _class_tables()
+
+
 @lru_cache(maxsize=1)
 def _class_tables() -> tuple[bytes, np.ndarray]:
     """The byte table (class of ASCII bytes; continuation bytes _CONT; lead bytes _LEAD) and

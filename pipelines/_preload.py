@@ -9,8 +9,7 @@ from __future__ import annotations
 def _warm() -> None:
     from corpusmill.dataprep import clean, textnorm
 
-    textnorm.char_classes()
-    textnorm._class_tables()
+    textnorm.warm_up()
     # the mojibake repair on a row that needs it: ftfy loads its tables and compiles its patterns
     import pyarrow as pa
 
