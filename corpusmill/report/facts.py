@@ -65,21 +65,24 @@ def _numeric(t: pa.DataType) -> bool:
 
 def _read(files: list[tuple[Path, int | None]], wanted: set[str]) -> Side:
     """Columns in ``wanted`` from ``files`` ([(path, split index or None)])."""
-    parts, splits, total, read = [], [], 0, 0
+    from corpusmill.stage import per_shard, read_parquet
+
+    todo, total = [], 0  # (path, split, rows to take), from the footers only
     for path, split in files:
         meta = pq.read_metadata(path)
+        if total < MAX_ROWS:
+            todo.append((path, split, min(meta.num_rows, MAX_ROWS - total), meta.schema.to_arrow_schema().names))
         total += meta.num_rows
-        if read >= MAX_ROWS:
-            continue
-        names = [c for c in pq.read_schema(path).names if c in wanted]
-        t = pq.ParquetFile(path).read(columns=names)  # not pq.read_table: it imports pyarrow.dataset
-        if read + t.num_rows > MAX_ROWS:
-            t = t.slice(0, MAX_ROWS - read)
-        parts.append(t)
-        splits.append(np.full(t.num_rows, -1 if split is None else split, dtype=np.int32))
-        read += t.num_rows
+
+    def read(_, item):
+        path, _split, take, names = item
+        return read_parquet(path, [c for c in names if c in wanted]).slice(0, take)
+
+    parts = per_shard(read, todo)  # the files on a few threads
+    splits = [np.full(t.num_rows, -1 if split is None else split, dtype=np.int32) for t, (_, split, _, _) in zip(parts, todo)]
     table = pa.concat_tables(parts, promote_options="permissive") if parts else None
-    return Side(table, total, read, np.concatenate(splits) if splits else None)
+    read_rows = sum(t.num_rows for t in parts)
+    return Side(table, total, read_rows, np.concatenate(splits) if splits else None)
 
 
 def _lengths(side: Side) -> np.ndarray:
