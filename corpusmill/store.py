@@ -97,6 +97,11 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return name, version or LATEST
 
 
+#: the ids of a version's rows as one Arrow IPC file, in a version folder that is not published
+#: (see :meth:`Version.ids`)
+IDS_FILE = "ids.arrow"
+
+
 @dataclass(frozen=True)
 class Version:
     """A published, immutable dataset version."""
@@ -153,8 +158,14 @@ class Version:
         return None
 
     def ids(self) -> pa.Array:
-        """The ids of every row, in split then file order, as one string array."""
+        """The ids of every row, in split then file order, as one string array. A folder holding
+        :data:`IDS_FILE` (refresh writes one into its private copy of the parent, which every
+        worker reads) is answered from that file, memory-mapped."""
         from corpusmill.stage import per_shard, read_parquet
+
+        cached = self.path / IDS_FILE
+        if cached.is_file():
+            return pa.ipc.open_file(pa.memory_map(str(cached))).read_all().column("id").combine_chunks()
 
         files = [f for split in self.splits() for f in self.data_files(split)]
         columns = per_shard(lambda _, f: read_parquet(f, ["id"]).column("id"), files)

@@ -42,7 +42,7 @@ from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
 from corpusmill.report import publish_docs
-from corpusmill.store import Store, Version, atomic_write_text, link_file, parse_ref
+from corpusmill.store import IDS_FILE, Store, Version, atomic_write_text, link_file, parse_ref
 
 #: the stage that records removed rows in the merged manifest and rejects
 REMOVE_STAGE = "refresh"
@@ -210,6 +210,11 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(src, dst)
     base = Version(parent.dataset, parent.id, base_dir)
+    # every worker's unseen_ids step reads these: one file to map instead of a column of every data file
+    ids = pa.table({"id": base.ids()})
+    with pa.OSFile(str(base_dir / (IDS_FILE + ".tmp")), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as writer:
+        writer.write_table(ids)
+    os.replace(base_dir / (IDS_FILE + ".tmp"), base_dir / IDS_FILE)
     return base, {s: pa.concat_tables(t) for s, t in removed.items()}
 
 
