@@ -288,3 +288,21 @@ def test_exact_then_near_as_two_steps(tmp_path, run):
     kept = result.version.read_split("all")
     assert kept.column_names.count("cluster_id") == 1
     assert sorted(p.name for p in (result.version.path / "index").iterdir()) == ["dedup", "dedup_2"]
+
+
+def test_column_major_joins_fixed_binary_parts_in_order():
+    """Band keys of several index parts (chunks of any size, sliced too) become one matrix with
+    the rows in order, stored band by band."""
+    import numpy as np
+
+    from corpusmill.dataprep.dedup import column_major, from_fixed_binary, to_fixed_binary
+
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 2**63, size=(n, 5), dtype=np.uint64) for n in (0, 3, 4096, 5000, 9000)]
+    arrays = [to_fixed_binary(p) for p in parts]
+    columns = [pa.chunked_array(arrays[:2]), arrays[2], pa.chunked_array([arrays[3].slice(0, 2500), arrays[3].slice(2500)]),
+               arrays[4]]
+    got = column_major(columns, np.uint64)
+    assert got.shape == (18099, 5) and got.flags["F_CONTIGUOUS"]
+    assert np.array_equal(got, np.concatenate(parts))
+    assert np.array_equal(from_fixed_binary(arrays[4].slice(10, 7), np.uint64), parts[4][10:17])
