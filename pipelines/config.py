@@ -53,7 +53,7 @@ class ExecutionSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shard_bytes: int = Field(64 << 20, ge=1024, description="uncompressed line files are cut into shards of about this size")
+    shard_bytes: int = Field(64 << 20, ge=1024, description="uncompressed line files are cut at line starts into the fewest shards of at most about this size, all of about the same size")
     batch_rows: int = Field(8192, ge=1, description="rows per batch handed to a stage")
     row_group_rows: int = Field(65536, ge=1, description="rows per Parquet row group in data files")
 

@@ -149,3 +149,26 @@ def test_hub_dataset_name_goes_through_load_dataset(tmp_path, run, monkeypatch):
     assert calls == [("someorg/tickets", "validation")]
     assert _texts(r) == REAL_TEXTS[:2]
     assert r.manifest["inputs"][0]["files"][0]["sha256"] == "hub:someorg/tickets:validation"
+
+
+def test_line_files_are_cut_into_the_fewest_shards_of_equal_size(tmp_path):
+    """A file of 2.5 shard_bytes is three shards of ~1/3 each (not two full ones and a half),
+    cut at line starts; boundaries depend only on the bytes and shard_bytes."""
+    from types import SimpleNamespace
+
+    from corpusmill.dataprep.readers import InputFile, plan_shards
+
+    lines = [json.dumps({"text": f"{REAL_TEXTS[i % 10]} #{i}"}) + "\n" for i in range(2000)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(lines))
+    size = path.stat().st_size
+    f = InputFile(0, str(path), "d.jsonl", "jsonl", None, size)
+    shards, _ = plan_shards([f], [SimpleNamespace()], int(size / 2.5))
+    assert len(shards) == 3
+    sizes = [s.nbytes for s in shards]
+    longest = max(len(x) for x in lines)
+    assert max(sizes) - min(sizes) <= 2 * longest and max(sizes) <= size / 2.5 + longest
+    data = path.read_bytes()
+    assert all(data[s.start - 1:s.start] == b"\n" for s in shards[1:])  # at line starts
+    assert [s.first_line for s in shards] == [1] + [data[:s.start].count(b"\n") + 1 for s in shards[1:]]
+    assert plan_shards([f], [SimpleNamespace()], size)[0][0].nbytes == size  # one shard when it fits
