@@ -491,7 +491,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                 # (not when an earlier attempt finished this reduce: nothing would read what it loads)
                 prepared = None
                 if seg.reduce is not None and not (work / f"reduce-{seg.reduce.name}.done.json").is_file():
-                    prepared = _Background(seg.reduce.prepare)
+                    prepared = Background(seg.reduce.prepare)
                 if ray_exec is not None and todo:
                     for r in ray_exec.run_segment(pipe, k, todo, work, remote):
                         results[r["shard"]] = r
@@ -549,7 +549,7 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
     return RunResult(version, True, manifest, seconds)
 
 
-class _Background:
+class Background:
     """``fn()`` on a thread; :meth:`wait` joins it and raises what it raised."""
 
     def __init__(self, fn) -> None:

@@ -9,6 +9,7 @@ bounded read, whatever the corpus size.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Side:
     rows_read: int
     #: per row read, the index of its split in the version's split list (data files only)
     split_of_row: np.ndarray | None = None
+    #: per row read, its leakage key (when asked for)
+    keys: pa.ChunkedArray | None = None
 
     @property
     def sampled(self) -> bool:
@@ -63,26 +66,98 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
-def _read(files: list[tuple[Path, int | None]], wanted: set[str]) -> Side:
-    """Columns in ``wanted`` from ``files`` ([(path, split index or None)])."""
-    from corpusmill.stage import per_shard, read_parquet
+#: what :func:`_read` took from each file, by (device, inode, columns): a refresh fills it for
+#: the parent's files (:func:`prefetch`) while it runs, and its version links those files
+_FILE_MEMO: dict | None = None
 
-    todo, total = [], 0  # (path, split, rows to take), from the footers only
+
+@contextmanager
+def remembered_files():
+    """Within this block, what the report reads from a file is kept and reused."""
+    global _FILE_MEMO
+    outer = _FILE_MEMO
+    _FILE_MEMO = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _FILE_MEMO = outer
+
+
+def _sample(files: list[tuple[Path, int | None]]) -> tuple[list[tuple], int]:
+    """The files holding the first MAX_ROWS rows, as (path, split, rows taken, column names),
+    and the rows of all ``files``: from the footers only."""
+    todo, total = [], 0
     for path, split in files:
         meta = pq.read_metadata(path)
         if total < MAX_ROWS:
             todo.append((path, split, min(meta.num_rows, MAX_ROWS - total), meta.schema.to_arrow_schema().names))
         total += meta.num_rows
+    return todo, total
+
+
+def _file_part(path: Path, names: list[str], wanted: set[str], keys: bool) -> tuple[pa.Table, pa.Array | None]:
+    """The ``wanted`` columns of one whole file and, with ``keys``, its rows' leakage keys."""
+    from corpusmill.stage import read_parquet
+
+    memo_key = None
+    if _FILE_MEMO is not None:
+        st = Path(path).stat()
+        memo_key = (st.st_dev, st.st_ino, frozenset(wanted))
+        got = _FILE_MEMO.get(memo_key)
+        if got is not None and (got[1] is not None or not keys):
+            return got
+    table = read_parquet(path, [c for c in names if c in wanted])
+    key = _leakage_key(table.column(S.TEXT).combine_chunks()) if keys and S.TEXT in table.column_names else None
+    if memo_key is not None:
+        _FILE_MEMO[memo_key] = (table, key)
+    return table, key
+
+
+def _read(files: list[tuple[Path, int | None]], wanted: set[str], keys: bool = False) -> Side:
+    """Columns in ``wanted`` from ``files`` ([(path, split index or None)]); with ``keys``, also
+    the rows' leakage keys (:func:`_leakage_key`), computed on the same threads."""
+    from corpusmill.stage import per_shard
+
+    todo, total = _sample(files)
 
     def read(_, item):
         path, _split, take, names = item
-        return read_parquet(path, [c for c in names if c in wanted]).slice(0, take)
+        table, key = _file_part(path, names, wanted, keys)
+        return table.slice(0, take), (key.slice(0, take) if key is not None else None)
 
-    parts = per_shard(read, todo)  # the files on a few threads
+    got = per_shard(read, todo)  # the files on a few threads
+    parts = [t for t, _ in got]
     splits = [np.full(t.num_rows, -1 if split is None else split, dtype=np.int32) for t, (_, split, _, _) in zip(parts, todo)]
     table = pa.concat_tables(parts, promote_options="permissive") if parts else None
     read_rows = sum(t.num_rows for t in parts)
-    return Side(table, total, read_rows, np.concatenate(splits) if splits else None)
+    side = Side(table, total, read_rows, np.concatenate(splits) if splits else None)
+    if keys and parts and all(k is not None for _, k in got):
+        side.keys = pa.chunked_array([k for _, k in got], pa.string())
+    return side
+
+
+def prefetch(version) -> None:
+    """Read what :func:`gather` will take from ``version``'s data files, and their leakage keys,
+    into the memo of :func:`remembered_files` (a refresh does this for its parent while the new
+    rows are processed: the refreshed version links the same files)."""
+    if _FILE_MEMO is None:
+        return
+    from corpusmill.stage import per_shard
+
+    splits = list(version.manifest["splits"])
+    todo, _ = _sample([(f, k) for k, s in enumerate(splits) for f in version.data_files(s)])
+    wanted = _data_columns(version.manifest)
+    per_shard(lambda _, item: _file_part(item[0], item[3], wanted, len(splits) > 1), todo)
+
+
+def _data_columns(manifest: dict) -> set[str]:
+    return {S.ID, S.TEXT, LANG, *_signal_columns(manifest)}
+
+
+def _signal_columns(manifest: dict) -> set[str]:
+    schema = {c["name"]: c["type"] for c in manifest["schema"]}
+    return {c for c in schema if c not in (S.ID, S.TEXT, S.LABEL) and c not in NOT_SIGNALS
+            and any(t in schema[c] for t in ("int", "float", "double"))}
 
 
 def _lengths(side: Side) -> np.ndarray:
@@ -111,6 +186,11 @@ _ASCII_SPACE = np.zeros(256, dtype=bool)
 _ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 
 
+def _leakage_key(arr: pa.Array) -> pa.Array:
+    """Lower case, whitespace runs as one space, trimmed (see :func:`_normalised_text`)."""
+    return _collapse_spaces(pc.utf8_trim_whitespace(pc.utf8_lower(arr)))
+
+
 def _normalised_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     """Lower case, whitespace runs as one space, trimmed: the exact-leakage key.
 
@@ -122,7 +202,7 @@ def _normalised_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
 
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     # chunk by chunk on a few threads: Arrow's kernels and numpy release the GIL
-    return pa.chunked_array(per_shard(lambda _, c: _collapse_spaces(pc.utf8_trim_whitespace(pc.utf8_lower(c))), chunks),
+    return pa.chunked_array(per_shard(lambda _, c: _leakage_key(c), chunks),
                             pa.string())
 
 
@@ -178,11 +258,12 @@ def _has_unicode_space(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return rows
 
 
-def leakage_matrix(text: pa.ChunkedArray | pa.Array, split_of_row: np.ndarray, splits: list[str]) -> dict:
+def leakage_matrix(text: pa.ChunkedArray | pa.Array, split_of_row: np.ndarray, splits: list[str],
+                   keys: pa.ChunkedArray | None = None) -> dict:
     """Rows of split B whose normalised text also occurs in split A (off the diagonal), and rows
     that share their text with another row of the same split (on it). ``split_of_row`` holds each
-    row's index into ``splits``."""
-    codes = pc.dictionary_encode(_normalised_text(text))
+    row's index into ``splits``; ``keys``: the normalised texts, when already at hand."""
+    codes = pc.dictionary_encode(keys if keys is not None else _normalised_text(text))
     codes = (codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes).indices
     codes = codes.to_numpy(zero_copy_only=False)
     per = [codes[split_of_row == k] for k in range(len(splits))]
@@ -249,10 +330,9 @@ def gather(version) -> VersionFacts:
     splits = list(m["splits"])
     facts = VersionFacts()
     schema = {c["name"]: c["type"] for c in m["schema"]}
-    signal_cols = {c for c in schema if c not in (S.ID, S.TEXT, S.LABEL) and c not in NOT_SIGNALS
-                   and any(t in schema[c] for t in ("int", "float", "double"))}
+    signal_cols = _signal_columns(m)
     data_files = [(f, k) for k, s in enumerate(splits) for f in version.data_files(s)]
-    data = _read(data_files, {S.ID, S.TEXT, LANG, *signal_cols})
+    data = _read(data_files, _data_columns(m), keys=len(splits) > 1)
     rejects = _read([(f, None) for f in version.reject_files()],
                     {S.ID, S.TEXT, S.SOURCE, LANG, S.STAGE, S.REASON, S.DETAIL, S.DUPLICATE_OF, S.SIMILARITY,
                      *signal_cols})
@@ -294,7 +374,7 @@ def gather(version) -> VersionFacts:
 
     # leakage between splits
     if len(splits) > 1 and data.table is not None and S.TEXT in data.table.column_names:
-        facts.leakage = leakage_matrix(data.table.column(S.TEXT), data.split_of_row, splits)
+        facts.leakage = leakage_matrix(data.table.column(S.TEXT), data.split_of_row, splits, data.keys)
 
     # signal columns: kept rows against rejected rows that carry the column
     thresholds = _signal_thresholds(m)
