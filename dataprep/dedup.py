@@ -790,8 +790,9 @@ def _old_keys_meeting(stage: Dedup, old: _OldIndex, eligible: np.ndarray, new_ke
         return old.bands[:0], np.zeros(0, dtype=np.int64)
     new = np.concatenate(new_keys)
     meets = np.zeros(len(old), dtype=bool)
-    for b in range(stage.plan.bands):  # the whole index, column by column: no copy of it
-        meets[lsh.matching_keys(old.bands[:, b], new[:, b])[0]] = True
+    # the whole index, band by band (contiguous columns, no copy), bands on a few threads
+    for hit in per_shard(lambda b, _: lsh.matching_keys(old.bands[:, b], new[:, b])[0], range(stage.plan.bands)):
+        meets[hit] = True
     who = np.flatnonzero(meets & eligible)
     return old.bands[who], who
 

@@ -482,9 +482,9 @@ class _Inherited:
         pairs = np.zeros((0, 2), np.int64)
         if bands is not None and self.bands is not None and len(self):
             cand = []
-            for b in range(bands.shape[1]):
+            matched = per_shard(lambda b, _: lsh.matching_keys(self.bands[:, b], bands[:, b]), range(bands.shape[1]))
+            for old_i, new_j in matched:  # bands matched on a few threads
                 # a big bucket is one old group already (one split): a few of its rows suffice
-                old_i, new_j = lsh.matching_keys(self.bands[:, b], bands[:, b])
                 if len(old_i):
                     o = np.lexsort((old_i, new_j))
                     new_j, old_i = new_j[o], old_i[o]

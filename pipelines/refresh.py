@@ -135,6 +135,7 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     with remembered_files():
         # the new version links the parent's files: what its report reads from them is read now,
         # on a thread, while the new rows run (it uses the cores the reduce steps leave idle)
+        ids = Background(lambda: _write_ids(base))  # while the workers start and read
         early = Background(lambda: (_lower_priority(), prefetch(base)))
         added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
         work = store.work_dir(name, vid)
@@ -146,6 +147,7 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
         atomic_write_text(final / "stats.json", json.dumps({
             "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
             "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
+        ids.wait()
         early.wait()
         publish_docs(Version(name, vid, final))
     version = store.publish(name, vid, final)
@@ -154,6 +156,17 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(scratch_root, ignore_errors=True)
     return RefreshResult(version, True, manifest, time.perf_counter() - t0)
+
+
+def _write_ids(base: Version) -> None:
+    """The base's ids as one file (``IDS_FILE``), which every worker's unseen_ids step maps instead
+    of reading a column of every data file. Renamed into place when complete: a worker that
+    looks earlier reads the data files, with the same result."""
+    ids = pa.table({"id": base.ids()})
+    tmp = base.path / (IDS_FILE + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as writer:
+        writer.write_table(ids)
+    os.replace(tmp, base.path / IDS_FILE)
 
 
 def _lower_priority() -> None:
@@ -226,11 +239,6 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(src, dst)
     base = Version(parent.dataset, parent.id, base_dir)
-    # every worker's unseen_ids step reads these: one file to map instead of a column of every data file
-    ids = pa.table({"id": base.ids()})
-    with pa.OSFile(str(base_dir / (IDS_FILE + ".tmp")), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as writer:
-        writer.write_table(ids)
-    os.replace(base_dir / (IDS_FILE + ".tmp"), base_dir / IDS_FILE)
     return base, {s: pa.concat_tables(t) for s, t in removed.items()}
 
 
