@@ -164,3 +164,22 @@ def test_version_ids_and_remembered_texts(two_versions, monkeypatch):
     assert store_module._TEXT_MEMO is None  # forgotten after the block
     version.texts_by_id(["t1"])
     assert scans[-1] == ["t1"]
+
+
+def test_published_files_keep_dictionaries_except_for_the_text(tmp_path, run):
+    """Text is almost never repeated: published data and reject files store it plain (a
+    dictionary attempt costs writing and reading); other columns keep dictionary encoding."""
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "text": REAL_TEXTS[i % len(REAL_TEXTS)] + f" #{i}", "label": "ab"[i % 2]} for i in range(40)]
+    rows += [{"id": "dup", "text": rows[0]["text"], "label": "a"}]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    r = run({"dataset": "d", "inputs": [{"path": "d.jsonl", "id_field": "id", "label_field": "label"}],
+             "steps": [{"dedup": {"exact": True}}]})
+    files = [*r.version.data_files("all"), *r.version.reject_files()]
+    assert len(files) == 2
+    for f in files:
+        meta = pq.read_metadata(f).row_group(0)
+        encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+        assert "RLE_DICTIONARY" not in encodings["text"], f
+        assert "RLE_DICTIONARY" in encodings["id"] and "RLE_DICTIONARY" in encodings["label"], f
