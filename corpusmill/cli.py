@@ -67,10 +67,11 @@ def print_run_summary(result, console) -> None:
 
 
 def cmd_run(args) -> int:
-    if args.executor == "local":
-        from corpusmill.pipelines.workers import start_early
+    from corpusmill.pipelines.workers import skip_pandas_probe, start_early
 
+    if args.executor == "local":
         start_early(args.workers)  # its imports overlap ours
+    skip_pandas_probe()
     from corpusmill.pipelines import run_pipeline
 
     console = _console()
@@ -83,9 +84,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_refresh(args) -> int:
-    from corpusmill.pipelines.workers import start_early
+    from corpusmill.pipelines.workers import skip_pandas_probe, start_early
 
     start_early(args.workers)  # its imports overlap ours
+    skip_pandas_probe()
     from corpusmill.pipelines.refresh import refresh
 
     result = refresh(_store(args), args.ref, args.add, remove=args.remove, tags=tuple(args.tag or ()),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 def _warm() -> None:
     from corpusmill.dataprep import clean, textnorm
+    from corpusmill.pipelines.workers import skip_pandas_probe
+
+    skip_pandas_probe()
 
     textnorm.warm_up()
     # the mojibake repair on a row that needs it: ftfy loads its tables and compiles its patterns

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-#: what every worker imports anyway: the runner, the stages of most pipelines (a stage not listed
-#: is imported by the worker that builds it), and pandas, which pyarrow imports on the first
-#: ``pa.array()`` when it is installed (~0.2 s); a module that is not installed is skipped
+#: what every worker imports anyway: the runner and the stages of most pipelines (a stage not
+#: listed is imported by the worker that builds it); ``_preload`` then warms them up
 PRELOAD = [
-    "pandas",
     "corpusmill.pipelines.runner",
     "corpusmill.dataprep.ids",
     "corpusmill.dataprep.clean",
@@ -39,3 +37,32 @@ def start_early(workers: int | None) -> None:
 
     context()
     forkserver.ensure_running()
+
+
+def skip_pandas_probe() -> None:
+    """Spare this process pyarrow's import of pandas (~0.3 s, the biggest import of a run).
+
+    The first time ``pa.array()`` is given a list, pyarrow imports pandas only to ask whether the
+    list is a pandas object; corpusmill's stages never pass one. This hides the module for that
+    first probe, so pyarrow notes "no pandas" and moves on. Code that does use pandas is not
+    affected: ``to_pandas()``, ``Table.from_pandas()`` and the like import it when called (pyarrow
+    tries the import again whenever pandas is really needed). Called by ``run`` and ``refresh``
+    and in the workers' server, never in a process that trains or evaluates."""
+    import sys
+
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    class NoPandas:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "pandas":
+                raise ImportError("pandas hidden for pyarrow's first probe")
+            return None
+
+    sys.meta_path.insert(0, NoPandas)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(NoPandas)

@@ -183,3 +183,25 @@ def test_published_files_keep_dictionaries_except_for_the_text(tmp_path, run):
         encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
         assert "RLE_DICTIONARY" not in encodings["text"], f
         assert "RLE_DICTIONARY" in encodings["id"] and "RLE_DICTIONARY" in encodings["label"], f
+
+
+def test_skip_pandas_probe_keeps_pandas_usable():
+    """run and refresh spare pyarrow's probe import of pandas; pandas still works when used."""
+    code = (
+        "import sys\n"
+        "from corpusmill.pipelines.workers import skip_pandas_probe\n"
+        "skip_pandas_probe()\n"
+        "import pyarrow as pa\n"
+        "t = pa.table({'a': pa.array(['x', 'y', 'x'])})\n"
+        "assert 'pandas' not in sys.modules\n"
+        "try:\n"
+        "    import pandas as pd\n"
+        "except ImportError:\n"
+        "    print('no pandas'); sys.exit(0)\n"
+        "assert t.to_pandas()['a'].tolist() == ['x', 'y', 'x']\n"
+        "assert pa.types.is_dictionary(pa.array(pd.Series(['u', 'v'], dtype='category')).type)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("ok", "no pandas")
