@@ -104,7 +104,6 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     from corpusmill.pipelines.config import parse_pipeline
     from corpusmill.pipelines.registry import REGISTRY
     from corpusmill.pipelines.runner import Background, execute, make_plan
-    from corpusmill.report.facts import prefetch, remembered_files
 
     t0 = time.perf_counter()
     parent = store.resolve(ref)
@@ -132,24 +131,19 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
         version = store.version(name, vid)
         return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
 
-    with remembered_files():
-        # the new version links the parent's files: what its report reads from them is read now,
-        # on a thread, while the new rows run (it uses the cores the reduce steps leave idle)
-        ids = Background(lambda: _write_ids(base))  # while the workers start and read
-        early = Background(lambda: (_lower_priority(), prefetch(base)))
-        added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
-        work = store.work_dir(name, vid)
-        shutil.rmtree(work, ignore_errors=True)
-        final = work / "final"
-        manifest = _assemble(final, parent, base, added.version, removed, removed_ids, vid, remove)
-        atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        seconds = time.perf_counter() - t0
-        atomic_write_text(final / "stats.json", json.dumps({
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
-            "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
-        ids.wait()
-        early.wait()
-        publish_docs(Version(name, vid, final))
+    ids = Background(lambda: _write_ids(base))  # while the workers start and read
+    added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
+    ids.wait()
+    work = store.work_dir(name, vid)
+    shutil.rmtree(work, ignore_errors=True)
+    final = work / "final"
+    manifest = _assemble(final, parent, base, added.version, removed, removed_ids, vid, remove)
+    atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    seconds = time.perf_counter() - t0
+    atomic_write_text(final / "stats.json", json.dumps({
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
+        "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
+    publish_docs(Version(name, vid, final))
     version = store.publish(name, vid, final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
@@ -167,16 +161,6 @@ def _write_ids(base: Version) -> None:
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, ids.schema) as writer:
         writer.write_table(ids)
     os.replace(tmp, base.path / IDS_FILE)
-
-
-def _lower_priority() -> None:
-    """The calling thread yields the CPU to the run's workers (Linux: a thread has its own nice value)."""
-    import threading
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux: the thread competes as usual
-        pass
 
 
 # ----------------------------------------------------------------------------- the base: parent minus removals

@@ -9,7 +9,6 @@ bounded read, whatever the corpus size.
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,23 +65,6 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
-#: what :func:`_read` took from each file, by (device, inode, columns): a refresh fills it for
-#: the parent's files (:func:`prefetch`) while it runs, and its version links those files
-_FILE_MEMO: dict | None = None
-
-
-@contextmanager
-def remembered_files():
-    """Within this block, what the report reads from a file is kept and reused."""
-    global _FILE_MEMO
-    outer = _FILE_MEMO
-    _FILE_MEMO = {} if outer is None else outer
-    try:
-        yield
-    finally:
-        _FILE_MEMO = outer
-
-
 def _sample(files: list[tuple[Path, int | None]]) -> tuple[list[tuple], int]:
     """The files holding the first MAX_ROWS rows, as (path, split, rows taken, column names),
     and the rows of all ``files``: from the footers only."""
@@ -99,17 +81,8 @@ def _file_part(path: Path, names: list[str], wanted: set[str], keys: bool) -> tu
     """The ``wanted`` columns of one whole file and, with ``keys``, its rows' leakage keys."""
     from corpusmill.stage import read_parquet
 
-    memo_key = None
-    if _FILE_MEMO is not None:
-        st = Path(path).stat()
-        memo_key = (st.st_dev, st.st_ino, frozenset(wanted))
-        got = _FILE_MEMO.get(memo_key)
-        if got is not None and (got[1] is not None or not keys):
-            return got
     table = read_parquet(path, [c for c in names if c in wanted])
     key = _leakage_key(table.column(S.TEXT).combine_chunks()) if keys and S.TEXT in table.column_names else None
-    if memo_key is not None:
-        _FILE_MEMO[memo_key] = (table, key)
     return table, key
 
 
@@ -123,7 +96,7 @@ def _read(files: list[tuple[Path, int | None]], wanted: set[str], keys: bool = F
     def read(_, item):
         path, _split, take, names = item
         table, key = _file_part(path, names, wanted, keys)
-        return table.slice(0, take), (key.slice(0, take) if key is not None else None)
+        return table.slice(0, take), (key.slice(0, take) if key is not None else None)  # keys: on the same thread
 
     got = per_shard(read, todo)  # the files on a few threads
     parts = [t for t, _ in got]
@@ -134,20 +107,6 @@ def _read(files: list[tuple[Path, int | None]], wanted: set[str], keys: bool = F
     if keys and parts and all(k is not None for _, k in got):
         side.keys = pa.chunked_array([k for _, k in got], pa.string())
     return side
-
-
-def prefetch(version) -> None:
-    """Read what :func:`gather` will take from ``version``'s data files, and their leakage keys,
-    into the memo of :func:`remembered_files` (a refresh does this for its parent while the new
-    rows are processed: the refreshed version links the same files)."""
-    if _FILE_MEMO is None:
-        return
-    from corpusmill.stage import per_shard
-
-    splits = list(version.manifest["splits"])
-    todo, _ = _sample([(f, k) for k, s in enumerate(splits) for f in version.data_files(s)])
-    wanted = _data_columns(version.manifest)
-    per_shard(lambda _, item: _file_part(item[0], item[3], wanted, len(splits) > 1), todo)
 
 
 def _data_columns(manifest: dict) -> set[str]:
