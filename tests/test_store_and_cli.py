@@ -205,3 +205,16 @@ def test_skip_pandas_probe_keeps_pandas_usable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("ok", "no pandas")
+
+
+def test_parser_builds_train_flags_only_for_train_and_sweep():
+    """run and refresh do not wait for the train option flags (built from the train config
+    models); train, sweep and the full parser have them."""
+    from corpusmill.cli import build_parser
+
+    assert vars(build_parser("train").parse_args(["train", "--dataset", "d@v", "--lora-r", "4"]))["cfg:lora.r"] == 4
+    assert vars(build_parser().parse_args(["sweep", "--space", "s.yaml", "--lora-r", "8"]))["cfg:lora.r"] == 8
+    args = build_parser("run").parse_args(["run", "p.yaml", "--workers", "2"])
+    assert args.workers == 2 and args.command == "run"
+    with pytest.raises(SystemExit):  # the flag is unknown to a parser built for another command
+        build_parser("run").parse_args(["train", "--lora-r", "4"])
