@@ -67,11 +67,11 @@ def print_run_summary(result, console) -> None:
 
 
 def cmd_run(args) -> int:
-    from corpusmill.pipelines.workers import skip_pandas_probe, start_early
+    if args.executor == "local":  # (Ray Data has pandas paths of its own: nothing is skipped for it)
+        from corpusmill.pipelines.workers import skip_pandas_probe, start_early
 
-    if args.executor == "local":
         start_early(args.workers)  # its imports overlap ours
-    skip_pandas_probe()
+        skip_pandas_probe()
     from corpusmill.pipelines import run_pipeline
 
     console = _console()

@@ -46,8 +46,9 @@ def skip_pandas_probe() -> None:
     list is a pandas object; corpusmill's stages never pass one. This hides the module for that
     first probe, so pyarrow notes "no pandas" and moves on. Code that does use pandas is not
     affected: ``to_pandas()``, ``Table.from_pandas()`` and the like import it when called (pyarrow
-    tries the import again whenever pandas is really needed). Called by ``run`` and ``refresh``
-    and in the workers' server, never in a process that trains or evaluates."""
+    tries the import again whenever pandas is really needed). Called by ``run`` (local executor)
+    and ``refresh`` and in the workers' server, never in a process that trains, evaluates or
+    runs Ray."""
     import sys
 
     if "pandas" in sys.modules:
