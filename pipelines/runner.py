@@ -163,7 +163,7 @@ class _Sink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # published files (zstd): no dictionary for the text, which is almost never repeated
             # (Arrow would build one, give up past 1 MB and fall back); reading it back is ~15 % faster
-            dictionary = _dictionary_columns(table.schema) if self.compression == "zstd" else True
+            dictionary = list(_dictionary_columns(table.schema)) if self.compression == "zstd" else True
             self.writer = pq.ParquetWriter(self.tmp, table.schema, compression=self.compression,
                                            use_dictionary=dictionary)
         elif table.schema != self.writer.schema:
@@ -193,13 +193,13 @@ class _Sink:
 
 
 @lru_cache(maxsize=64)
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def _dictionary_columns(schema: pa.Schema) -> tuple[str, ...]:
     """The Parquet leaf columns of ``schema`` (``meta.k``, ``tags.list.element``) but the text."""
     buf = pa.BufferOutputStream()
     pq.write_table(schema.empty_table(), buf)
     leaves = pq.read_metadata(pa.BufferReader(buf.getvalue())).schema
-    return [path for path in (leaves.column(i).path for i in range(len(leaves)))
-            if path != S.TEXT and not path.startswith(S.TEXT + ".")]
+    return tuple(path for path in (leaves.column(i).path for i in range(len(leaves)))
+                 if path != S.TEXT and not path.startswith(S.TEXT + "."))
 
 
 def _stage_stats() -> dict:

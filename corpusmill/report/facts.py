@@ -77,26 +77,18 @@ def _sample(files: list[tuple[Path, int | None]]) -> tuple[list[tuple], int]:
     return todo, total
 
 
-def _file_part(path: Path, names: list[str], wanted: set[str], keys: bool) -> tuple[pa.Table, pa.Array | None]:
-    """The ``wanted`` columns of one whole file and, with ``keys``, its rows' leakage keys."""
-    from corpusmill.stage import read_parquet
-
-    table = read_parquet(path, [c for c in names if c in wanted])
-    key = _leakage_key(table.column(S.TEXT).combine_chunks()) if keys and S.TEXT in table.column_names else None
-    return table, key
-
-
 def _read(files: list[tuple[Path, int | None]], wanted: set[str], keys: bool = False) -> Side:
     """Columns in ``wanted`` from ``files`` ([(path, split index or None)]); with ``keys``, also
     the rows' leakage keys (:func:`_leakage_key`), computed on the same threads."""
-    from corpusmill.stage import per_shard
+    from corpusmill.stage import per_shard, read_parquet
 
     todo, total = _sample(files)
 
     def read(_, item):
         path, _split, take, names = item
-        table, key = _file_part(path, names, wanted, keys)
-        return table.slice(0, take), (key.slice(0, take) if key is not None else None)  # keys: on the same thread
+        table = read_parquet(path, [c for c in names if c in wanted]).slice(0, take)
+        key = _leakage_key(table.column(S.TEXT).combine_chunks()) if keys and S.TEXT in table.column_names else None
+        return table, key
 
     got = per_shard(read, todo)  # the files on a few threads
     parts = [t for t, _ in got]
