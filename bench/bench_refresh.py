@@ -64,10 +64,11 @@ def corpus(n: int) -> tuple[Path, Path]:
     return base, new
 
 
-def cli(args: list[str]) -> tuple[dict, str]:
-    """Run ``corpusmill ARGS``; wall seconds, CPU seconds, peak RSS, and the reference printed last."""
+def cli(args: list[str], cache: Path) -> tuple[dict, str]:
+    """Run ``corpusmill ARGS`` with ``cache`` as its user cache; wall seconds, CPU seconds, peak
+    RSS, and the reference printed last."""
     cmd = [str(Path(sys.executable).parent / "corpusmill"), *args, "--workers", str(WORKERS), "--quiet"]
-    timing, stdout = timed_cli(cmd)
+    timing, stdout = timed_cli(cmd, env={"CORPUSMILL_CACHE": str(cache)})
     return timing, stdout.strip().splitlines()[-1]
 
 
@@ -105,20 +106,27 @@ def main() -> None:
                                          "execution": {"shard_bytes": SHARD_BYTES}, "steps": steps}))
             return p
 
-        parent_cost, parent = cli(["run", str(pipeline("parent", [base])), "--store", str(work / "store")])
+        # the user cache (the report's text facts, by file checksum) as a user has it: each
+        # refresh starts from what the parent's run left there, each rebuild from an empty one,
+        # so no run finds what an earlier repeat of itself cached
+        parent_cache = work / "cache-parent"
+        parent_cost, parent = cli(["run", str(pipeline("parent", [base])), "--store", str(work / "store")], parent_cache)
         refs = (work / "store" / "bench" / "refs.json").read_text()
         refreshes, rebuilds = [], []
         for k in range(args.repeat):
             if k:  # the same refresh again: drop the version it published (it would be found, not rebuilt)
                 shutil.rmtree(work / "store" / "bench" / "versions" / child.split("@")[1])
                 (work / "store" / "bench" / "refs.json").write_text(refs)
-            refreshes.append(cli(["refresh", parent, "--add", str(new), "--store", str(work / "store")]))
+            cache = work / f"cache-refresh-{k}"
+            if parent_cache.is_dir():
+                shutil.copytree(parent_cache, cache)
+            refreshes.append(cli(["refresh", parent, "--add", str(new), "--store", str(work / "store")], cache))
             child = refreshes[-1][1]
         rebuild_yaml = pipeline("rebuild", [base, new])
         for k in range(args.repeat):
             if k:
                 shutil.rmtree(work / "rebuild")
-            rebuilds.append(cli(["run", str(rebuild_yaml), "--store", str(work / "rebuild")]))
+            rebuilds.append(cli(["run", str(rebuild_yaml), "--store", str(work / "rebuild")], work / f"cache-rebuild-{k}"))
             rebuilt = rebuilds[-1][1]
         refresh_cost, rebuild_cost = median_run(refreshes), median_run(rebuilds)
         pm, cm, rm = manifest(work / "store", parent), manifest(work / "store", child), manifest(work / "rebuild", rebuilt)

@@ -82,14 +82,15 @@ class TreeMonitor:
         return sum(self.cpu.values())
 
 
-def timed_cli(cmd: list[str]) -> tuple[dict, str]:
+def timed_cli(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
     """Run a command as a user types it: ({seconds, cpu_seconds, peak_rss_mb} of its process
-    tree, its stdout). A failure ends the benchmark with the command's stderr."""
+    tree, its stdout). ``env``: variables set for it on top of this process's. A failure ends
+    the benchmark with the command's stderr."""
     import subprocess
 
     with TreeMonitor() as mon:
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         seconds = time.perf_counter() - t0
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")

@@ -37,6 +37,15 @@ def write_pipeline(path: Path, config: dict) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The user cache (remote store mirrors, the report's text facts) in a folder of this test
+    session, not the user's ~/.cache; a test that needs its own sets CORPUSMILL_CACHE again."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORPUSMILL_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+        yield
+
+
 @pytest.fixture
 def tickets(tmp_path) -> Path:
     """A small JSONL corpus of support tickets with ids and labels."""

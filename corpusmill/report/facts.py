@@ -4,10 +4,16 @@ Everything here is a cheap, vectorised read of a few columns of the data and rej
 (text, lang and the numeric signal columns). Past :data:`MAX_ROWS` rows per side the rest is not
 read and the figures say they are from the first rows, so a report never costs more than a
 bounded read, whatever the corpus size.
+
+What the data side takes from the text (each row's length and leakage key) is kept per data
+file in a small cache keyed by the file's sha256 (:class:`TextFacts`): a version that shares
+files with one already reported (a refresh links its parent's) does not decode and normalise
+that text again. The figures are the same either way.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
 from corpusmill import schema as S
 
@@ -29,6 +36,8 @@ LANG = "lang"
 CLUSTER_ID = "cluster_id"
 #: columns that are numbers but not signals worth a histogram
 NOT_SIGNALS = {S.SIMILARITY}
+#: bump when what :class:`TextFacts` holds, or how a leakage key is made, changes
+TEXT_FACTS_FORMAT = 1
 
 
 @dataclass
@@ -40,8 +49,10 @@ class Side:
     rows_read: int
     #: per row read, the index of its split in the version's split list (data files only)
     split_of_row: np.ndarray | None = None
-    #: per row read, its leakage key (when asked for)
-    keys: pa.ChunkedArray | None = None
+    #: per row read, its characters (-1: no text) and the 64-bit hash of its leakage key (when
+    #: asked for): the data side's text facts; the text itself is then not in ``table``
+    lengths: np.ndarray | None = None
+    keys: np.ndarray | None = None
 
     @property
     def sampled(self) -> bool:
@@ -61,48 +72,121 @@ class VersionFacts:
     rejects_sampled: bool = False
 
 
+@dataclass
+class TextFacts:
+    """Per row of the first rows of one data file: characters of its text (-1 where it has none)
+    and, when asked for, the xxh3-64 of its leakage key (:func:`key_hashes`).
+
+    Cached under ``$CORPUSMILL_CACHE/report-facts/`` (default ``~/.cache/corpusmill``) as one
+    Arrow file per data file, named by the file's sha256: the same bytes give the same facts, so
+    an entry is good for every version and store holding that file. A missing, short or
+    unreadable entry is computed again; one that cannot be written is simply not kept."""
+
+    lengths: np.ndarray  # int64
+    keys: np.ndarray | None  # uint64
+
+    @staticmethod
+    def folder() -> Path:
+        from corpusmill.remote_store import cache_base
+
+        return cache_base() / "report-facts" / f"v{TEXT_FACTS_FORMAT}"
+
+    @classmethod
+    def of(cls, text: pa.ChunkedArray | pa.Array, keys: bool) -> "TextFacts":
+        arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+        lengths = pc.fill_null(pc.utf8_length(arr), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(lengths, key_hashes(_leakage_key(arr)) if keys else None)
+
+    @classmethod
+    def load(cls, sha256: str | None, rows: int, keys: bool) -> "TextFacts | None":
+        if not sha256:
+            return None
+        try:
+            with pa.memory_map(str(cls.folder() / f"{sha256}.arrow")) as src:
+                t = pa.ipc.open_file(src).read_all()
+        except (OSError, pa.ArrowInvalid):
+            return None
+        if t.num_rows < rows or (keys and "key" not in t.column_names):
+            return None
+        t = t.slice(0, rows)
+        return cls(t.column("length").to_numpy().astype(np.int64),
+                   t.column("key").to_numpy() if keys else None)
+
+    def save(self, sha256: str | None) -> None:
+        if not sha256:
+            return
+        cols = {"length": pa.array(self.lengths, pa.int64())}
+        if self.keys is not None:
+            cols["key"] = pa.array(self.keys, pa.uint64())
+        table = pa.table(cols)
+        folder = self.folder()
+        tmp = folder / f".{sha256}.{os.getpid()}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(tmp, folder / f"{sha256}.arrow")
+        except OSError:  # a read-only or full cache: the facts are simply not kept
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
 def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
-def _sample(files: list[tuple[Path, int | None]]) -> tuple[list[tuple], int]:
-    """The files holding the first MAX_ROWS rows, as (path, split, rows taken, column names),
-    and the rows of all ``files``: from the footers only."""
+def _sample(files: list[tuple[Path, int | None, str | None]]) -> tuple[list[tuple], int]:
+    """The files holding the first MAX_ROWS rows, as (path, split, sha256, rows taken, column
+    names), and the rows of all ``files``: from the footers only."""
     todo, total = [], 0
-    for path, split in files:
+    for path, split, sha in files:
         meta = pq.read_metadata(path)
         if total < MAX_ROWS:
-            todo.append((path, split, min(meta.num_rows, MAX_ROWS - total), meta.schema.to_arrow_schema().names))
+            todo.append((path, split, sha, min(meta.num_rows, MAX_ROWS - total), meta.schema.to_arrow_schema().names))
         total += meta.num_rows
     return todo, total
 
 
-def _read(files: list[tuple[Path, int | None]], wanted: set[str], keys: bool = False) -> Side:
-    """Columns in ``wanted`` from ``files`` ([(path, split index or None)]); with ``keys``, also
-    the rows' leakage keys (:func:`_leakage_key`), computed on the same threads."""
+def _read(files: list[tuple[Path, int | None, str | None]], wanted: set[str], *, text_facts: bool = False,
+          keys: bool = False) -> Side:
+    """Columns in ``wanted`` from ``files`` ([(path, split index or None, sha256 or None)]).
+
+    With ``text_facts`` the text is not returned but its :class:`TextFacts` are (with ``keys``,
+    the leakage key hashes too): from the cache where a file's are there, else from the text,
+    on the same threads, and then kept."""
     from corpusmill.stage import per_shard, read_parquet
 
     todo, total = _sample(files)
 
     def read(_, item):
-        path, _split, take, names = item
-        table = read_parquet(path, [c for c in names if c in wanted]).slice(0, take)
-        key = _leakage_key(table.column(S.TEXT).combine_chunks()) if keys and S.TEXT in table.column_names else None
-        return table, key
+        path, _split, sha, take, names = item
+        facts = TextFacts.load(sha, take, keys) if text_facts and S.TEXT in names else None
+        columns = [c for c in names if c in wanted and not (text_facts and c == S.TEXT and facts is not None)]
+        table = read_parquet(path, columns).slice(0, take)
+        if text_facts and S.TEXT in table.column_names:
+            facts = TextFacts.of(table.column(S.TEXT), keys)
+            facts.save(sha)
+            table = table.drop_columns([S.TEXT])
+        return table, facts
 
     got = per_shard(read, todo)  # the files on a few threads
     parts = [t for t, _ in got]
-    splits = [np.full(t.num_rows, -1 if split is None else split, dtype=np.int32) for t, (_, split, _, _) in zip(parts, todo)]
-    table = pa.concat_tables(parts, promote_options="permissive") if parts else None
+    splits = [np.full(t.num_rows, -1 if item[1] is None else item[1], dtype=np.int32) for t, item in zip(parts, todo)]
+    # (tables without columns concatenate to no rows: the row counts come from the parts)
+    table = pa.concat_tables(parts, promote_options="permissive") if parts and parts[0].num_columns else None
     read_rows = sum(t.num_rows for t in parts)
     side = Side(table, total, read_rows, np.concatenate(splits) if splits else None)
-    if keys and parts and all(k is not None for _, k in got):
-        side.keys = pa.chunked_array([k for _, k in got], pa.string())
+    if text_facts and parts and all(f is not None for _, f in got):
+        side.lengths = np.concatenate([f.lengths for _, f in got])
+        if keys:
+            side.keys = np.concatenate([f.keys for _, f in got])
     return side
 
 
 def _data_columns(manifest: dict) -> set[str]:
-    return {S.ID, S.TEXT, LANG, *_signal_columns(manifest)}
+    return {S.TEXT, LANG, *_signal_columns(manifest)}
 
 
 def _signal_columns(manifest: dict) -> set[str]:
@@ -113,6 +197,8 @@ def _signal_columns(manifest: dict) -> set[str]:
 
 def _lengths(side: Side) -> np.ndarray:
     """Characters per text (unreadable rows, which have none, left out)."""
+    if side.lengths is not None:
+        return side.lengths[side.lengths >= 0]
     if side.table is None or S.TEXT not in side.table.column_names:
         return np.zeros(0, dtype=np.int64)
     n = pc.drop_null(pc.utf8_length(side.table.column(S.TEXT)))
@@ -209,14 +295,35 @@ def _has_unicode_space(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return rows
 
 
-def leakage_matrix(text: pa.ChunkedArray | pa.Array, split_of_row: np.ndarray, splits: list[str],
-                   keys: pa.ChunkedArray | None = None) -> dict:
+def key_hashes(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The xxh3-64 of each key's UTF-8 bytes (0 for a null): rows are compared by these. Two
+    different keys get the same one with probability 2**-64 per pair."""
+    chunks = keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    out = [np.zeros(0, dtype=np.uint64)]
+    digest = xxhash.xxh3_64_intdigest
+    for arr in chunks:
+        if not len(arr):
+            continue
+        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        _, offsets_buf, data_buf = arr.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=width)[arr.offset:arr.offset + len(arr) + 1].tolist()
+        data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+        h = np.fromiter((digest(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])), dtype=np.uint64, count=len(arr))
+        if arr.null_count:
+            h[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+        out.append(h)
+    return np.concatenate(out)
+
+
+def leakage_matrix(text: pa.ChunkedArray | pa.Array | None, split_of_row: np.ndarray, splits: list[str],
+                   keys: np.ndarray | None = None) -> dict:
     """Rows of split B whose normalised text also occurs in split A (off the diagonal), and rows
     that share their text with another row of the same split (on it). ``split_of_row`` holds each
-    row's index into ``splits``; ``keys``: the normalised texts, when already at hand."""
-    codes = pc.dictionary_encode(keys if keys is not None else _normalised_text(text))
-    codes = (codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes).indices
-    codes = codes.to_numpy(zero_copy_only=False)
+    row's index into ``splits``; ``keys``: the hashes of the normalised texts (:func:`key_hashes`),
+    when already at hand."""
+    if keys is None:
+        keys = key_hashes(_normalised_text(text))
+    _, codes = np.unique(keys, return_inverse=True)
     per = [codes[split_of_row == k] for k in range(len(splits))]
     m = []
     for a in range(len(splits)):
@@ -282,9 +389,10 @@ def gather(version) -> VersionFacts:
     facts = VersionFacts()
     schema = {c["name"]: c["type"] for c in m["schema"]}
     signal_cols = _signal_columns(m)
-    data_files = [(f, k) for k, s in enumerate(splits) for f in version.data_files(s)]
-    data = _read(data_files, _data_columns(m), keys=len(splits) > 1)
-    rejects = _read([(f, None) for f in version.reject_files()],
+    sha = {rel: entry.get("sha256") for rel, entry in m.get("files", {}).items()}
+    data_files = [(f, k, sha.get(f"data/{f.name}")) for k, s in enumerate(splits) for f in version.data_files(s)]
+    data = _read(data_files, _data_columns(m), text_facts=True, keys=len(splits) > 1)
+    rejects = _read([(f, None, None) for f in version.reject_files()],
                     {S.ID, S.TEXT, S.SOURCE, LANG, S.STAGE, S.REASON, S.DETAIL, S.DUPLICATE_OF, S.SIMILARITY,
                      *signal_cols})
     facts.data_sampled, facts.rejects_sampled = data.sampled, rejects.sampled
@@ -324,8 +432,8 @@ def gather(version) -> VersionFacts:
         facts.clusters = {"sizes": {1: dedup_stages[-1]["kept"]}, "clusters": 0, "duplicates": 0}
 
     # leakage between splits
-    if len(splits) > 1 and data.table is not None and S.TEXT in data.table.column_names:
-        facts.leakage = leakage_matrix(data.table.column(S.TEXT), data.split_of_row, splits, data.keys)
+    if len(splits) > 1 and data.keys is not None:
+        facts.leakage = leakage_matrix(None, data.split_of_row, splits, data.keys)
 
     # signal columns: kept rows against rejected rows that carry the column
     thresholds = _signal_thresholds(m)

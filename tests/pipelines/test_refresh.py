@@ -103,6 +103,31 @@ def test_refresh_is_deterministic(tmp_path, parent):
     assert fa == fc
 
 
+def test_refreshed_report_reads_only_the_new_files_text(tmp_path, parent, monkeypatch):
+    """The merged version links the parent's data files, whose text facts the parent's report
+    cached: its report decodes the text of the new run's files only, and says the same as a
+    report drawn with an empty cache."""
+    from corpusmill.report import facts, write_version_docs
+
+    store = Store(tmp_path / "store")
+    write_jsonl(tmp_path / "raw" / "new.jsonl", _rows(50, offset=3000, prefix="n"))
+    seen = []
+    real = facts.TextFacts.of.__func__
+
+    def counting(cls, text, keys):
+        seen.append(len(text))
+        return real(cls, text, keys)
+
+    monkeypatch.setattr(facts.TextFacts, "of", classmethod(counting))
+    v = refresh(store, parent.version.ref, [tmp_path / "raw" / "new.jsonl"]).version
+    new_files = [f for s in v.splits() for f in v.data_files(s) if f.name not in
+                 {g.name for t in parent.version.splits() for g in parent.version.data_files(t)}]
+    assert new_files and sum(seen) == sum(pq.read_metadata(f).num_rows for f in new_files) == 50
+    html = (v.path / "report.html").read_text(encoding="utf-8")
+    monkeypatch.setenv("CORPUSMILL_CACHE", str(tmp_path / "empty-cache"))
+    assert write_version_docs(v)[0].read_text(encoding="utf-8") == html
+
+
 def test_near_twin_inherits_split_without_near_dedup(tmp_path, run):
     """Exact dedup only: a new near twin is kept, and lands in its old twin's split."""
     write_jsonl(tmp_path / "raw" / "base.jsonl", _rows(400))

@@ -147,6 +147,62 @@ def test_leakage_key_collapses_whitespace_like_arrow_split_and_join():
     assert got.to_pylist()[4] == "a b" and got.to_pylist()[7] == "a b"
 
 
+def test_key_hashes_tell_keys_apart_whatever_the_layout():
+    from corpusmill.report.facts import key_hashes
+
+    keys = ["reset my password", "", None, "reset my password", "日本語 テキスト", "reset my passwore"]
+    small = pa.array(keys, pa.string())
+    h = key_hashes(small)
+    assert h.dtype == np.uint64 and len(h) == len(keys)
+    assert h[0] == h[3] and h[2] == 0 and len({int(x) for x in h[[0, 1, 4, 5]]}) == 4
+    # large offsets, slices and chunks give the same values row for row
+    chunked = pa.chunked_array([small.slice(0, 2), small.slice(2)])
+    assert (key_hashes(small.cast(pa.large_string())) == h).all() and (key_hashes(chunked) == h).all()
+    assert (key_hashes(small.slice(3, 2)) == h[3:5]).all()
+
+
+def test_text_facts_are_cached_by_file_checksum_and_give_the_same_report(every_stage, monkeypatch):
+    """The second report of a version reads no text: each data file's lengths and leakage key
+    hashes come from the cache, named by the file's sha256, and the figures are the same. A broken
+    entry is computed again."""
+    from corpusmill.report import facts, write_version_docs
+
+    v = every_stage.version
+    first = facts.gather(v)  # the run's report already filled the cache
+    shas = [v.manifest["files"][f"data/{f.name}"]["sha256"] for s in v.splits() for f in v.data_files(s)]
+    cached = sorted(p.stem for p in facts.TextFacts.folder().glob("*.arrow"))
+    assert set(shas) <= set(cached)
+    html = (v.path / "report.html").read_text(encoding="utf-8")
+
+    def no_text(*_a, **_k):
+        raise AssertionError("a cached file's text was read")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(facts.TextFacts, "of", no_text)
+        again = facts.gather(v)
+        assert write_version_docs(v)[0].read_text(encoding="utf-8") == html
+    assert again == first and first.leakage is not None and first.lengths["rows_after"] == v.manifest["counts"]["kept"]
+    # a truncated entry and a garbage one are recomputed, with the same figures
+    entry = facts.TextFacts.folder() / f"{shas[0]}.arrow"
+    entry.write_bytes(b"not arrow")
+    for other in shas[1:]:
+        table = pa.ipc.open_file(pa.memory_map(str(facts.TextFacts.folder() / f"{other}.arrow"))).read_all()
+        pa.ipc.new_file(str(facts.TextFacts.folder() / f"{other}.arrow"), table.schema).close()
+    assert facts.gather(v) == first
+    assert pa.ipc.open_file(pa.memory_map(str(entry))).read_all().num_rows > 0  # and written again
+
+
+def test_text_facts_without_a_writable_cache_still_give_the_report(every_stage, monkeypatch, tmp_path):
+    from corpusmill.report import facts
+
+    v = every_stage.version
+    want = facts.gather(v)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("CORPUSMILL_CACHE", str(blocker))
+    assert facts.gather(v) == want
+
+
 def test_report_is_a_function_of_the_version(tmp_path, run):
     write_corpus(tmp_path)
     cfg = every_stage_pipeline(execution={"shard_bytes": 2048})
