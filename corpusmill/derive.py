@@ -21,7 +21,7 @@ from corpusmill import __version__
 from corpusmill import schema as S
 from corpusmill.hashing import file_sha256, fingerprint
 from corpusmill.report import publish_docs
-from corpusmill.store import Store, Version, atomic_write_text
+from corpusmill.store import Store, Version, atomic_write_text, published_codecs, text_compression_of
 
 
 def publish_removal(store: Store, parent: Version, dataset: str, stage: str,
@@ -64,7 +64,9 @@ def publish_removal(store: Store, parent: Version, dataset: str, stage: str,
                                          similarity=[x.get("similarity") for x in info])
                     pq.write_table(rej, final / "rejects" / f"{stage}-{split}-{shard}.parquet", compression="zstd")
             if table.num_rows:
-                pq.write_table(table, final / "data" / f.name, compression="zstd", row_group_size=65536)
+                codecs, dictionary = published_codecs(table.schema, text_compression_of(m))
+                pq.write_table(table, final / "data" / f.name, compression=codecs, use_dictionary=dictionary,
+                               row_group_size=65536)
             splits[split] = splits.get(split, 0) + table.num_rows
             if S.LABEL in table.column_names:
                 label_counts.setdefault(split, Counter()).update(

@@ -168,6 +168,15 @@ class ReduceStage(Stage):
         """Apply the decision for this batch's shard (``decision`` as read from its file)."""
         raise NotImplementedError
 
+    def undecided(self, batch: pa.Table) -> pa.Table | None:
+        """What :meth:`apply` makes of rows no decision touches, where that depends on the rows
+        alone (and applying it twice changes nothing); None (the default) where it does not.
+
+        When the stage's apply is all the last segment does, the segment before writes its rows
+        through this, and a shard whose decision touches no row is published as that segment
+        wrote it instead of being read and written again."""
+        return None
+
     def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:  # pragma: no cover
         raise TypeError(f"stage {self.kind!r} needs its reduce step; override process() if needs_reduce can be False")
 

@@ -361,13 +361,16 @@ class Dedup(ReduceStage):
 
     # -- apply
 
-    def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
-        n = batch.num_rows
+    def undecided(self, batch: pa.Table) -> pa.Table:
+        """Every row names its own cluster (a kept row is its cluster's representative)."""
         field = pa.field(CLUSTER_ID, pa.string())
         if CLUSTER_ID in batch.column_names:  # an earlier dedup step named clusters: these are finer
-            out = batch.set_column(batch.schema.get_field_index(CLUSTER_ID), field, batch.column(S.ID))
-        else:
-            out = batch.append_column(field, batch.column(S.ID))
+            return batch.set_column(batch.schema.get_field_index(CLUSTER_ID), field, batch.column(S.ID))
+        return batch.append_column(field, batch.column(S.ID))
+
+    def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
+        n = batch.num_rows
+        out = self.undecided(batch)
         d = batch_decision(decision, info, n)
         if d is None:
             return StageOutput(out)

@@ -63,6 +63,9 @@ class UniqueIds(ReduceStage):
         write_decisions(decisions, tables)
         return {"repeated_ids": repeated.num_rows if repeated is not None else 0}
 
+    def undecided(self, batch: pa.Table) -> pa.Table:
+        return batch
+
     def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
         n = batch.num_rows
         if decision is None or n == 0:

@@ -42,7 +42,8 @@ from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
 from corpusmill.report import publish_docs
-from corpusmill.store import IDS_FILE, Store, Version, atomic_write_text, link_file, parse_ref
+from corpusmill.store import (IDS_FILE, Store, Version, atomic_write_text, link_file, parse_ref, published_codecs,
+                              text_compression_of)
 
 #: the stage that records removed rows in the merged manifest and rejects
 REMOVE_STAGE = "refresh"
@@ -186,7 +187,9 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
                     removed.setdefault(split, []).append(table.filter(hit))
                     rest = table.filter(pc.invert(hit))
                     if rest.num_rows:
-                        pq.write_table(rest, base_dir / "data" / f.name, compression="zstd", row_group_size=65536)
+                        codecs, dictionary = published_codecs(rest.schema, text_compression_of(parent.manifest))
+                        pq.write_table(rest, base_dir / "data" / f.name, compression=codecs, use_dictionary=dictionary,
+                                       row_group_size=65536)
                     continue
             link_file(f, base_dir / "data" / f.name)
     origins = set()
@@ -238,11 +241,13 @@ def _assemble(final: Path, parent: Version, base: Version, added: Version, remov
     tag = added.id[:8]
     stage = _remove_stage_name(pm)
     known = {}
-    for rel, entry in pm["files"].items():  # reuse checksums of files that are linked, not rewritten
-        p = parent.path / rel
-        if p.is_file():
-            st = p.stat()
-            known[(st.st_dev, st.st_ino)] = entry
+    # reuse the checksums of files that are linked, not rewritten: the parent's, and the new run's
+    for folder, m in ((parent.path, pm), (added.path, am)):
+        for rel, entry in m["files"].items():
+            p = folder / rel
+            if p.is_file():
+                st = p.stat()
+                known[(st.st_dev, st.st_ino)] = entry
     files: dict[str, dict] = {}
 
     def place(src: Path, rel: str, rows_counted: bool) -> None:

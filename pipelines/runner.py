@@ -14,7 +14,6 @@ one rename: no half-written version is ever listed.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 import os
 import shutil
 import threading
@@ -34,7 +33,7 @@ from corpusmill import schema as S
 from corpusmill.errors import AccountingError
 from corpusmill.hashing import file_sha256, fingerprint
 from corpusmill.stage import BatchInfo, ReduceStage, RunInfo, Stage, StageOutput, decision_path
-from corpusmill.store import Store, Version, atomic_write_text, remembered_texts
+from corpusmill.store import Store, Version, atomic_write_text, published_codecs, remembered_texts
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
@@ -132,12 +131,14 @@ class Pipeline:
         self.schema = readers.record_schema_for(plan.config.inputs)
 
     def passes_through(self, k: int) -> bool:
-        """Segment ``k`` is the last one and only applies a decision: a shard the decision does
-        not touch can be published as the previous segment wrote it."""
+        """Segment ``k`` is the last one and only applies a decision that leaves untouched rows
+        as :meth:`ReduceStage.undecided` makes them: a shard the decision does not touch can be
+        published as the previous segment wrote it (through ``undecided``)."""
         if k <= 0 or k != len(self.segments) - 1:
             return False
         seg = self.segments[k]
-        return seg.apply is not None and not seg.maps and seg.reduce is None and S.SPLIT not in self.schema.names
+        return (seg.apply is not None and not seg.maps and seg.reduce is None and S.SPLIT not in self.schema.names
+                and seg.apply.undecided(self.schema.empty_table()) is not None)
 
     @property
     def stage_names(self) -> list[str]:
@@ -145,11 +146,15 @@ class Pipeline:
 
 
 class _Sink:
-    """A Parquet file written in row groups of a fixed size, under a temporary name until closed."""
+    """A Parquet file written in row groups of a fixed size, under a temporary name until closed.
+    ``compression``: lz4 for work files (read once), zstd for published ones; ``text_compression``:
+    the text column's codec in a published data file (:func:`corpusmill.store.published_codecs`)."""
 
-    def __init__(self, path: Path, row_group_rows: int, compression: str = "zstd") -> None:
+    def __init__(self, path: Path, row_group_rows: int, compression: str = "zstd",
+                 text_compression: str | None = None) -> None:
         self.path = path
         self.compression = compression
+        self.text_compression = text_compression
         self.rows = row_group_rows
         self.pending: list[pa.Table] = []
         self.npending = 0
@@ -161,11 +166,11 @@ class _Sink:
             return
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # published files (zstd): no dictionary for the text, which is almost never repeated
-            # (Arrow would build one, give up past 1 MB and fall back); reading it back is ~15 % faster
-            dictionary = list(_dictionary_columns(table.schema)) if self.compression == "zstd" else True
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression=self.compression,
-                                           use_dictionary=dictionary)
+            if self.compression == "zstd":
+                codecs, dictionary = published_codecs(table.schema, self.text_compression or "zstd")
+            else:
+                codecs, dictionary = self.compression, True
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression=codecs, use_dictionary=dictionary)
         elif table.schema != self.writer.schema:
             table = table.cast(self.writer.schema)
         self.pending.append(table)
@@ -190,16 +195,6 @@ class _Sink:
         self.writer.close()
         os.replace(self.tmp, self.path)
         return 1
-
-
-@lru_cache(maxsize=64)
-def _dictionary_columns(schema: pa.Schema) -> tuple[str, ...]:
-    """The Parquet leaf columns of ``schema`` (``meta.k``, ``tags.list.element``) but the text."""
-    buf = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), buf)
-    leaves = pq.read_metadata(pa.BufferReader(buf.getvalue())).schema
-    return tuple(path for path in (leaves.column(i).path for i in range(len(leaves)))
-                 if path != S.TEXT and not path.startswith(S.TEXT + "."))
 
 
 def _stage_stats() -> dict:
@@ -332,6 +327,8 @@ class ShardPass:
             for split in sorted(set(col.to_pylist())):
                 self._sink(split).write(table.filter(pc.equal(col, split)).drop_columns([S.SPLIT]))
         else:
+            if not self.last and self.pipe.passes_through(self.k + 1):  # the file may be published as it is
+                table = self.pipe.segments[self.k + 1].apply.undecided(table)
             self._sink("all" if self.last else "").write(table)
 
     def _sink(self, split: str) -> _Sink:
@@ -340,7 +337,8 @@ class ShardPass:
             # work files between segments are read once: fast lz4; published files: smaller zstd.
             # A file the next segment may pass through unchanged is written as published.
             final_like = self.last or self.pipe.passes_through(self.k + 1)
-            self.out_sinks[split] = _Sink(path, self.rg, "zstd" if final_like else "lz4")
+            self.out_sinks[split] = _Sink(path, self.rg, "zstd" if final_like else "lz4",
+                                          self.pipe.plan.config.execution.text_compression)
         return self.out_sinks[split]
 
     def close(self) -> dict[str, str]:

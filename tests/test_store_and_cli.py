@@ -185,6 +185,57 @@ def test_published_files_keep_dictionaries_except_for_the_text(tmp_path, run):
         assert "RLE_DICTIONARY" in encodings["id"] and "RLE_DICTIONARY" in encodings["label"], f
 
 
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_text_compression_sets_the_text_codec_of_published_data_files(tmp_path, run, codec):
+    """The text column of data files is LZ4 by default (``execution.text_compression`` picks
+    another); every other column, and the rejects, are zstd; the choice is part of the version
+    id, and a refresh that rewrites a file keeps its parent's codec."""
+    import pyarrow.parquet as pq
+
+    from corpusmill.pipelines.refresh import refresh
+
+    rows = [{"id": f"r{i}", "text": REAL_TEXTS[i % len(REAL_TEXTS)] + f" #{i}", "label": "ab"[i % 2]} for i in range(40)]
+    rows += [{"id": "dup", "text": rows[0]["text"], "label": "a"}]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg = {"dataset": "d", "inputs": [{"path": "d.jsonl", "id_field": "id", "label_field": "label"}],
+           "steps": [{"dedup": {"exact": True}}]}
+    default = run(cfg, store=tmp_path / "default")
+    chosen = run({**cfg, "execution": {"text_compression": codec}})
+    assert default.version.id != chosen.version.id
+
+    def codecs(f):
+        meta = pq.read_metadata(f).row_group(0)
+        return {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+
+    for r, text in ((default, "LZ4"), (chosen, codec.upper().replace("NONE", "UNCOMPRESSED"))):
+        data = codecs(r.version.data_files("all")[0])
+        assert data.pop("text") == text and set(data.values()) == {"ZSTD"}
+        assert set(codecs(r.version.reject_files()[0]).values()) == {"ZSTD"}
+    # a refresh that removes a row rewrites that data file in the parent's codec
+    (tmp_path / "gone.txt").write_text("r3\n")
+    write_jsonl(tmp_path / "more.jsonl", [{"id": "new", "text": "A new ticket about the printer.", "label": "a"}])
+    child = refresh(Store(tmp_path / "store"), chosen.version.ref, [tmp_path / "more.jsonl"], remove=tmp_path / "gone.txt")
+    old_files = [f for f in child.version.data_files("all") if f.name in {g.name for g in chosen.version.data_files("all")}]
+    assert old_files and all(codecs(f)["text"] == text for f in old_files)
+
+
+def test_a_shard_without_duplicates_is_published_with_the_dedup_columns(tmp_path, run):
+    """Dedup last: a shard whose rows no decision touches is published as the previous segment
+    wrote it, so that segment writes them as dedup's apply would (with ``cluster_id``); every
+    data file has the same columns and the version reads as one table."""
+    import pyarrow.parquet as pq
+
+    first = [{"id": f"a{i}", "text": f"first file row number {i} with some words"} for i in range(20)]
+    write_jsonl(tmp_path / "in" / "a.jsonl", first + [{"id": "dupe", "text": first[0]["text"]}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": f"b{i}", "text": f"second file entry {i} other words"} for i in range(20)])
+    r = run({"dataset": "d", "inputs": [{"path": "in/*.jsonl", "id_field": "id"}], "steps": [{"dedup": {"exact": True}}]},
+            workers=2)
+    files = r.version.data_files("all")
+    assert len(files) == 2 and len({tuple(pq.read_schema(f).names) for f in files}) == 1
+    table = r.version.read_split("all")
+    assert table.num_rows == 40 and table.column("cluster_id").to_pylist() == table.column("id").to_pylist()
+
+
 def test_skip_pandas_probe_keeps_pandas_usable():
     """run and refresh spare pyarrow's probe import of pandas; pandas still works when used."""
     code = (
