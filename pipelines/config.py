@@ -58,7 +58,7 @@ class ExecutionSpec(BaseModel):
     row_group_rows: int = Field(65536, ge=1, description="rows per Parquet row group in data files")
     text_compression: Literal["lz4", "zstd", "snappy", "none"] = Field(
         "lz4", description="codec of the text column in the published data files (the other columns are zstd): lz4 "
-        "decodes ~3x faster than zstd (training, audits and a refresh's dedup read it), zstd makes it ~30 % smaller")
+        "reads back ~2x faster than zstd (training, audits and a refresh's dedup read it), zstd makes it ~30 % smaller")
 
 
 class PipelineConfig(BaseModel):
