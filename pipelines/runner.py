@@ -264,6 +264,8 @@ class ShardPass:
         self.pipe, self.k, self.shard = pipe, k, shard_index
         self.seg = pipe.segments[k]
         self.last = k == len(pipe.segments) - 1
+        #: the next segment may publish this pass's file as it is (:meth:`Pipeline.passes_through`)
+        self.next_passes = not self.last and pipe.passes_through(k + 1)
         self.paths = _paths(work)
         self.rg = pipe.plan.config.execution.row_group_rows
         self.sid = f"{shard_index:05d}"
@@ -327,16 +329,17 @@ class ShardPass:
             for split in sorted(set(col.to_pylist())):
                 self._sink(split).write(table.filter(pc.equal(col, split)).drop_columns([S.SPLIT]))
         else:
-            if not self.last and self.pipe.passes_through(self.k + 1):  # the file may be published as it is
+            if self.next_passes:  # written as the next segment's apply leaves untouched rows
                 table = self.pipe.segments[self.k + 1].apply.undecided(table)
             self._sink("all" if self.last else "").write(table)
 
     def _sink(self, split: str) -> _Sink:
         if split not in self.out_sinks:
             path = self.paths["data"] / f"{split}-{self.sid}.parquet" if self.last else self.paths["seg"](self.k) / f"{self.sid}.parquet"
-            # work files between segments are read once: fast lz4; published files: smaller zstd.
-            # A file the next segment may pass through unchanged is written as published.
-            final_like = self.last or self.pipe.passes_through(self.k + 1)
+            # work files between segments are read once: lz4 throughout; published files: zstd,
+            # but the text in execution.text_compression. A file the next segment may pass
+            # through unchanged is written as published.
+            final_like = self.last or self.next_passes
             self.out_sinks[split] = _Sink(path, self.rg, "zstd" if final_like else "lz4",
                                           self.pipe.plan.config.execution.text_compression)
         return self.out_sinks[split]
