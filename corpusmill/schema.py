@@ -11,6 +11,7 @@ TEXT = "text"
 LABEL = "label"
 PROMPT = "prompt"
 RESPONSE = "response"
+SYSTEM = "system"  # optional system prompt of a single-turn row
 MESSAGES = "messages"
 SOURCE = "source"  # "<file name relative to its input pattern>:<line or row number>"
 META = "meta"  # JSON object of the input fields that were not mapped, or null
@@ -24,7 +25,11 @@ DUPLICATE_OF = "duplicate_of"  # id of the kept representative, for duplicates
 SIMILARITY = "similarity"  # estimated similarity to duplicate_of, for duplicates
 RAW = "raw"  # the undecodable input bytes, for rows that could not be read
 
-MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+#: a conversation: role, content, and the message's other keys (tool_calls, name, weight...) as one
+#: JSON object, or null; exports merge ``extra`` back into the message
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string()), ("extra", pa.string())]))
+#: the conversation type of versions written before ``extra`` (code version < 0.3.0)
+MESSAGE_TYPE_V1 = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 REJECT_FIELDS = [
     pa.field(STAGE, pa.string(), nullable=False),
@@ -44,7 +49,7 @@ def record_schema(*, label: bool = False, prompt_response: bool = False, message
     if label:
         fields.append(pa.field(LABEL, pa.string()))
     if prompt_response:
-        fields += [pa.field(PROMPT, pa.string()), pa.field(RESPONSE, pa.string())]
+        fields += [pa.field(SYSTEM, pa.string()), pa.field(PROMPT, pa.string()), pa.field(RESPONSE, pa.string())]
     if messages:
         fields.append(pa.field(MESSAGES, MESSAGE_TYPE))
     fields += [pa.field(SOURCE, pa.string(), nullable=False), pa.field(META, pa.string())]

@@ -256,10 +256,11 @@ def _type_from_str(t: str) -> pa.DataType:
               "float": pa.float32(), "double": pa.float64(), "bool": pa.bool_(), "binary": pa.binary()}
     if t in simple:
         return simple[t]
-    from corpusmill.schema import MESSAGE_TYPE
+    from corpusmill.schema import MESSAGE_TYPE, MESSAGE_TYPE_V1
 
-    if t == str(MESSAGE_TYPE):
-        return MESSAGE_TYPE
+    for known in (MESSAGE_TYPE, MESSAGE_TYPE_V1):
+        if t == str(known):
+            return known
     return pa.string()
 
 

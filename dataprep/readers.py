@@ -455,7 +455,7 @@ class RecordBuilder:
                     line, "invalid_messages",
                     f"field '{spec.messages_field}' must be a non-empty list of {{role: str, content: str}}", raw,
                 )
-            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+            messages = [{"role": m["role"], "content": m["content"], "extra": None} for m in messages]
             text = "\n".join(m["content"] for m in messages)
 
         if not text or text.isspace():
@@ -499,6 +499,7 @@ class RecordBuilder:
                     )
             cols[S.LABEL].append(label)
         if self.has_pr:
+            cols[S.SYSTEM].append(None)
             cols[S.PROMPT].append(prompt)
             cols[S.RESPONSE].append(response)
         if self.has_messages:

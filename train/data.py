@@ -239,7 +239,10 @@ def messages_examples(tokenizer, table: pa.Table, max_len: int) -> Examples:
     eos = _eos_id(tokenizer)
     acc: Counter = Counter()
     ids_out, y_out, keep_ids = [], [], []
+    from corpusmill.sft import plain_messages
+
     for rid, msgs in zip(table.column(S.ID).to_pylist(), table.column(S.MESSAGES).to_pylist()):
+        msgs = plain_messages(msgs)
         if not msgs or not any(m["role"] == "assistant" for m in msgs):
             acc["no_assistant_turn"] += 1
             continue

@@ -90,7 +90,7 @@ def test_prompt_response_and_messages(tmp_path, run):
     assert t.column("text").to_pylist()[1] == "Capital of France?\n\nParis"
     r = run({"dataset": "chat", "inputs": [{"path": "chat.jsonl", "messages_field": "messages"}]})
     t = r.version.read_split("all")
-    assert t.column("messages").to_pylist() == [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]]
+    assert t.column("messages").to_pylist() == [[{"role": "user", "content": "hi", "extra": None}, {"role": "assistant", "content": "hello", "extra": None}]]
     assert r.manifest["counts"]["rejected"] == {"read": {"invalid_messages": 1}}
 
 
