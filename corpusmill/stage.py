@@ -90,6 +90,12 @@ class Stage:
         construction and this call cheap: heavy loading belongs in the first batch."""
         return None
 
+    def check(self, schema: pa.Schema) -> list[str]:
+        """Problems with this stage's options given the schema of the rows it will see (a ``fields``
+        option naming a column the rows lack), as messages; make_plan reports every stage's at once
+        before anything runs. Default: none."""
+        return []
+
     @property
     def needs_reduce(self) -> bool:
         """True when the stage runs as map_facts/reduce/apply. A ReduceStage may return False for

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from corpusmill import __version__
 from corpusmill import schema as S
-from corpusmill.errors import AccountingError
+from corpusmill.errors import AccountingError, ConfigError
 from corpusmill.hashing import file_sha256, fingerprint
 from corpusmill.stage import BatchInfo, ReduceStage, RunInfo, Stage, StageOutput, decision_path
 from corpusmill.store import Store, Version, atomic_write_text, published_codecs, remembered_texts
@@ -86,8 +86,14 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
     }
     # what stages read besides their rows (a target file, a dataset version): by content
     run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
-    stage_inputs = {name: fp for name, kind, cfg in steps
-                    if (fp := stage_class(kind)(cfg, name=name, run=run).identity()) is not None}
+    stages = [stage_class(kind)(cfg, name=name, run=run) for name, kind, cfg in steps]
+    schema, problems = readers.record_schema_for(config.inputs), []
+    for (name, kind, _), stage in zip(steps, stages):
+        problems += [f"steps.{name}: {p}" for p in stage.check(schema)]
+        schema = stage.output_fields(schema)
+    if problems:
+        raise ConfigError(problems, source="pipeline")
+    stage_inputs = {name: fp for (name, _, _), stage in zip(steps, stages) if (fp := stage.identity()) is not None}
     if stage_inputs:
         identity["stage_inputs"] = stage_inputs
     return Plan(config, steps, files, shards, digests, fingerprint(identity), resolved,
