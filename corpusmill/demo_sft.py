@@ -286,10 +286,7 @@ def page_facts(path: Path) -> dict | None:
     if not sep or not desc.strip() or not name or " " in name:
         return None
     section = path.parent.name[3:]
-    first = next(iter(sections.values()))  # noqa: F841 (NAME is first)
-    titles = list(sections)
-    description = next((sections[t] for t in titles[2:4] if t not in ("SYNOPSIS", "ÜBERSICHT", "SYNOPSIS", "SINOPSIS")), [])
-    description = sections.get("DESCRIPTION") or sections.get("BESCHREIBUNG") or sections.get("DESCRIPCIÓN") or description
+    description = sections.get("DESCRIPTION") or sections.get("BESCHREIBUNG") or sections.get("DESCRIPCIÓN") or []
     entries = {}
     for title, items in sections.items():
         for it in items:
