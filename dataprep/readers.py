@@ -7,7 +7,16 @@ rejected row of stage ``read`` with its reason, its ``source`` (file and line) a
 
 Uncompressed line files are cut into byte-range shards at line starts, so one large file is
 read by several workers; line numbers stay exact because the planner counts newlines while it
-hashes the file.
+hashes the file. A ``.json`` file holding one JSON array of rows (or one object holding that list
+under a key) is read whole, element by element (``source`` = file and element number); a ``.json``
+file holding one object per line is JSONL.
+
+A row's fields map onto the record by a **dialect** (:data:`DIALECT_MODES`): plain text, a single
+turn (prompt/response, optional system; Alpaca and Dolly compose the prompt from several fields by
+a :class:`PromptTemplate`), or a conversation (role/content messages, ShareGPT's from/value, OpenAI
+chat fine-tuning rows, with roles mapped onto system/user/assistant/tool and a message's other
+keys kept in its ``extra``). ``dialect: auto`` is made concrete before anything runs
+(:func:`resolve_inputs`), by the mapped fields or from the first rows of the files.
 """
 
 from __future__ import annotations
@@ -16,8 +25,12 @@ import csv
 import glob
 import hashlib
 import io
+import json
 import os
+import re
+import string
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -36,14 +49,162 @@ from corpusmill.errors import CorpusmillError
 READ_STAGE = "read"
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 EXTENSIONS = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".jsonl": "jsonl", ".json": "json", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
     ".txt": "text", ".text": "text", ".md": "text",
 }
 HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 CHUNK = 4 << 20
 _MISSING = object()
+_BOM = b"\xef\xbb\xbf"
 orjson_dumps = orjson.dumps
+
+
+# ----------------------------------------------------------------------------- dialects
+
+#: what each dialect reads a row as: text, a single turn (prompt_response) or a conversation (messages)
+DIALECT_MODES = {
+    "text": "text", "prompt_response": "prompt_response", "alpaca": "prompt_response", "dolly": "prompt_response",
+    "messages": "messages", "openai": "messages", "sharegpt": "messages",
+}
+ALPACA_TEMPLATE = "{instruction}\n\n{input}"
+DOLLY_TEMPLATE = "{instruction}\n\n{context}"
+#: the keys a dialect fills in when the input leaves them unset
+DIALECT_DEFAULTS: dict[str, dict[str, str]] = {
+    "prompt_response": {"prompt_field": "prompt", "response_field": "response"},
+    "alpaca": {"prompt_template": ALPACA_TEMPLATE, "response_field": "output"},
+    "dolly": {"prompt_template": DOLLY_TEMPLATE, "response_field": "response"},
+    "messages": {"messages_field": "messages", "role_key": "role", "content_key": "content"},
+    "openai": {"messages_field": "messages", "role_key": "role", "content_key": "content"},
+    "sharegpt": {"messages_field": "conversations", "role_key": "from", "content_key": "value"},
+}
+#: role names of role/content conversations (OpenAI's developer is its system; function is the legacy tool)
+CHAT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
+              "developer": "system", "function": "tool"}
+#: ShareGPT's role names, and those of the tool-calling variants (glaive, LLaMA-Factory)
+SHAREGPT_ROLES = {
+    "system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+    "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
+    "function_call": "assistant", "tool_call": "assistant", "function": "tool", "tool": "tool", "observation": "tool",
+}
+#: ShareGPT roles whose name says more than the role they map onto (a tool call is an assistant turn):
+#: the message keeps it in ``extra`` under the role key (``{"from": "function_call"}``), for exports
+SHAREGPT_KEPT_ROLES = frozenset({"function_call", "tool_call", "function", "observation"})
+
+
+def dialect_roles(dialect: str) -> dict[str, str]:
+    return SHAREGPT_ROLES if dialect == "sharegpt" else CHAT_ROLES
+
+
+def concrete_spec(spec):
+    """``spec`` with its dialect made concrete without looking at any file (``auto``: by the mapped
+    fields, else text) and the dialect's defaults filled in; idempotent."""
+    dialect = spec.dialect
+    if dialect == "auto":
+        if spec.messages_field:
+            dialect = "messages"
+        elif spec.prompt_field or spec.prompt_template or spec.response_field:
+            dialect = "prompt_response"
+        else:
+            dialect = "text"
+    update: dict = {} if dialect == spec.dialect else {"dialect": dialect}
+    for key, value in DIALECT_DEFAULTS.get(dialect, {}).items():
+        if getattr(spec, key) is None and not (key == "prompt_field" and spec.prompt_template):
+            update[key] = value
+    if DIALECT_MODES[dialect] == "messages":
+        roles = {**dialect_roles(dialect), **spec.role_map}
+        if roles != spec.role_map:
+            update["role_map"] = roles
+    return spec.model_copy(update=update) if update else spec
+
+
+def _maps_fields(spec) -> bool:
+    """The input says how its rows map (a dialect or a field), so nothing is detected."""
+    return (spec.dialect != "auto" or "text_field" in spec.model_fields_set
+            or any((spec.prompt_field, spec.response_field, spec.prompt_template, spec.messages_field)))
+
+
+class PromptTemplate:
+    """A prompt composed from several fields of a row, e.g. ``"{instruction}\\n\\n{input}"``.
+
+    An empty field (missing, null, empty or only whitespace) is dropped together with the text
+    between it and the field before it, so ``"{instruction}\\n\\n{input}"`` with an empty input is
+    the instruction alone, no trailing blank line. Text before the first placeholder and after the
+    last is always kept. ``{{`` and ``}}`` are literal braces.
+    """
+
+    def __init__(self, template: str) -> None:
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as err:
+            raise ValueError(f"not a valid template ({err}); placeholders are field names in braces, "
+                             "e.g. '{instruction}\\n\\n{input}', literal braces are doubled") from None
+        self.fields: list[str] = []
+        self.literals: list[str] = []  # literals[i] comes before fields[i]; the last one ends the prompt
+        for literal, field, spec, conversion in parsed:
+            self.literals.append(literal)
+            if field is None:
+                continue
+            if not field or any(c in field for c in ".[]") or spec or conversion:
+                raise ValueError(f"placeholder {{{field}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}} must be a plain field name, e.g. {{input}}")
+            self.fields.append(field)
+        if not self.fields:
+            raise ValueError(f"{template!r} has no placeholder; name the fields in braces, e.g. '{{instruction}}'")
+        if len(self.literals) == len(self.fields):
+            self.literals.append("")
+
+    def render(self, obj: dict) -> str:
+        """The prompt of one row; raises :class:`RowProblem` when a field has the wrong type or all are empty."""
+        parts = [self.literals[0]]
+        present = False
+        for i, field in enumerate(self.fields):
+            value = obj.get(field)
+            if value is None:
+                continue
+            if type(value) is not str:
+                raise RowProblem("invalid_field_type", f"field '{field}' is {_json_type(value)}, expected a string")
+            if not value or value.isspace():
+                continue
+            if present:
+                parts.append(self.literals[i])
+            parts.append(value)
+            present = True
+        if not present:
+            raise RowProblem("missing_field", f"the prompt template's fields ({', '.join(dict.fromkeys(self.fields))}) "
+                                              f"are all missing or empty (fields: {_fields(obj)})")
+        parts.append(self.literals[-1])
+        return "".join(parts)
+
+
+class RowProblem(Exception):
+    """Why one row cannot be read: a reject's reason and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _fields(obj: dict) -> str:
+    keys = list(obj)
+    return ", ".join(map(str, keys[:8])) + (", ..." if len(keys) > 8 else "")
 
 
 # ----------------------------------------------------------------------------- input planning
@@ -160,13 +321,40 @@ def check_input_paths(inputs, base_dir: Path) -> list[str]:
             if fmt is None:
                 problems.append(
                     f"{where}: cannot tell the format of '{name}' from its extension; "
-                    f"set format: to one of jsonl, csv, tsv, parquet, text"
+                    f"set format: to one of jsonl, json, csv, tsv, parquet, text"
                 )
-        if (spec.prompt_field is None) != (spec.response_field is None):
-            problems.append(f"inputs[{i}]: prompt_field and response_field go together; set both or neither")
-        if spec.messages_field and spec.prompt_field:
-            problems.append(f"inputs[{i}]: set messages_field or prompt_field/response_field, not both")
+        problems += [f"inputs[{i}]: {p}" for p in _mapping_problems(spec)]
     return problems
+
+
+def _mapping_problems(spec) -> list[str]:
+    """Keys of one input that contradict each other or its dialect."""
+    out = []
+    single = [k for k in ("prompt_field", "prompt_template", "response_field", "system_field") if getattr(spec, k)]
+    chat = [k for k in ("messages_field", "role_key", "content_key") if getattr(spec, k)] + (["role_map"] if spec.role_map else [])
+    mode = DIALECT_MODES.get(spec.dialect)
+    if spec.prompt_field and spec.prompt_template:
+        out.append("set prompt_field or prompt_template, not both (the template composes the prompt)")
+    if spec.dialect == "auto":
+        if (spec.prompt_field or spec.prompt_template) and not spec.response_field:
+            out.append("prompt_field (or prompt_template) and response_field go together; set both or neither")
+        elif spec.response_field and not (spec.prompt_field or spec.prompt_template):
+            out.append("prompt_field and response_field go together; set both or neither")
+        if spec.messages_field and (spec.prompt_field or spec.prompt_template or spec.response_field):
+            out.append("set messages_field or prompt_field/response_field, not both")
+    elif mode == "text" and (single or chat):
+        out.append(f"dialect: text reads text_field only; {', '.join(single + chat)} need a dialect that uses them "
+                   "(prompt_response, alpaca, dolly, messages, sharegpt, openai) or dialect: auto")
+    elif mode == "prompt_response" and chat:
+        out.append(f"dialect: {spec.dialect} reads a prompt and a response; {', '.join(chat)} belong to "
+                   "conversations (dialect: messages, sharegpt or openai)")
+    elif mode == "messages" and [k for k in single if k != "system_field"]:
+        out.append(f"dialect: {spec.dialect} reads conversations; {', '.join(k for k in single if k != 'system_field')} "
+                   "belong to single turns (dialect: prompt_response, alpaca or dolly)")
+    if spec.dialect in ("alpaca", "dolly") and spec.prompt_field:
+        out.append(f"dialect: {spec.dialect} composes the prompt with prompt_template; drop prompt_field "
+                   "or use dialect: prompt_response")
+    return out
 
 
 def resolve_files(inputs, base_dir: Path) -> list[InputFile]:
@@ -180,8 +368,134 @@ def resolve_files(inputs, base_dir: Path) -> list[InputFile]:
                 files.append(InputFile(i, path, name, "hf_disk", None, size))
             else:
                 fmt, comp = _detect(path, spec.format)
+                if fmt == "json" and json_layout(path, comp, spec) == "lines":
+                    fmt = "jsonl"  # one object per line in a .json file
                 files.append(InputFile(i, path, name, fmt, comp, fsio.size(path)))
     return files
+
+
+# ----------------------------------------------------------------------------- JSON documents
+
+_SNIFF_BYTES = 1 << 20
+
+
+def _head(path: str, compression: str | None, limit: int = _SNIFF_BYTES) -> bytes:
+    """The first ``limit`` (decompressed) bytes of a file, less if it is shorter or its stream breaks."""
+    out, n = [], 0
+    try:
+        for chunk in iter_chunks(Shard(0, InputFile(0, path, path, "", compression, fsio.size(path)))):
+            out.append(chunk)
+            n += len(chunk)
+            if n >= limit:
+                break
+    except StreamBroken:
+        pass
+    data = b"".join(out)[:limit]
+    return data[3:] if data.startswith(_BOM) else data
+
+
+def _parses_alone(line: bytes):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _MISSING
+
+
+def json_layout(path: str, compression: str | None, spec) -> str:
+    """``lines`` when a JSON file holds one value per line (JSONL), ``document`` when it holds one
+    JSON value (an array of rows, or an object holding that list), told from its first bytes."""
+    head = _head(path, compression)
+    start = head.lstrip()[:1]
+    if start not in (b"[", b"{"):
+        return "lines"  # empty, or not JSON at all: the JSONL reader rejects each line with its reason
+    lines = [x for x in head.split(b"\n")[:6] if x.strip()]
+    first = _parses_alone(lines[0])
+    if first is not _MISSING and len(lines) > 1 and any(_parses_alone(x) is not _MISSING for x in lines[1:]):
+        return "lines"
+    if first is _MISSING:
+        # a pretty-printed document, or JSONL whose first line is broken
+        return "lines" if start == b"{" and any(type(_parses_alone(x)) is dict for x in lines[1:]) else "document"
+    if type(first) is dict and len(lines) == 1:  # a file of one line holding one object: a row or a holder of rows
+        return "document" if _holds_rows(first, spec) else "lines"
+    return "document"
+
+
+def _list_of_objects(value) -> bool:
+    return type(value) is list and bool(value) and type(value[0]) is dict
+
+
+def _holds_rows(obj: dict, spec) -> bool:
+    """Whether a one-line object is a holder of rows rather than one row (a conversation's messages
+    are a list of objects too)."""
+    if spec.records_key:
+        return spec.records_key in obj
+    conversation = {"messages", "conversations", spec.messages_field}
+    keys = [k for k, v in obj.items() if _list_of_objects(v)]
+    return len(keys) == 1 and keys[0] not in conversation and spec.text_field not in obj
+
+
+def records_of(doc, spec) -> list:
+    """The rows of a parsed JSON document: the array itself, or the list an object holds under
+    ``records_key`` (by default the only key whose value is a list of objects). Raises
+    :class:`RowProblem` when there is no such list."""
+    if type(doc) is list:
+        return doc
+    if type(doc) is not dict:
+        raise RowProblem("not_an_array", f"the file holds {_json_type(doc)}, expected an array of row objects")
+    if spec.records_key:
+        rows = doc.get(spec.records_key, _MISSING)
+        if rows is _MISSING:
+            raise RowProblem("no_records", f"records_key '{spec.records_key}' is not a key of the file's object "
+                                           f"(keys: {_fields(doc)})")
+        if type(rows) is not list:
+            raise RowProblem("no_records", f"records_key '{spec.records_key}' holds {_json_type(rows)}, expected a list of rows")
+        return rows
+    keys = [k for k, v in doc.items() if _list_of_objects(v)]
+    if len(keys) == 1:
+        return doc[keys[0]]
+    if not keys:
+        raise RowProblem("no_records", f"the file holds one object with no list of row objects (keys: {_fields(doc)}); "
+                                       "a JSON file holds an array of rows, or an object with the rows under one key")
+    raise RowProblem("no_records", f"the file's object holds several lists of objects ({', '.join(keys)}); "
+                                   "set records_key: to the one holding the rows")
+
+
+def _salvage_array(text: str) -> tuple[list, tuple[int, int, int, str] | None]:
+    """The elements of a JSON array that parse, in order, up to the first break, and the break:
+    (number of the element where it broke, offset where that element starts, offset of the error,
+    message), or None."""
+    decoder = json.JSONDecoder()
+    space = re.compile(r"[ \t\n\r]*")
+    i = space.match(text).end() + 1  # after '['
+    out: list = []
+    while True:
+        i = space.match(text, i).end()
+        if not out and text.startswith("]", i):
+            i += 1
+            break
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as err:
+            return out, (len(out) + 1, i, err.pos, err.msg)
+        i = end
+        out.append(obj)
+        i = space.match(text, i).end()
+        if text.startswith(",", i):
+            i += 1
+            continue
+        if text.startswith("]", i):
+            i += 1
+            break
+        return out, (len(out) + 1, i, i, f"expected ',' or ']' after element {len(out)}")
+    i = space.match(text, i).end()
+    if i < len(text):
+        return out, (len(out) + 1, i, i, "extra data after the array's closing ']'")
+    return out, None
+
+
+def _position(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    return f"line {line}, column {pos - (text.rfind(chr(10), 0, pos) + 1) + 1}"
 
 
 def _splittable(f: InputFile, spec) -> bool:
@@ -336,18 +650,18 @@ class RecordBuilder:
         self.has_label = S.LABEL in schema.names
         self.has_pr = S.PROMPT in schema.names
         self.has_messages = S.MESSAGES in schema.names
-        if spec.messages_field:
-            self.mode = "messages"
-        elif spec.prompt_field:
-            self.mode = "prompt_response"
+        spec = self.spec = concrete_spec(spec)
+        self.mode = DIALECT_MODES[spec.dialect]
+        self.template = PromptTemplate(spec.prompt_template) if spec.prompt_template else None
+        if self.mode == "text":
+            row_fields = [spec.text_field]
+        elif self.mode == "prompt_response":
+            row_fields = [spec.prompt_field, spec.response_field, spec.system_field, *(self.template.fields if self.template else ())]
         else:
-            self.mode = "text"
-        self.mapped = {
-            k for k in (spec.text_field, spec.id_field, spec.label_field, spec.prompt_field,
-                        spec.response_field, spec.messages_field) if k
-        }
-        if self.mode != "text":
-            self.mapped.discard(spec.text_field)
+            row_fields = [spec.messages_field, spec.system_field]
+        self.mapped = {k for k in (*row_fields, spec.id_field, spec.label_field) if k}
+        self.roles = spec.role_map
+        self.kept_roles = SHAREGPT_KEPT_ROLES if spec.dialect == "sharegpt" else frozenset()
         # hot-path constants
         self.max_bytes = spec.max_text_bytes
         self.id_field = spec.id_field
@@ -419,7 +733,7 @@ class RecordBuilder:
         if type(obj) is not dict:
             return self.reject(line, "not_an_object", f"expected a JSON object per line, got {type(obj).__name__}", raw)
         spec = self.spec
-        prompt = response = messages = None
+        system = prompt = response = messages = None
         if self.mode == "text":
             text = obj.get(spec.text_field, _MISSING)
             if type(text) is not str:
@@ -434,29 +748,18 @@ class RecordBuilder:
                     f"field '{spec.text_field}' is {type(text).__name__}, expected a string", raw,
                 )
         elif self.mode == "prompt_response":
-            prompt = obj.get(spec.prompt_field, _MISSING)
-            response = obj.get(spec.response_field, _MISSING)
-            for field, value in ((spec.prompt_field, prompt), (spec.response_field, response)):
-                if value is _MISSING:
-                    return self.reject(line, "missing_field", f"no field '{field}'", raw)
-                if type(value) is not str:
-                    return self.reject(line, "invalid_field_type", f"field '{field}' is {type(value).__name__}, expected a string", raw)
-            text = prompt + "\n\n" + response
+            try:
+                system, prompt, response = self._single_turn(obj)
+            except RowProblem as bad:
+                return self.reject(line, bad.reason, bad.detail, raw)
+            # as corpusmill.sft.derive_text joins them
+            text = prompt + "\n\n" + response if system is None else system + "\n\n" + prompt + "\n\n" + response
         else:
-            messages = obj.get(spec.messages_field, _MISSING)
-            if messages is _MISSING:
-                return self.reject(line, "missing_field", f"no field '{spec.messages_field}'", raw)
-            ok = isinstance(messages, list) and messages and all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
-            )
-            if not ok:
-                return self.reject(
-                    line, "invalid_messages",
-                    f"field '{spec.messages_field}' must be a non-empty list of {{role: str, content: str}}", raw,
-                )
-            messages = [{"role": m["role"], "content": m["content"], "extra": None} for m in messages]
-            text = "\n".join(m["content"] for m in messages)
+            try:
+                messages = self._conversation(obj)
+            except RowProblem as bad:
+                return self.reject(line, bad.reason, bad.detail, raw)
+            text = "\n".join(m["content"] or "" for m in messages)
 
         if not text or text.isspace():
             return self.reject(line, "empty_text", "the text is empty or only whitespace", raw)
@@ -499,7 +802,7 @@ class RecordBuilder:
                     )
             cols[S.LABEL].append(label)
         if self.has_pr:
-            cols[S.SYSTEM].append(None)
+            cols[S.SYSTEM].append(system)
             cols[S.PROMPT].append(prompt)
             cols[S.RESPONSE].append(response)
         if self.has_messages:
@@ -517,6 +820,59 @@ class RecordBuilder:
         self.n += 1
         self.nbytes += len(text)
 
+    # -- instruction and chat rows
+    def _single_turn(self, obj: dict) -> tuple[str | None, str, str]:
+        """(system, prompt, response) of a row; raises :class:`RowProblem`."""
+        spec = self.spec
+        prompt = self.template.render(obj) if self.template is not None else _string(obj, spec.prompt_field)
+        return _optional(obj, spec.system_field), prompt, _string(obj, spec.response_field)
+
+    def _conversation(self, obj: dict) -> list[dict]:
+        """The row's messages as ``{role, content, extra}``, roles mapped; raises :class:`RowProblem`."""
+        spec = self.spec
+        field, rk, ck = spec.messages_field, spec.role_key, spec.content_key
+        messages = obj.get(field)
+        if type(messages) is not list:
+            if messages is None:
+                raise RowProblem("missing_field", f"no field '{field}' (fields: {_fields(obj)}); set messages_field, "
+                                                  "or the dialect (sharegpt: conversations, openai: messages)")
+            raise RowProblem("invalid_messages", f"field '{field}' is {_json_type(messages)}, expected a list of messages")
+        if not messages:
+            raise RowProblem("invalid_messages", f"field '{field}' is an empty conversation")
+        out = []
+        system = _optional(obj, spec.system_field)
+        if system is not None:
+            out.append({"role": "system", "content": system, "extra": None})
+        roles = self.roles
+        for k, m in enumerate(messages, 1):
+            if type(m) is not dict:
+                raise RowProblem("invalid_messages", f"message {k} is {_json_type(m)}, expected an object with '{rk}' and '{ck}'")
+            role = m.get(rk)
+            if type(role) is not str:
+                if role is None:
+                    raise RowProblem("invalid_messages", f"message {k} has no '{rk}' (its keys: {_fields(m)}); "
+                                                         "set role_key and content_key to the keys it uses")
+                raise RowProblem("invalid_messages", f"message {k}: '{rk}' is {_json_type(role)}, expected a string")
+            mapped = roles.get(role) or roles.get(role.lower())
+            if mapped is None:
+                raise RowProblem("unknown_role", f"message {k} has role '{role}', which {spec.dialect} does not know "
+                                                 f"(known: {', '.join(roles)}); map it in the input, e.g. "
+                                                 f"role_map: {{{role}: assistant}} (onto system, user, assistant or tool)")
+            content = m.get(ck)
+            extra = {key: v for key, v in m.items() if key != rk and key != ck} if len(m) > 2 or ck not in m else None
+            if type(content) is not str:
+                if content is not None:
+                    raise RowProblem("invalid_messages", f"message {k} ({role}): '{ck}' is {_json_type(content)}, expected a string")
+                # an assistant turn that only calls tools has no content (OpenAI writes null)
+                if not (mapped == "assistant" and extra and (extra.get("tool_calls") or extra.get("function_call"))):
+                    raise RowProblem("invalid_messages", f"message {k} ({role}) has no '{ck}'"
+                                     + (f" (its keys: {_fields(m)}); set content_key" if ck not in m else ""))
+            if role in self.kept_roles:
+                extra = {**(extra or {}), rk: role}
+            out.append({"role": mapped, "content": content,
+                        "extra": orjson_dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None})
+        return out
+
     def flush(self) -> tuple[pa.Table | None, pa.Table | None]:
         table = None
         if self.n:
@@ -528,6 +884,27 @@ class RecordBuilder:
             rejects = pa.Table.from_pylist(self.rejects, schema=self.reject_schema)
             self.rejects = []
         return table, rejects
+
+
+def _string(obj: dict, field: str) -> str:
+    value = obj.get(field, _MISSING)
+    if type(value) is str:
+        return value
+    if value is _MISSING:
+        raise RowProblem("missing_field", f"no field '{field}' (fields: {_fields(obj)}); map the right one in the input")
+    raise RowProblem("invalid_field_type", f"field '{field}' is {_json_type(value)}, expected a string")
+
+
+def _optional(obj: dict, field: str | None) -> str | None:
+    """An optional string field (the system prompt): None when unmapped, missing, null or empty."""
+    if not field:
+        return None
+    value = obj.get(field)
+    if value is None or (type(value) is str and (not value or value.isspace())):
+        return None
+    if type(value) is not str:
+        raise RowProblem("invalid_field_type", f"field '{field}' is {_json_type(value)}, expected a string")
+    return value
 
 
 # ----------------------------------------------------------------------------- format readers
@@ -569,6 +946,8 @@ def _read_jsonl(shard: Shard, b: RecordBuilder):
     batch_rows, batch_bytes = b.batch_rows, b.batch_bytes
     try:
         for first, block in iter_jsonl_blocks(shard):
+            if first == 1 and block.startswith(_BOM):  # a byte order mark before the first line
+                block = block[3:]
             table = fast.read(block, first) if fast is not None and not fast.gave_up else None
             if table is not None:
                 yield from b.add_table(table)
@@ -598,6 +977,57 @@ def _read_jsonl(shard: Shard, b: RecordBuilder):
                     yield b.flush()
     except StreamBroken as err:
         _broken(b, err)
+    yield b.flush()
+
+
+_RAW_LIMIT = 1 << 16  # bytes of a broken document kept in a reject's raw column
+
+
+def _read_json_document(shard: Shard, b: RecordBuilder):
+    """A JSON array of rows (or an object holding one), read whole; row ``k`` is element ``k``."""
+    chunks, broken = [], None
+    try:
+        for chunk in iter_chunks(shard):
+            chunks.append(chunk)
+    except StreamBroken as err:
+        broken = err
+    data = b"".join(chunks)
+    if data.startswith(_BOM):
+        data = data[3:]
+    rows = None
+    try:
+        rows = records_of(orjson.loads(data), b.spec)
+    except RowProblem as bad:
+        b.reject(0, bad.reason, bad.detail, data[:_RAW_LIMIT])
+    except orjson.JSONDecodeError as err:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as uerr:
+            b.reject(0, "invalid_utf8", f"not valid UTF-8 at byte {uerr.start}: {uerr.reason}; re-encode the file as UTF-8",
+                     data[max(0, uerr.start - 100):uerr.start + 100])
+            text = None
+        if text is not None and text.lstrip().startswith("["):
+            rows, stop = _salvage_array(text)
+            if stop is not None and broken is None:
+                k, start, pos, msg = stop
+                b.reject(k, "malformed_json",
+                         f"not valid JSON at {_position(text, pos)} (element {k} of the array): {msg}; the {k - 1} "
+                         "elements before it were read, the rest of the file could not be", text[start:start + _RAW_LIMIT].encode())
+        elif text is not None and broken is None:
+            b.reject(0, "malformed_json", f"not valid JSON: {err}", data[:_RAW_LIMIT])
+    for k, obj in enumerate(rows or (), 1):
+        if type(obj) is not dict:
+            b.reject(k, "not_an_object", f"element {k} of the array is {_json_type(obj)}, expected an object (a row)",
+                     orjson_dumps(obj))
+        else:
+            n = len(b.rejects)
+            b.add(obj, k, None)
+            if len(b.rejects) > n:  # the element's bytes, for the reject only
+                b.rejects[-1][S.RAW] = orjson_dumps(obj)
+        if b.full():
+            yield b.flush()
+    if broken is not None:
+        b.reject(len(rows or ()) + 1, broken.reason, broken.detail, None)
     yield b.flush()
 
 
@@ -677,7 +1107,8 @@ def _read_csv(shard: Shard, b: RecordBuilder, delimiter: str):
             view[:n], self.buf = self.buf[:n], self.buf[n:]
             return n
 
-    text = io.TextIOWrapper(io.BufferedReader(_Stream(iter_chunks(shard))), encoding="utf-8",
+    # utf-8-sig: a byte order mark is not part of the first column's name
+    text = io.TextIOWrapper(io.BufferedReader(_Stream(iter_chunks(shard))), encoding="utf-8-sig",
                             errors="surrogateescape", newline="")
     reader = csv.reader(text, delimiter=delimiter)
     try:
@@ -770,6 +1201,8 @@ def read_shard(shard: Shard, spec, schema: pa.Schema, batch_rows: int) -> Iterat
     fmt = shard.file.format
     if fmt == "jsonl":
         gen = _read_jsonl(shard, b)
+    elif fmt == "json":
+        gen = _read_json_document(shard, b)
     elif fmt == "text":
         gen = _read_text(shard, b)
     elif fmt in ("csv", "tsv"):
@@ -786,8 +1219,246 @@ def read_shard(shard: Shard, spec, schema: pa.Schema, batch_rows: int) -> Iterat
 
 
 def record_schema_for(inputs) -> pa.Schema:
+    modes = {DIALECT_MODES[concrete_spec(i).dialect] for i in inputs}
     return S.record_schema(
         label=any(i.label_field for i in inputs),
-        prompt_response=any(i.prompt_field for i in inputs),
-        messages=any(i.messages_field for i in inputs),
+        prompt_response="prompt_response" in modes,
+        messages="messages" in modes,
     )
+
+
+
+# ----------------------------------------------------------------------------- dialect detection
+
+_SAMPLE_ROWS = 20
+_SAMPLE_FILES = 16  # files of one input looked at
+
+
+def sample_rows(f: InputFile, spec, n: int = _SAMPLE_ROWS) -> list:
+    """The first ``n`` rows of a file as parsed values (dicts where the file is well formed), for
+    detecting its dialect. Raises :class:`RowProblem` for a JSON object with no clear list of rows."""
+    if f.format == "jsonl":
+        out = []
+        for line in _head(f.path, f.compression, 1 << 18).split(b"\n"):
+            if len(out) >= n:
+                break
+            if line.strip() and (obj := _parses_alone(line)) is not _MISSING:
+                out.append(obj)
+        return out
+    if f.format == "json":
+        head = _head(f.path, f.compression)
+        if head.lstrip()[:1] == b"[" and len(head) >= _SNIFF_BYTES:  # a large array: its first elements
+            return _salvage_array(head.decode("utf-8", "replace"))[0][:n]
+        data = head if len(head) < _SNIFF_BYTES else _head(f.path, f.compression, 1 << 62)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _salvage_array(data.decode("utf-8", "replace"))[0][:n] if data.lstrip()[:1] == b"[" else []
+        return records_of(doc, spec)[:n]
+    if f.format in ("csv", "tsv"):
+        text = _head(f.path, f.compression, 1 << 18).decode("utf-8", "replace")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if f.format == "csv" else "\t")
+        return [row for _, row in zip(range(n), reader)]
+    if f.format == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsio.open_input(f.path) as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=n):
+                return batch.to_pylist()
+        return []
+    if f.format == "hf_disk":  # save_to_disk folders hold Arrow IPC streams: no need to import datasets
+        folder = Path(f.path) / spec.split if spec.split and (Path(f.path) / spec.split).is_dir() else Path(f.path)
+        for arrow in sorted(folder.rglob("*.arrow")):
+            with pa.OSFile(str(arrow)) as fh:
+                for batch in pa.ipc.open_stream(fh):
+                    return batch.slice(0, n).to_pylist()
+        return []
+    return []
+
+
+def _row_dialect(row: dict) -> dict | None:
+    """The dialect keys one row's shape points to, or None."""
+    found = None
+    for key in ("conversations", "messages"):
+        value = row.get(key)
+        if _list_of_objects(value):
+            first = value[0]
+            if "from" in first and "value" in first:
+                found = {"dialect": "sharegpt", "messages_field": key, "role_key": "from", "content_key": "value"}
+            elif "role" in first and ("content" in first or "tool_calls" in first):
+                found = ({"dialect": "openai", "messages_field": "messages"} if key == "messages" else
+                         {"dialect": "sharegpt", "messages_field": key, "role_key": "role", "content_key": "content"})
+            if found:
+                if type(row.get("system")) is str:
+                    found["system_field"] = "system"
+                return found
+    if "instruction" in row and "output" in row:
+        return {"dialect": "alpaca"}
+    if "instruction" in row and "response" in row:
+        return {"dialect": "dolly"}
+    if type(row.get("prompt")) is str:
+        for answer in ("completion", "response"):
+            if type(row.get(answer)) is str:
+                return {"dialect": "prompt_response", "prompt_field": "prompt", "response_field": answer}
+    return None
+
+
+def _describe(keys: dict, rows: list) -> str:
+    d = keys["dialect"]
+    if d == "sharegpt":
+        out = f"ShareGPT conversations ({keys['messages_field']}: {keys['role_key']}/{keys['content_key']})"
+    elif d == "openai":
+        out = "OpenAI chat messages (messages: role/content, the messages' other keys kept)"
+    elif d == "alpaca":
+        out = "Alpaca instructions (instruction + input -> prompt, output -> response)"
+    elif d == "dolly":
+        out = "Dolly instructions (instruction + context -> prompt, response -> response)"
+        if any("category" in r for r in rows):
+            out += "; category stays in meta (label_field: category makes it the label)"
+    else:
+        out = f"{keys['prompt_field']}/{keys['response_field']} rows ({keys['prompt_field']} -> prompt, " \
+              f"{keys['response_field']} -> response)"
+    if keys.get("system_field"):
+        out += f", system prompt from '{keys['system_field']}'"
+    return out
+
+
+def resolve_inputs(inputs, base_dir: Path) -> tuple[list, list[str], list[str]]:
+    """Every input with a concrete dialect: ``(inputs, notes for stderr, problems)``. An input with
+    ``dialect: auto`` and no field mapped gets the dialect its files' first rows show, when they all
+    show the same one and lack the text field; otherwise it stays plain text (with a note when the
+    rows lack the text field)."""
+    out, notes, problems = [], [], []
+    for i, spec in enumerate(inputs):
+        if _maps_fields(spec) or spec.format in ("text", "hf_hub"):
+            out.append(concrete_spec(spec))
+            continue
+        seen: dict[tuple, tuple[dict, str, list[str]]] = {}  # dialect keys -> (keys, description, files)
+        plain: list[str] = []
+        unknown: list[tuple[str, list]] = []
+        for f in resolve_files([spec], base_dir)[:_SAMPLE_FILES]:
+            try:
+                rows = [r for r in sample_rows(f, spec) if type(r) is dict]
+            except RowProblem as bad:
+                problems.append(f"inputs[{i}] {f.name}: {bad.detail}")
+                continue
+            except (OSError, ValueError, pa.ArrowException, csv.Error):
+                continue  # unreadable here: the reader rejects it with its reason
+            if not rows:
+                continue
+            if any(type(r.get(spec.text_field)) is str for r in rows):
+                plain.append(f.name)
+                continue
+            kinds = {tuple(sorted(k.items())): k for r in rows if (k := _row_dialect(r)) is not None}
+            if len(kinds) == 1:
+                (key, keys), = kinds.items()
+                seen.setdefault(key, (keys, _describe(keys, rows), []))[2].append(f.name)
+            else:
+                unknown.append((f.name, rows))
+        if len(seen) == 1 and not plain and not unknown:
+            keys, desc, names = next(iter(seen.values()))
+            spec = spec.model_copy(update=keys)
+            more = f" (and {len(names) - 1} more files)" if len(names) > 1 else ""
+            notes.append(f"inputs[{i}] {names[0]}{more}: {desc}; set dialect: to override")
+        elif seen and (plain or len(seen) > 1 or unknown):
+            shapes = [f"{names[0]}: {desc}" for _, desc, names in seen.values()]
+            shapes += [f"{plain[0]}: plain text ({spec.text_field})"] if plain else []
+            shapes += [f"{unknown[0][0]}: no known dialect"] if unknown else []
+            problems.append(f"inputs[{i}]: its files hold rows of different shapes ({'; '.join(shapes)}); "
+                            "make them separate inputs, or set dialect: (and the *_field keys)")
+        elif unknown and not plain:
+            name, rows = unknown[0]
+            notes.append(f"inputs[{i}] {name}: no known dialect in the first rows (fields: {_fields(rows[0])}) and no "
+                         f"'{spec.text_field}' field; reading '{spec.text_field}' as plain text. Set text_field:, or "
+                         "dialect: (prompt_response, alpaca, dolly, messages, sharegpt, openai) with its *_field keys")
+        out.append(concrete_spec(spec))
+    return out, notes, problems
+
+
+# ----------------------------------------------------------------------------- inputs read entirely as rejects
+
+_FIXES = {
+    "missing_text": "field '{text_field}' missing: set text_field: to the field holding the text, or dialect: "
+                    "(prompt_response, alpaca, dolly, messages, sharegpt, openai) for instruction or chat rows",
+    "invalid_text_type": "text_field names a field that is not a string: set it to the field holding the text",
+    "empty_text": "the mapped text is empty on every row: is text_field (or the dialect's fields) the right one?",
+    "missing_field": "the rows lack the mapped field: check prompt_field/response_field/messages_field/"
+                     "prompt_template, or the dialect",
+    "invalid_field_type": "a mapped field is not a string: check prompt_field/response_field or the dialect",
+    "invalid_messages": "the messages do not have the expected shape: check messages_field, role_key and content_key "
+                        "(ShareGPT rows use from/value: dialect: sharegpt)",
+    "unknown_role": "map the role onto system, user, assistant or tool with role_map: in the input",
+    "invalid_utf8": "re-encode the file as UTF-8",
+    "malformed_row": "check the delimiter and quoting (a tab-separated file named .csv? set format: tsv)",
+    "malformed_json": "repair the JSON where the detail says",
+    "no_records": "set records_key: to the key of the file's object that holds the list of rows",
+    "not_an_array": "a JSON file holds an array of row objects (or an object holding one under records_key)",
+    "too_large": "raise max_text_bytes on the input (0 = no limit)",
+    "missing_id": "id_field names a field the rows lack: fix it, or leave id_field unset for generated ids",
+    "invalid_id": "id_field names a field that is not a string or integer",
+    "invalid_label": "label_field names a field that is not a string or number",
+    "corrupt_file": "the file is damaged: fetch or export it again",
+    "truncated_file": "the file is cut short: fetch it again, or wait until it is fully written",
+}
+
+
+def _likely_fix(reason: str, spec, files: list[InputFile]) -> str:
+    f = files[0]
+    if f.format == "jsonl" and reason in ("malformed_json", "not_an_object", "blank_line"):
+        start = _head(f.path, f.compression, 1 << 12).lstrip()[:1]
+        if start == b"[":
+            return (f"this file is a JSON array, read as JSON lines (one object per line): set format: json on the "
+                    f"input{' or name the file .json' if not f.name.endswith('.json') else ''}")
+        if start == b"{":
+            return "the file looks like one JSON object spread over several lines: set format: json " \
+                   "(and records_key: if it holds the rows under a key)"
+    return _FIXES.get(reason, "see the rejected rows: corpusmill datasets show, or the version's rejects folder") \
+        .format(text_field=spec.text_field)
+
+
+def check_inputs_read(plan, results: dict[int, dict], rejects_dir: Path) -> None:
+    """Stop the run before anything is published when the reader rejected every row of an input
+    (``allow_empty`` lets it go on): such an input is almost always a mapping mistake, and an empty
+    version published with exit 0 hides it. The message names the files, the dominant reason with
+    an example, and the likely fix. ``results``: segment 0's statistics per shard index."""
+    per_input: dict[int, dict] = {}
+    for shard in plan.shards:
+        st = results.get(shard.index, {}).get("stages", {}).get(READ_STAGE)
+        if st is None:
+            continue
+        agg = per_input.setdefault(shard.file.input_index, {"in": 0, "kept": 0, "reasons": Counter(), "shards": []})
+        agg["in"] += st["in"]
+        agg["kept"] += st["kept"]
+        agg["reasons"].update(st["rejected"])
+        agg["shards"].append(shard)
+    messages = []
+    for i, agg in sorted(per_input.items()):
+        spec = plan.config.inputs[i]
+        if not agg["in"] or agg["kept"] or spec.allow_empty:
+            continue
+        (reason, count), = agg["reasons"].most_common(1)
+        files = list({s.file.name: s.file for s in agg["shards"]}.values())
+        names = ", ".join(f.name for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        example = _example_reject(rejects_dir, agg["shards"], reason)
+        messages.append(
+            f"inputs[{i}] ({names}): the reader rejected all {agg['in']:,} rows, so there is nothing to publish. "
+            f"Most were {reason} ({count:,} of {agg['in']:,})" + (f", e.g. {example}" if example else "") + ". "
+            f"Likely fix: {_likely_fix(reason, spec, files)}. (To publish anyway, set allow_empty: true on the input.)")
+    if messages:
+        raise CorpusmillError("\n".join(messages))
+
+
+def _example_reject(rejects_dir: Path, shards: list[Shard], reason: str) -> str | None:
+    """'<source>: <detail>' of the first read reject with ``reason`` among these shards' reject files."""
+    import pyarrow.parquet as pq
+
+    for shard in shards:
+        path = Path(rejects_dir) / f"{READ_STAGE}-{shard.index:05d}.parquet"
+        try:
+            table = pq.read_table(path, columns=[S.SOURCE, S.REASON, S.DETAIL])
+        except (OSError, pa.ArrowException):
+            continue
+        for source, r, detail in zip(*(table.column(c).to_pylist() for c in (S.SOURCE, S.REASON, S.DETAIL))):
+            if r == reason:
+                return f"{source}: {detail}" if detail else source
+    return None

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from corpusmill.errors import ConfigError
 
-FORMATS = ("auto", "jsonl", "csv", "tsv", "parquet", "text", "hf_disk", "hf_hub")
+FORMATS = ("auto", "jsonl", "json", "csv", "tsv", "parquet", "text", "hf_disk", "hf_hub")
+#: how a row's fields map onto the record (see :mod:`corpusmill.dataprep.readers`)
+DIALECTS = ("auto", "text", "prompt_response", "messages", "alpaca", "dolly", "sharegpt", "openai")
 
 
 class InputSpec(BaseModel):
@@ -21,13 +23,44 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(description="file, folder or glob; relative paths are relative to the pipeline file")
-    format: Literal[FORMATS] = Field("auto", description="auto: from the file extension")  # type: ignore[valid-type]
+    format: Literal[FORMATS] = Field(  # type: ignore[valid-type]
+        "auto", description="auto: from the file extension. json: one JSON array of row objects, or one object "
+        "holding that list under a key (records_key); a .json file that holds one object per line is read as jsonl")
+    records_key: str | None = Field(
+        None, description="a JSON file holding one object: the key whose value is the list of rows; "
+        "None = the only key whose value is a list of objects")
+    dialect: Literal[DIALECTS] = Field(  # type: ignore[valid-type]
+        "auto", description="how a row's fields map onto the record: text (text_field); prompt_response "
+        "(prompt_field or prompt_template, response_field); messages (a list of {role, content} under messages_field); "
+        "alpaca (instruction + input -> prompt, output -> response); dolly (instruction + context -> prompt, response); "
+        "sharegpt (conversations of {from, value}); openai (chat fine-tuning rows: messages, extra keys kept). "
+        "auto: from the *_field keys when one is set, else detected from the first rows of the files at validation "
+        "(said on stderr, recorded in the version's config)")
     text_field: str = "text"
     id_field: str | None = Field(None, description="rows without one get a stable id from source name and text")
-    label_field: str | None = None
+    label_field: str | None = Field(None, description="the label column, e.g. Dolly's category")
     prompt_field: str | None = None
     response_field: str | None = None
-    messages_field: str | None = None
+    system_field: str | None = Field(
+        None, description="a system prompt: the system column of a single-turn row, or a system message put "
+        "before a conversation's messages; an empty value means none")
+    prompt_template: str | None = Field(
+        None, description="compose the prompt from several fields, e.g. '{instruction}\n\n{input}'. An empty, "
+        "null or missing field is dropped with the text between it and its neighbour, so no separator is left "
+        "dangling; text before the first and after the last placeholder is always kept. alpaca default: "
+        "'{instruction}\n\n{input}', dolly: '{instruction}\n\n{context}'")
+    messages_field: str | None = Field(None, description="the list of messages (sharegpt default: conversations, "
+                                       "messages and openai: messages)")
+    role_key: str | None = Field(None, description="a message's role key (sharegpt default: from; else role)")
+    content_key: str | None = Field(None, description="a message's content key (sharegpt default: value; else content)")
+    role_map: dict[str, str] = Field(
+        default_factory=dict, description="extra or overriding role names, onto system, user, assistant or tool, "
+        "e.g. {bot: assistant}; added to the dialect's own (sharegpt: human, gpt, system, function_call, "
+        "observation...; messages/openai: system, user, assistant, tool, developer, function). A role in neither "
+        "is a rejected row (unknown_role)")
+    allow_empty: bool = Field(
+        False, description="let the run go on when the reader rejects every row of this input; by default that "
+        "stops the run (exit 2) with the dominant reason and its likely fix")
     text_unit: Literal["file", "line", "block"] = Field(
         "file", description="plain text: one document per file, per line, or per block of lines"
     )
@@ -45,6 +78,26 @@ class InputSpec(BaseModel):
     def _path_not_empty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("path must not be empty")
+        return v
+
+    @field_validator("role_map")
+    @classmethod
+    def _roles_known(cls, v: dict[str, str]) -> dict[str, str]:
+        from corpusmill.sft import ROLES
+
+        bad = {k: r for k, r in v.items() if r not in ROLES}
+        if bad:
+            raise ValueError(f"roles map onto one of {', '.join(ROLES)}; not {', '.join(map(repr, bad.values()))}")
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from corpusmill.dataprep.readers import PromptTemplate
+
+        PromptTemplate(v)  # raises ValueError naming the problem
         return v
 
 
@@ -193,9 +246,25 @@ def parse_pipeline(raw: Any, registry: dict[str, type], *, base_dir: Path, sourc
         from corpusmill.dataprep.readers import check_input_paths
 
         problems += check_input_paths(config.inputs, base_dir)
+        if not problems:
+            config, more = _resolve_dialects(config, base_dir)
+            problems += more
     if problems:
         raise ConfigError(problems, source=source)
     return config, steps, base_dir
+
+
+def _resolve_dialects(config: PipelineConfig, base_dir: Path) -> tuple[PipelineConfig, list[str]]:
+    """Each input's dialect made concrete (detected from its first rows where ``dialect: auto`` and no
+    field is mapped), said on stderr, so the resolved config and the version id name what was read."""
+    import sys
+
+    from corpusmill.dataprep.readers import resolve_inputs
+
+    inputs, notes, problems = resolve_inputs(config.inputs, base_dir)
+    for note in notes:
+        print(f"corpusmill: {note}", file=sys.stderr)
+    return config.model_copy(update={"inputs": inputs}), problems
 
 
 def store_root(cli_store: str | None, config: PipelineConfig | None, base_dir: Path | None) -> Path | str:

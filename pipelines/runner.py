@@ -79,7 +79,7 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
     identity = {
         "code_version": __version__,
         "config": {**resolved, "inputs": [
-            {k: v for k, v in spec.items() if k != "path"} for spec in resolved["inputs"]
+            {k: v for k, v in spec.items() if k not in ("path", "allow_empty")} for spec in resolved["inputs"]
         ]},
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
@@ -533,6 +533,8 @@ def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...]
                         rows += _rows_in(r)
                         progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
+                if k == 0:  # an input whose every row the reader rejected stops the run before publishing
+                    readers.check_inputs_read(plan, results, p["rejects"])
                 if prepared is not None:
                     prepared.wait()
                 if seg.reduce is not None:
