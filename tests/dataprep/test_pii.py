@@ -168,11 +168,11 @@ def _pipeline(tmp_path, rows, **options):
 
 
 TICKETS = [
-    {"id": "t1", "text": "Hi, I am Jane (jane.doe@example.com, +44 20 7946 0958). Please refund card 4111 1111 1111 1111."},
+    {"id": "t1", "text": "Hi, I am Jane (jane.doe@gmail.com, +44 20 3123 4567). Please refund card 4556 7375 8689 9855."},
     {"id": "t2", "text": "The export crashed after the upgrade to version 1.2.3.4 on 2024-03-12."},
-    {"id": "t3", "text": "Our server 203.0.113.7 rejects the key AKIAIOSFODNN7EXAMPLE since Monday."},
+    {"id": "t3", "text": "Our server 185.23.41.7 rejects the key AKIAIOSFODNN7EXAMPLE since Monday."},
     {"id": "t4", "text": "Thanks, everything works again. Invoice 2231 is paid."},
-    {"id": "t5", "text": "Refund to DE89 3704 0044 0532 0130 00 please, or mail billing@example.com."},
+    {"id": "t5", "text": "Refund to DE89 3704 0044 0532 0130 00 please, or mail billing@acme-shop.de."},
 ]
 
 
@@ -182,7 +182,7 @@ def test_pipeline_masks_and_counts(tmp_path, run):
     assert m["counts"]["kept"] == 5 and "pii" not in m["counts"]["rejected"]
     stage = next(s for s in m["stages"] if s["name"] == "pii")
     assert stage["counters"] == {"email": 2, "phone": 1, "credit_card": 1, "ip_address": 1, "iban": 1, "secret": 1,
-                                 "rows_with_pii": 3}
+                                 "rows_with_pii": 3, "in_text": 7}
     rows = {r["id"]: r for r in result.version.read_split("all").to_pylist()}
     assert rows["t1"]["text"] == "Hi, I am Jane (<EMAIL>, <PHONE>). Please refund card <CREDIT_CARD>."
     assert rows["t2"]["text"] == TICKETS[1]["text"]
@@ -205,7 +205,7 @@ def test_pipeline_rejects_rows_with_pii(tmp_path, run):
 
 
 def test_prompt_and_response_are_scanned(tmp_path, run):
-    rows = [{"q": "My email is sam@example.net, why no reply?", "a": "Sorry! We wrote to sam@example.net and +1 (555) 123-4567."},
+    rows = [{"q": "My email is sam@outlook.com, why no reply?", "a": "Sorry! We wrote to sam@outlook.com and +1 (555) 123-4567."},
             {"q": "How do I export to CSV?", "a": "Open the menu and choose Export."}]
     write_jsonl(tmp_path / "qa.jsonl", rows)
     config = {"dataset": "qa", "inputs": [{"path": "qa.jsonl", "text_field": "q", "prompt_field": "q", "response_field": "a"}],
@@ -213,15 +213,15 @@ def test_prompt_and_response_are_scanned(tmp_path, run):
     out = run(config).version.read_split("all").to_pylist()
     assert out[0]["prompt"] == "My email is <EMAIL>, why no reply?"
     assert out[0]["response"] == "Sorry! We wrote to <EMAIL> and <PHONE>."
-    assert "sam@example.net" in out[0]["text"]  # text was not listed in fields
+    assert out[0]["text"] == out[0]["prompt"] + "\n\n" + out[0]["response"]  # text is derived from the masked fields
     assert [r["pii_count"] for r in out] == [3, 0]
 
 
 def test_only_prefiltered_rows_reach_python(monkeypatch):
     stage = Pii(PiiConfig(), name="pii", run=RunInfo("d", 0))
     calls = []
-    scan = stage.scanner.scan
-    monkeypatch.setattr(stage.scanner, "scan", lambda t: calls.append(t) or scan(t))
+    find = stage.scanner.find
+    monkeypatch.setattr(stage.scanner, "find", lambda t: calls.append(t) or find(t))
     clean = [f"Ticket {i}: the export to CSV drops rows with commas in the title." for i in range(500)]
     batch = pa.table({"id": [str(i) for i in range(502)], "text": clean + [TICKETS[0]["text"], TICKETS[2]["text"]]})
     out = stage.process(batch, BatchInfo(0, 0))
@@ -234,11 +234,11 @@ def test_bad_options_are_reported(tmp_path, run):
         run(_pipeline(tmp_path, TICKETS, types=["email", "passport"], action="drop"))
     text = str(err.value)
     assert "steps[0].pii.types[1]:" in text and "(got 'passport')" in text
-    assert "steps[0].pii.action: Input should be 'mask' or 'reject' (got 'drop')" in text
+    assert "steps[0].pii.action: Input should be 'mask', 'reject' or 'report' (got 'drop')" in text
 
 
 def test_missing_field_names_the_fix(tmp_path, run):
-    with pytest.raises(ValueError, match="prompt_field"):
+    with pytest.raises(ConfigError, match="prompt_field"):
         run(_pipeline(tmp_path, TICKETS, fields=["text", "prompt"]))
 
 
