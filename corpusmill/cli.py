@@ -213,30 +213,39 @@ def cmd_export(args) -> int:
 
 def cmd_audit(args) -> int:
     from corpusmill.dataprep.audit import markdown_summary, order_splits, resolve_side, run_audit
+    from corpusmill.dataprep.benchmarks import BenchmarkSpec, audit_fields_side, load_benchmark, parse_benchmark
 
     store = _store(args)
     kw = dict(text_field=args.text_field, label_field=args.label_field, id_field=args.id_field)
-    against = [resolve_side(a, store, default_split="test", **kw) for a in args.against or ()]
-    for side, path in zip(against, args.against or ()):
-        side.name = f"against:{os.path.basename(path)}"
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    benchmarks = [(BenchmarkSpec(path=a, id_field=args.id_field), f"against:{os.path.basename(a)}") for a in args.against or ()]
+    benchmarks += [(spec, spec.label) for spec in map(parse_benchmark, args.benchmark or ())]
+    names = [name for _, name in benchmarks]
+    if len(set(names)) < len(names):
+        raise CorpusmillError(f"two benchmarks are named {', '.join(sorted({n for n in names if names.count(n) > 1}))}: "
+                              "give each --benchmark its own name: (e.g. '{path: h.jsonl, name: humaneval}')")
+    against = [load_benchmark(spec, store=store, text_field=args.text_field, label_field=args.label_field,
+                              min_words=args.min_words).side(name) for spec, name in benchmarks]
     if args.ref:
         if args.train or args.test or args.validation:
             raise CorpusmillError("give either a dataset reference or --train/--test/--validation, not both")
         version = store.resolve(args.ref)
         splits = order_splits(version.splits())
-        sides = {s: resolve_side(f"{version.ref}:{s}", store, default_split=s, **kw) for s in splits}
+        sides = {s: audit_fields_side(resolve_side(f"{version.ref}:{s}", store, default_split=s, **kw), fields)
+                 for s in splits}
         pairs = [(sides[b], sides[a]) for i, a in enumerate(splits) for b in splits[i + 1:]]
         train = sides[splits[0]]
     else:
         if not args.train or not (args.test or args.validation or against):
-            raise CorpusmillError("audit needs NAME@REF, or --train and at least one of --test, --validation, --against")
-        train = resolve_side(args.train, store, default_split="train", **kw)
+            raise CorpusmillError("audit needs NAME@REF, or --train and at least one of --test, --validation, "
+                                  "--against, --benchmark")
+        train = audit_fields_side(resolve_side(args.train, store, default_split="train", **kw), fields)
         train.name = "train"
         evals = []
         for role in ("validation", "test"):
             spec = getattr(args, role)
             if spec:
-                side = resolve_side(spec, store, default_split=role, **kw)
+                side = audit_fields_side(resolve_side(spec, store, default_split=role, **kw), fields)
                 side.name = role
                 evals.append(side)
         pairs = [(e, train) for e in evals]
@@ -512,6 +521,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("--test", help="test side: a file/glob or NAME@REF[:split]")
     a.add_argument("--validation", help="validation side: a file/glob or NAME@REF[:split]")
     a.add_argument("--against", action="append", help="public benchmark file to check the training side against (repeatable)")
+    a.add_argument("--benchmark", action="append", metavar="SPEC",
+                   help="a benchmark as decontaminate takes it (repeatable): a path, or a YAML mapping such as "
+                        "'{path: HumanEval.jsonl.gz, fields: [prompt, canonical_solution], id_field: task_id, name: humaneval}'")
+    a.add_argument("--fields", help="comma-separated fields of a version's rows matched one by one (text, prompt, response, "
+                                    "system, messages, messages.<role>, trained); default: trained on instruction and "
+                                    "chat rows, text otherwise")
+    a.add_argument("--min-words", type=int, default=4,
+                   help="benchmark strings of fewer words are not indexed (default 4: a short answer such as '42' "
+                        "would match every row saying the same); 0 keeps all")
     a.add_argument("--text-field", default="text", help="text field of file sides (default: text)")
     a.add_argument("--label-field", default=None, help="label field of file sides, for label conflicts")
     a.add_argument("--id-field", default=None, help="id field of file sides (default: generated ids)")
