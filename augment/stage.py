@@ -23,6 +23,15 @@ accepted new rows: a copy of the source row (label, split, source, meta, ...) wi
 (``<source id>~<augmenter>-<k>``), the variant ``text``, ``augmented_from``, ``augmenter`` and
 ``augment_params``. Rejected candidates are stored with their reason like any other reject. The
 executor counts them as rows this stage added: rows in + added = kept + rejected.
+
+Instruction and chat rows (:mod:`corpusmill.sft`): the augmenters vary the prompt side only, by
+default (the ``prompt``, a conversation's user turns, and the text of plain rows in the same
+data): an answer is what the model learns to write, and a word-swapped or re-spelled answer
+teaches it to write badly. ``fields`` changes that; an answer is rewritten only when the list
+names it (``response``, ``messages.assistant``, ``messages``, ``trained``). Variant ``k`` of a
+row replaces each of its selected strings by that string's variant ``k`` (a string with fewer
+variants stays as it was), and the new row's ``text`` is derived from its fields, so the
+checks against held-out rows and other rows read what the trainer will read.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
+from corpusmill import sft
 from corpusmill.augment.augmenters import AugmenterSpec, build, row_seed
 from corpusmill.errors import CorpusmillError
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, batch_decision, read_facts, write_decisions
@@ -45,6 +55,11 @@ AUGMENTED_FROM = "augmented_from"
 AUGMENTER = "augmenter"
 AUGMENT_PARAMS = "augment_params"
 PROVENANCE = (AUGMENTED_FROM, AUGMENTER, AUGMENT_PARAMS)
+
+#: the columns an instruction or chat row's variant may change (its text is derived from them)
+TRAINED_COLUMNS = (S.SYSTEM, S.PROMPT, S.RESPONSE, S.MESSAGES)
+#: prefix of a varied column in the facts and decisions
+NEW = "new."
 
 NUM_PERM = 128
 #: decision codes, in the order the checks run
@@ -78,6 +93,13 @@ class AugmentConfig(StageConfig):
     seed: int = Field(
         0, description="mixed with the pipeline seed into every row's augmentation seed: another value draws other "
                        "variants while the splits (seeded by the pipeline seed) stay where they are")
+    fields: list[str] | None = Field(
+        None,
+        description="instruction and chat rows: the fields varied, as field references (prompt, response, "
+                    "system, messages, messages.<role>, trained, text). Default: the prompt side (prompt and "
+                    "messages.user, and the text of plain rows). Naming response, messages.assistant, messages "
+                    "or trained rewrites answers: the model then learns from augmented answers. Text corpora: "
+                    "the text, as ever")
     distinct_near: bool = Field(
         True, description="also reject a new row that near-duplicates (>= near) a new row kept earlier, so "
                           "variants add diversity rather than copies; false = only exact copies among new rows")
@@ -89,6 +111,13 @@ class AugmentConfig(StageConfig):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"augmenters named {dup} more than once: give each a distinct `name`")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v):
+        if v is not None and not v:
+            raise ValueError("an empty list varies nothing; leave fields out for the prompt side")
         return v
 
     @model_validator(mode="after")
@@ -135,6 +164,23 @@ class Augment(ReduceStage):
                                    for p in paths]  # by content, never by path
         return out or None
 
+    def check(self, schema: pa.Schema) -> list[str]:
+        if self.config.fields:
+            try:
+                sft.check_fields(self.config.fields, schema, self.name)
+            except CorpusmillError as e:
+                return [str(e)]
+        return []
+
+    def fields_for(self, schema: pa.Schema) -> list[str]:
+        """The field references varied on rows of ``schema`` (see ``AugmentConfig.fields``)."""
+        if self.config.fields:
+            return list(self.config.fields)
+        if not sft.is_sft(schema):
+            return [S.TEXT]
+        prompt_side = [f for f, col in ((S.PROMPT, S.PROMPT), (f"{S.MESSAGES}.user", S.MESSAGES)) if col in schema.names]
+        return prompt_side + ["text:plain"]  # plain rows among instruction rows: their text, as on a text corpus
+
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         for name in PROVENANCE:
             if name not in schema.names:
@@ -160,29 +206,68 @@ class Augment(ReduceStage):
         sig = self._hasher.signatures(Shingling("word", 3).shingles(texts))
         return to_fixed_binary(sig), to_fixed_binary(lsh.band_keys(sig, self._plan, 0))
 
-    def candidates(self, ids: list[str], texts: list[str]) -> dict[str, list]:
+    def candidates(self, ids: list[str], texts: list[str], owner: np.ndarray | None = None) -> dict[str, list]:
         """Every augmenter's variants of the given training rows, in row order, and within a row
         round-robin over the augmenters (first variant of each, then second, ...): the order in
-        which ``max_per_row`` keeps them, so a cap still mixes augmenters."""
-        out: dict[str, list] = {"i": [], "k": [], "id": [], "text": [], AUGMENTER: [], AUGMENT_PARAMS: []}
+        which ``max_per_row`` keeps them, so a cap still mixes augmenters.
+
+        ``texts`` are the strings varied; ``owner`` (sorted) gives the index in ``ids`` of each
+        one's row, None = one string per row. A row's variant ``k`` holds variant ``k`` of each of
+        its strings (``strings``; ``text`` when rows have one string)."""
+        out: dict[str, list] = {"i": [], "k": [], "id": [], "text": [], "strings": [], AUGMENTER: [], AUGMENT_PARAMS: []}
         n_aug = len(self.augmenters)
         seed = (self.run.seed ^ (self.config.seed * 0x9E3779B97F4A7C15)) & (2**64 - 1)
-        per_aug = [aug.variants_batch(texts, [row_seed(seed, rid, aug.name) for rid in ids]) for aug in self.augmenters]
+        single = owner is None
+        owner = np.arange(len(texts)) if single else np.asarray(owner, dtype=np.int64)
+        starts = np.searchsorted(owner, np.arange(len(ids) + 1))
+        # the first string of a row is seeded by its id alone (as a text row is), the others by id#position
+        keys = [ids[r] if p == starts[r] else f"{ids[r]}#{p - starts[r]}" for p, r in enumerate(owner.tolist())]
+        per_aug = [aug.variants_batch(texts, [row_seed(seed, key, aug.name) for key in keys]) for aug in self.augmenters]
         for i, rid in enumerate(ids):
+            a0, a1 = int(starts[i]), int(starts[i + 1])
+            if a0 == a1:
+                continue
             made = []
             for a, aug in enumerate(self.augmenters):
-                for j, (variant, extra) in enumerate(per_aug[a][i]):
+                count = max(len(per_aug[a][p]) for p in range(a0, a1))
+                for j in range(count):
+                    strings, extra = [], None
+                    for p in range(a0, a1):
+                        variant, more = per_aug[a][p][j] if j < len(per_aug[a][p]) else (texts[p], None)
+                        if single:
+                            variant = variant if isinstance(variant, str) else ""
+                        elif not isinstance(variant, str) or not variant:
+                            variant = texts[p]  # a string the augmenter gave nothing for stays as it was
+                        strings.append(variant)
+                        extra = extra or more
                     params = aug.params if not extra else json.dumps(
                         {**json.loads(aug.params), **extra}, sort_keys=True, separators=(",", ":"))
-                    made.append((j * n_aug + a, f"{rid}~{aug.name}-{j}", variant, aug.name, params))
-            for k, new_id, variant, name, params in sorted(made):
+                    made.append((j * n_aug + a, f"{rid}~{aug.name}-{j}", strings, aug.name, params))
+            for k, new_id, strings, name, params in sorted(made, key=lambda m: m[0]):
                 out["i"].append(i)
                 out["k"].append(k)
                 out["id"].append(new_id)
-                out["text"].append(variant if isinstance(variant, str) else "")
+                out["strings"].append(strings)
+                out["text"].append(strings[0] if single else None)
                 out[AUGMENTER].append(name)
                 out[AUGMENT_PARAMS].append(params)
         return out
+
+    def _sft_candidates(self, train: pa.Table) -> tuple[dict[str, list], dict[str, pa.Array]]:
+        """Candidates of instruction and chat rows: each a copy of its row with the selected fields
+        varied, ``text`` re-derived. Also the new rows' trained columns, by name."""
+        sel = sft.FieldSelection(train, self.fields_for(train.schema))
+        order = np.argsort(sel.rows, kind="stable")  # row by row, fields in the order named
+        cand = self.candidates(train.column(S.ID).to_pylist(), sel.strings.take(pa.array(order)).to_pylist(),
+                               sel.rows[order])
+        made = train.take(pa.array(np.asarray(cand["i"], dtype=np.int64)))
+        new_sel = sft.FieldSelection(made, self.fields_for(train.schema))
+        flat = np.empty(len(new_sel), dtype=object)
+        flat[np.argsort(new_sel.rows, kind="stable")] = [t for strings in cand["strings"] for t in strings]
+        made = new_sel.write(pa.array(flat.tolist(), pa.string()))
+        cand["text"] = made.column(S.TEXT).to_pylist()
+        columns = {c: made.column(c).combine_chunks() for c in TRAINED_COLUMNS if c in made.column_names}
+        return cand, columns
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         from corpusmill.dataprep.dedup import exact_hashes
@@ -195,8 +280,12 @@ class Augment(ReduceStage):
         is_train = pc.fill_null(pc.equal(batch.column(S.SPLIT), self.config.train_split), False).to_numpy(zero_copy_only=False)
         hi, lo = exact_hashes(batch.column(S.TEXT))
         train_idx = np.flatnonzero(is_train)
-        cand = self.candidates(pc.take(batch.column(S.ID), train_idx).to_pylist(),
-                               pc.take(batch.column(S.TEXT), train_idx).to_pylist())
+        new_fields: dict[str, pa.Array] = {}
+        if sft.is_sft(batch.schema) or self.config.fields:
+            cand, new_fields = self._sft_candidates(batch.take(pa.array(train_idx)))
+        else:
+            cand = self.candidates(pc.take(batch.column(S.ID), train_idx).to_pylist(),
+                                   pc.take(batch.column(S.TEXT), train_idx).to_pylist())
         src = train_idx[np.asarray(cand["i"], dtype=np.int64)]
         m = len(src)
         new_text = pa.array(cand["text"], pa.string())
@@ -216,6 +305,8 @@ class Augment(ReduceStage):
             AUGMENTER: pa.array([None] * n + cand[AUGMENTER], pa.string()),
             AUGMENT_PARAMS: pa.array([None] * n + cand[AUGMENT_PARAMS], pa.string()),
         }
+        for name, col in new_fields.items():  # the new rows' varied fields, carried to apply
+            facts[NEW + name] = pa.concat_arrays([pa.nulls(n, col.type), col])
         if self.near_threshold:
             # signatures of held-out rows and candidates only: training rows are never compared by near
             need = np.r_[~is_train, np.ones(m, bool)]
@@ -310,6 +401,7 @@ class Augment(ReduceStage):
             "code": pa.array(code), "detail": pa.array(detail, pa.string()),
             "duplicate_of": pa.array(dup_of, pa.string()),
             "similarity": pa.array(np.where(np.isnan(sim), None, sim), pa.float32()),
+            **{name: cand.column(name) for name in cand.column_names if name.startswith(NEW)},
         })
         shards = cand.column("shard").to_numpy()
         tables = {}
@@ -394,7 +486,8 @@ class Augment(ReduceStage):
         src = d.column("row").to_numpy() - info.row_offset
         new = original.take(pa.array(src))
         columns = {S.ID: d.column("id"), S.TEXT: d.column("text"), AUGMENTED_FROM: pc.take(batch.column(S.ID), pa.array(src)),
-                   AUGMENTER: d.column(AUGMENTER), AUGMENT_PARAMS: d.column(AUGMENT_PARAMS)}
+                   AUGMENTER: d.column(AUGMENTER), AUGMENT_PARAMS: d.column(AUGMENT_PARAMS),
+                   **{name[len(NEW):]: d.column(name) for name in d.column_names if name.startswith(NEW)}}
         for name, col in columns.items():
             i = new.schema.get_field_index(name)
             new = new.set_column(i, new.schema.field(name), col.cast(new.schema.field(name).type))

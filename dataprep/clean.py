@@ -20,11 +20,30 @@ Everything that can be is an Arrow kernel over the whole batch; ftfy and the mar
 only on the rows a vectorised pre-check flags. Each step counts the rows it changed (the stage's
 counters in the manifest), and the ``clean_changes`` column lists the steps that changed each
 row. Rows left with no text are rejected as ``empty_after_clean``.
+
+Instruction and chat rows (:mod:`corpusmill.sft`): the stage cleans the fields the trainer reads
+(every trained field by default; ``fields`` narrows or widens that) and re-derives ``text`` from
+them. Per field:
+
+* ``strip_markup`` may name the fields whose HTML is converted (``[prompt, messages.user]``:
+  prompts lose their HTML, responses that are meant to show HTML keep it);
+* code is never touched: a fenced block (```` ``` ```` or ``~~~``) and an inline code span
+  (`` `x` ``) in an instruction or chat field are set aside before the steps run and put back
+  byte for byte after them (:func:`shield_code`);
+* a field that had text and has none after cleaning rejects its row (``empty_after_clean``, the
+  detail names the field); a field that was empty already is left to the quality stage;
+* the counters say which field each change was made in (``markup_stripped.response``,
+  ``whitespace_normalized.messages.assistant``), next to the per-kind row counts.
+
+Plain-text rows are cleaned exactly as before, code fences included, and boilerplate removal
+looks only at plain-text rows: the lines of a prompt or an answer are not a page template.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +54,8 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from corpusmill import schema as S
+from corpusmill import sft
+from corpusmill.errors import CorpusmillError
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
 
 #: the column that lists, per row, the steps that changed its text
@@ -120,11 +141,21 @@ class CleanConfig(StageConfig):
     fix_mojibake: bool = Field(
         True, description="repair text decoded with the wrong codec (ftfy's encoding fixes only)"
     )
-    strip_markup: bool = Field(
+    fields: list[str] | None = Field(
+        None,
+        description="the fields cleaned, as field references: text, prompt, response, system, messages, "
+        "messages.<role> (messages.user...), trained. Default: trained on instruction and chat rows (every "
+        "field the trainer reads, and the text of plain rows), text on text corpora. The text of "
+        "instruction and chat rows is derived from the cleaned fields, never cleaned on its own",
+    )
+    strip_markup: bool | list[str] = Field(
         True,
         description="convert HTML/XML to text: block elements become line/paragraph breaks, "
         "script/style content is dropped, character references are decoded; text that only looks "
-        "like a tag (<nick>, <stdio.h>) is kept",
+        "like a tag (<nick>, <stdio.h>) is kept. true = in every cleaned field; a list of field "
+        "references = only in those, e.g. [prompt, messages.user] strips HTML from prompts and keeps "
+        "it in answers that are meant to show it; false = nowhere. Code fences and inline code in "
+        "instruction and chat fields are never converted",
     )
     remove_control: bool = Field(True, description="remove ANSI escape sequences and C0/C1 control characters")
     remove_invisible: bool = Field(
@@ -139,8 +170,21 @@ class CleanConfig(StageConfig):
     boilerplate: bool | BoilerplateConfig = Field(
         False,
         description="remove lines repeated across documents of the same source; true = default "
-        "thresholds. Needs a global pass over the data (the stage then runs map/reduce/apply)",
+        "thresholds. Needs a global pass over the data (the stage then runs map/reduce/apply). Plain-text "
+        "rows only: instruction and chat rows take no part",
     )
+
+    @field_validator("fields", "strip_markup")
+    @classmethod
+    def _field_lists(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list selects nothing; leave the option out for the default "
+                                 "(or strip_markup: false for no markup stripping)")
+            repeated = sorted({f for f in v if v.count(f) > 1})
+            if repeated:
+                raise ValueError(f"listed more than once: {', '.join(repeated)}")
+        return v
 
 
 def _changed(before: pa.Array, after: pa.Array) -> np.ndarray:
@@ -224,6 +268,86 @@ def _tidy(texts: pa.Array, collapse: bool) -> pa.Array:
     return pc.utf8_rtrim_whitespace(out)
 
 
+# ----------------------------------------------------------------------------- code in instruction data
+
+#: a fenced code block (CommonMark): an opening fence of 3+ backticks (its info string without
+#: backticks, so ```x``` on one line is inline code) or tildes, up to 3 spaces in, through the
+#: closing fence of the same character and at least the same length, or to the end of the text
+_FENCE = re.compile(
+    r"^[ ]{0,3}(?:(?P<bt>`{3,})[^`\n]*|(?P<tl>~{3,})[^\n]*)"
+    r"(?:\n.*?)??(?:\n[ ]{0,3}(?(bt)(?P=bt)`*|(?P=tl)~*)[ \t]*(?=\n|\Z)|\Z)",
+    re.M | re.S,
+)
+#: an inline code span on one line: a run of backticks, text, the same run
+_INLINE_CODE = re.compile(r"(?<!`)(?P<ticks>`+)(?!`)[^\n]+?(?<!`)(?P=ticks)(?!`)")
+#: a set-aside block is one character of Unicode plane 15 (private use), which no cleaning step
+#: changes or removes; texts that already hold such characters are not shielded
+_SLOT = 0xF0000
+_SLOTS = re.compile("[\U000F0000-\U000FFFFD]")
+_SLOT_AROUND = re.compile("([ \t]*)([\U000F0000-\U000FFFFD])([ \t]*)")
+
+
+def shield_code(texts: pa.Array, candidates: np.ndarray) -> tuple[pa.Array, dict[int, list[tuple[str, bool]]]]:
+    """``texts`` with each code fence and inline code span (of the ``candidates`` rows that have a
+    backtick or tilde) replaced by one private-use character, and per changed position the blocks
+    set aside, as (block, is a fence) in order: :func:`unshield_code` puts them back."""
+    candidates = np.asarray(candidates, dtype=bool) & pc.match_substring_regex(texts, "`|~~~").to_numpy(
+        zero_copy_only=False)
+    blocks: dict[int, list[tuple[str, bool]]] = {}
+    if not candidates.any():
+        return texts, blocks
+    positions = np.flatnonzero(candidates)
+    out = []
+    for pos, text in zip(positions.tolist(), texts.take(pa.array(positions)).to_pylist()):
+        if _SLOTS.search(text):
+            out.append(text)
+            continue
+        found: list[tuple[str, bool]] = []
+
+        def slot(m: re.Match, fenced: bool) -> str:
+            found.append((m.group(0), fenced))
+            return chr(_SLOT + len(found) - 1)
+
+        shielded = _FENCE.sub(lambda m: slot(m, True), text)
+        shielded = _INLINE_CODE.sub(lambda m: slot(m, False), shielded)
+        if found and len(found) < 0xFFFE:
+            blocks[pos] = found
+            out.append(shielded)
+        else:
+            out.append(text)
+    mask = np.zeros(len(texts), dtype=bool)
+    mask[positions] = True
+    return pc.replace_with_mask(texts, pa.array(mask), pa.array(out, pa.string())), blocks
+
+
+def unshield_code(texts: pa.Array, blocks: dict[int, list[tuple[str, bool]]]) -> pa.Array:
+    """The set-aside blocks back in place, as written. A fence goes back on lines of its own, with
+    no spaces around it, even when markup conversion joined its line to the text around it."""
+    if not blocks:
+        return texts
+    positions = np.array(sorted(blocks), dtype=np.int64)
+    out = []
+    for pos, text in zip(positions.tolist(), texts.take(pa.array(positions)).to_pylist()):
+        found = blocks[pos]
+
+        def put(m: re.Match) -> str:
+            block, fenced = found[ord(m.group(2)) - _SLOT]
+            if not fenced:
+                return m.group(1) + block + m.group(3)
+            before = "" if m.start() == 0 or text[m.start() - 1] == "\n" else "\n"
+            after = "" if m.end() == len(text) or text[m.end()] == "\n" else "\n"
+            return before + block + after
+
+        out.append(_SLOT_AROUND.sub(put, text))
+    mask = np.zeros(len(texts), dtype=bool)
+    mask[positions] = True
+    return pc.replace_with_mask(texts, pa.array(mask), pa.array(out, pa.string()))
+
+
+def _is_blank(texts: pa.Array) -> np.ndarray:
+    return pc.match_substring_regex(texts, r"^\s*$").to_numpy(zero_copy_only=False)
+
+
 class Clean(ReduceStage):
     """The ``clean`` stage (see the module docstring)."""
 
@@ -245,12 +369,64 @@ class Clean(ReduceStage):
         fields = [f for f in schema if f.name != CHANGES]
         return pa.schema(fields + [pa.field(CHANGES, pa.list_(pa.string()))])
 
-    # ------------------------------------------------------------------ the per-row steps
+    # ------------------------------------------------------------------ which strings
 
-    def clean_texts(self, texts: pa.Array) -> tuple[pa.Array, dict[str, np.ndarray]]:
-        """The cleaned texts and, per change kind, a mask of the rows that step changed."""
+    def fields_for(self, schema: pa.Schema) -> list[str]:
+        """The field references cleaned on rows of ``schema``."""
+        return list(self.config.fields) if self.config.fields else sft.default_fields(schema)
+
+    def check(self, schema: pa.Schema) -> list[str]:
+        options = [("fields", self.config.fields)]
+        if isinstance(self.config.strip_markup, list):
+            options.append(("strip_markup", self.config.strip_markup))
+        problems = []
+        for option, refs in options:
+            if refs:
+                try:
+                    sft.check_fields(refs, schema, self.name, option)
+                except CorpusmillError as e:
+                    problems.append(str(e))
+        return problems
+
+    def strings(self, batch: pa.Table) -> "_Strings":
+        """The strings this stage cleans in ``batch`` and what each one allows."""
+        sel = sft.FieldSelection(batch, self.fields_for(batch.schema))
+        n = len(sel)
+        segments = sel.segments
+        is_text = np.concatenate([np.full(len(g.rows), g.ref == S.TEXT) for g in segments]) if segments else np.zeros(0, bool)
+        plain_text = is_text & sft.plain_rows(batch)[sel.rows]
+        markup = None
+        if isinstance(self.config.strip_markup, list):
+            allowed = sft.FieldSelection(batch, self.config.strip_markup)
+            where = {g.ref: np.flatnonzero(g.mask) for g in allowed.segments}
+            markup = np.concatenate([np.isin(np.flatnonzero(g.mask), where.get(g.ref, np.zeros(0, np.int64)))
+                                     for g in segments]) if segments else np.zeros(0, bool)
+        labels = None
+        if sft.is_sft(batch.schema):
+            parts = []
+            for g in segments:
+                if g.ref == S.MESSAGES:
+                    col = batch.column(S.MESSAGES)
+                    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                    roles = pc.fill_null(col.flatten().field("role").filter(pa.array(g.mask)), "?")
+                    parts.append(np.asarray(pc.binary_join_element_wise("messages", roles, ".").to_pylist(), object))
+                else:
+                    parts.append(np.full(len(g.rows), g.ref, dtype=object))
+            labels = np.concatenate(parts) if parts else np.zeros(0, object)
+        return _Strings(sel, is_text, plain_text, markup, None if is_text.all() else ~is_text, labels)
+
+    # ------------------------------------------------------------------ the per-string steps
+
+    def clean_texts(self, texts: pa.Array, markup: np.ndarray | None = None,
+                    shield: np.ndarray | None = None) -> tuple[pa.Array, dict[str, np.ndarray]]:
+        """The cleaned texts and, per change kind, a mask of the texts that step changed.
+        ``markup``: per text, whether markup may be stripped (None: everywhere strip_markup is on);
+        ``shield``: per text, whether its code fences and inline code are set aside (None: none)."""
         cfg = self.config
         changes: dict[str, np.ndarray] = {}
+        blocks: dict = {}
+        if shield is not None and shield.any():
+            texts, blocks = shield_code(texts, shield)
 
         def step(kind: str, after: pa.Array) -> None:
             nonlocal texts
@@ -263,59 +439,70 @@ class Clean(ReduceStage):
             step(CONTROL, _remove_control(texts))
         if cfg.remove_invisible:
             step(INVISIBLE, _remove_invisible(texts))
-        if cfg.strip_markup:
+        if cfg.strip_markup is not False:
             from corpusmill.dataprep.markup import decode_entities, markup_candidates, markup_to_text
 
             tagged, entities = markup_candidates(texts)
+            if markup is not None:
+                allowed = pa.array(np.asarray(markup, dtype=bool))
+                tagged, entities = pc.and_(tagged, allowed), pc.and_(entities, allowed)
             step(MARKUP, _python_fix(texts, tagged, markup_to_text))
             step(ENTITIES, _python_fix(texts, entities, decode_entities))
         if cfg.unicode_form != "none":
             step(UNICODE, _normalize_unicode(texts, cfg.unicode_form))
         if cfg.whitespace != "none":
             step(WHITESPACE, normalize_whitespace(texts, cfg.whitespace))
-        return texts, changes
+        return unshield_code(texts, blocks), changes
 
-    def _finish(self, batch: pa.Table, original: pa.Array, texts: pa.Array,
+    def _finish(self, strings: "_Strings", original: pa.Array, texts: pa.Array,
                 changes: dict[str, np.ndarray], extra_counters: dict[str, int] | None = None) -> StageOutput:
-        """Put the cleaned text and the clean_changes column in, reject the rows left empty."""
+        """Write the cleaned strings back (text re-derived), add the clean_changes column, reject
+        the rows a string was left empty in."""
+        sel = strings.sel
+        batch = sel.batch
         n = batch.num_rows
         kinds = [k for k in KINDS if k in changes]
-        matrix = np.stack([changes[k] for k in kinds], axis=1) if kinds else np.zeros((n, 0), bool)
+        matrix = np.stack([sel.per_row(changes[k]) for k in kinds], axis=1) if kinds else np.zeros((n, 0), bool)
         rows, cols = np.nonzero(matrix)  # row-major: each row's kinds in KINDS order
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
         names = pa.array(kinds, pa.string()).take(pa.array(cols, pa.int64())) if kinds else pa.array([], pa.string())
         change_col = pa.ListArray.from_arrays(pa.array(offsets), names)
+        out = _with_changes(sel.write(texts), change_col)
 
-        idx = batch.schema.get_field_index(S.TEXT)
-        out = batch.set_column(idx, batch.schema.field(idx), texts)
-        if CHANGES in out.column_names:
-            out = out.drop_columns([CHANGES])
-        out = out.append_column(pa.field(CHANGES, pa.list_(pa.string())), change_col)
-
-        empty = pc.match_substring_regex(texts, r"^\s*$").to_numpy(zero_copy_only=False)
-        counters = {k: int(changes[k].sum()) for k in kinds}
+        counters = {k: int(matrix[:, c].sum()) for c, k in enumerate(kinds)}
+        if strings.labels is not None:  # instruction and chat rows: which field each change was made in
+            for k in kinds:
+                found, counts = np.unique(strings.labels[changes[k]].astype(str), return_counts=True)
+                counters.update({f"{k}.{label}": int(c) for label, c in zip(found, counts)})
         counters.update(extra_counters or {})
         counters = {k: v for k, v in counters.items() if v}
+
+        # a plain row's text left empty goes, as ever; a trained field goes when cleaning emptied it
+        # (one that came in empty is the quality stage's to judge); SFT rows' text is derived
+        blank = _is_blank(texts)
+        bad = blank & np.where(strings.is_text, strings.plain_text, ~_is_blank(original))
+        empty = sel.per_row(bad)
         if not empty.any():
             return StageOutput(out, None, counters)
-        details = []
         lengths = pc.utf8_length(original).to_numpy(zero_copy_only=False)
-        for r in np.flatnonzero(empty):
-            steps = [kinds[c] for c in np.flatnonzero(matrix[r])]
-            details.append(
-                f"no text left after {', '.join(steps) if steps else 'cleaning'} "
-                f"({lengths[r]} characters before cleaning)"
-            )
+        why: dict[int, list[str]] = {}
+        for i in np.flatnonzero(bad).tolist():
+            steps = [k for k in kinds if changes[k][i]]
+            text = (f"no text left after {', '.join(steps) if steps else 'cleaning'} "
+                    f"({lengths[i]} characters before cleaning)")
+            why.setdefault(int(sel.rows[i]), []).append(text if strings.labels is None else f"{strings.labels[i]}: {text}")
+        details = ["; ".join(why[r]) for r in np.flatnonzero(empty).tolist()]
         keep = pa.array(~empty)
-        # a rejected row keeps the text it came in with: what was lost stays visible
-        dropped = out.set_column(idx, out.schema.field(idx), original).filter(pc.invert(keep))
+        # a rejected row keeps the fields it came in with: what was lost stays visible
+        dropped = _with_changes(batch, change_col).filter(pc.invert(keep))
         return StageOutput(out.filter(keep), self.reject(dropped, EMPTY, detail=details), counters)
 
     def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
-        original = batch.column(S.TEXT).combine_chunks()
-        texts, changes = self.clean_texts(original)
-        return self._finish(batch, original, texts, changes)
+        strings = self.strings(batch)
+        original = strings.sel.strings
+        texts, changes = self.clean_texts(original, strings.markup, strings.shield)
+        return self._finish(strings, original, texts, changes)
 
     # ------------------------------------------------------------------ boilerplate: map/reduce/apply
 
@@ -344,7 +531,17 @@ class Clean(ReduceStage):
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         import xxhash
 
-        texts, _ = self.clean_texts(batch.column(S.TEXT).combine_chunks())
+        # plain rows' text only: the lines of a prompt or an answer are no page template
+        strings = self.strings(batch)
+        texts, _ = self.clean_texts(strings.sel.strings, strings.markup, strings.shield)
+        plain = strings.plain_text
+        texts = texts.filter(pa.array(plain))
+        sources = self.source_keys(batch)
+        if len(texts) < batch.num_rows:  # rows that are not plain text (or not cleaned) take no part
+            in_play = np.zeros(batch.num_rows, dtype=bool)
+            in_play[strings.sel.rows[plain]] = True
+            texts = pc.replace_with_mask(pc.fill_null(pa.nulls(batch.num_rows, pa.string()), ""), pa.array(in_play), texts)
+            sources = pc.if_else(pa.array(in_play), sources, pa.nulls(batch.num_rows, pa.string()))
         _, parents, stripped = self._lines(texts)
         nonempty = pc.greater(pc.utf8_length(stripped), 0)
         kept = parents[nonempty.to_numpy(zero_copy_only=False)]
@@ -355,7 +552,7 @@ class Clean(ReduceStage):
         doc = np.fromiter((xxhash.xxh3_64_intdigest(t.encode()) for t in texts.to_pylist()),
                           dtype=np.uint64, count=batch.num_rows)
         return pa.table({
-            "source": self.source_keys(batch),
+            "source": sources,
             "doc": pa.array(doc),
             "lines": pa.ListArray.from_arrays(pa.array(offsets), stripped.filter(nonempty)),
         })
@@ -407,13 +604,16 @@ class Clean(ReduceStage):
                 "boilerplate_sources": len(set(found.column("source").to_pylist()))}
 
     def apply(self, batch: pa.Table, info: BatchInfo, decision: pa.Table | None) -> StageOutput:
-        original = batch.column(S.TEXT).combine_chunks()
-        texts, changes = self.clean_texts(original)
+        strings = self.strings(batch)
+        original = strings.sel.strings
+        texts, changes = self.clean_texts(original, strings.markup, strings.shield)
         removed_lines = 0
-        changes[BOILERPLATE] = np.zeros(batch.num_rows, dtype=bool)
+        changes[BOILERPLATE] = np.zeros(len(texts), dtype=bool)
         if decision is not None and decision.num_rows:
-            sources = self.source_keys(batch)
-            lines, parents, stripped = self._lines(texts)
+            at = np.flatnonzero(strings.plain_text)  # the plain rows' texts among the strings
+            plain = texts.take(pa.array(at))
+            sources = self.source_keys(batch).take(pa.array(strings.sel.rows[at]))
+            lines, parents, stripped = self._lines(plain)
             positions = pa.table({
                 "source": sources.take(pa.array(parents)),
                 "line": stripped,
@@ -424,14 +624,40 @@ class Clean(ReduceStage):
             boiler[hits.column("position").to_numpy()] = True
             if boiler.any():
                 removed_lines = int(boiler.sum())
-                hit = np.bincount(parents[boiler], minlength=batch.num_rows) > 0
-                offsets = np.zeros(batch.num_rows + 1, dtype=np.int32)
-                np.cumsum(np.bincount(parents[~boiler], minlength=batch.num_rows), out=offsets[1:])
+                hit = np.bincount(parents[boiler], minlength=len(plain)) > 0
+                offsets = np.zeros(len(plain) + 1, dtype=np.int32)
+                np.cumsum(np.bincount(parents[~boiler], minlength=len(plain)), out=offsets[1:])
                 remaining = pa.ListArray.from_arrays(pa.array(offsets), lines.filter(pa.array(~boiler)))
                 joined = pc.binary_join(remaining, "\n")
                 # the blank lines around a removed line are tidied like the rest of the text
                 joined = normalize_whitespace(joined, self.config.whitespace)
-                texts = pc.replace_with_mask(texts, pa.array(hit), joined.filter(pa.array(hit)))
-                changes[BOILERPLATE] = hit
-        return self._finish(batch, original, texts, changes,
+                mask = np.zeros(len(texts), dtype=bool)
+                mask[at[hit]] = True
+                texts = pc.replace_with_mask(texts, pa.array(mask), joined.filter(pa.array(hit)))
+                changes[BOILERPLATE] = mask
+        return self._finish(strings, original, texts, changes,
                             {"boilerplate_lines_removed": removed_lines} if removed_lines else None)
+
+
+@dataclass
+class _Strings:
+    """The strings a clean pass works on (one flat array over the selected fields), and per string
+    what applies to it."""
+
+    sel: sft.FieldSelection
+    #: the string is a ``text`` value (not a trained field of an instruction or chat row)
+    is_text: np.ndarray
+    #: ... of a plain-text row: the strings emptiness rejects on as ever, and boilerplate reads
+    plain_text: np.ndarray
+    #: markup may be stripped (None: wherever strip_markup is on)
+    markup: np.ndarray | None
+    #: code is set aside (instruction and chat fields; None: no string)
+    shield: np.ndarray | None
+    #: the field of each string for the counters (``response``, ``messages.user``); None on text corpora
+    labels: np.ndarray | None
+
+
+def _with_changes(batch: pa.Table, change_col: pa.Array) -> pa.Table:
+    if CHANGES in batch.column_names:
+        batch = batch.drop_columns([CHANGES])
+    return batch.append_column(pa.field(CHANGES, pa.list_(pa.string())), change_col)

@@ -16,6 +16,19 @@ Rejects, each with a detail that names the language, score and bound:
 * ``low_language_score``: the row is ``und`` (too short, or under its score bound) and
   ``keep_und`` is false.
 * ``language_not_kept``: the row has a language and ``keep`` lists others.
+
+Instruction and chat rows (:mod:`corpusmill.sft`) are detected per side, each side into columns of
+its own (the same names for both kinds of row, so one filter reads a mixed dataset):
+
+* ``prompt_lang``, ``prompt_lang_score``: the prompt, or the user turns of a conversation (joined);
+* ``response_lang``, ``response_lang_score``: the response, or the assistant turns (joined).
+
+The system prompt is on neither side: it is often boilerplate in another language than the
+conversation. A row without the side (a plain-text row, a missing response) has nulls there.
+``keep_field`` chooses the side that ``lang``, ``lang_score`` and ``keep`` follow: the prompt side
+by default, so a translation whose answer is in the target language is kept by ``keep: [en]``
+when it was asked in English. ``both`` keeps a row only when each side it has passes; ``text``
+judges the derived text, as on text corpora. Plain-text rows are always judged on their text.
 """
 
 from __future__ import annotations
@@ -28,10 +41,14 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
+from corpusmill import sft
 from corpusmill.dataprep.language_backends import BACKENDS, UND, langdetect_seed
 from corpusmill.stage import BatchInfo, Stage, StageConfig, StageOutput
 
 LANG, LANG_SCORE, LANG_SHARE = "lang", "lang_score", "lang_share"
+#: the sides of an instruction or chat row detected on their own: prompt (or user turns), response
+#: (or assistant turns); each adds ``<side>_lang`` and ``<side>_lang_score``
+SIDES = ("prompt", "response")
 NOT_KEPT, LOW_SCORE = "language_not_kept", "low_language_score"
 #: a blank line (only spaces or tabs on it) ends a paragraph
 PARAGRAPH_BREAK = r"\n[ \t\r\f\v]*\n"
@@ -92,6 +109,21 @@ class LanguageConfig(StageConfig):
                     "most letters, lang_score its letter-weighted mean probability, and lang_share (added "
                     "column) its share of the letters in paragraphs with a determined language",
     )
+    fields: list[Literal["prompt", "response"]] | None = Field(
+        None,
+        description="instruction and chat rows: the sides detected, each into <side>_lang and <side>_lang_score: "
+                    "prompt (the prompt, or a conversation's user turns) and response (the response, or the "
+                    "assistant turns). Default: both (score once, filter later); [prompt] halves the work. "
+                    "Not for text corpora",
+    )
+    keep_field: Literal["prompt", "response", "both", "text"] | None = Field(
+        None,
+        description="which language lang, lang_score and keep follow on instruction and chat rows: prompt "
+                    "(default: the language the user asked in, so a translation answer in the target language "
+                    "is not rejected), response, both (each side the row has must pass; lang is the prompt's) "
+                    "or text (the derived text: prompt and answer together). Plain-text rows always follow "
+                    "their text",
+    )
     max_chars: int = Field(
         2000, ge=0,
         description="the identifier reads at most this many characters of each text (or paragraph); "
@@ -127,6 +159,16 @@ class LanguageConfig(StageConfig):
                     f"{key}: backend '{self.backend}' does not know {unknown}; it knows "
                     f"{', '.join(sorted(backend.languages))}"
                 )
+        if self.fields is not None:
+            if not self.fields:
+                raise ValueError("fields: an empty list detects nothing; leave it out for both sides")
+            if len(set(self.fields)) < len(self.fields):
+                raise ValueError(f"fields lists a side more than once: {self.fields}")
+            need = {"prompt": ["prompt"], "response": ["response"], "both": list(SIDES)}.get(self.keep_field or "prompt", [])
+            missing = [side for side in need if side not in self.fields]
+            if missing:
+                raise ValueError(f"keep_field: {self.keep_field or 'prompt'} (the default on instruction and chat "
+                                 f"rows) needs {missing} in fields, which lists only {self.fields}")
         if self.candidates and self.keep:
             never = [c for c in self.keep if c not in self.candidates]
             if never:
@@ -145,16 +187,41 @@ class Language(Stage):
         self.backend = BACKENDS[config.backend](tuple(config.candidates))
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
-        for f in self._fields():
+        for f in self._fields(schema):
             i = schema.get_field_index(f.name)
             schema = schema.set(i, f) if i >= 0 else schema.append(f)
         return schema
 
-    def _fields(self) -> list[pa.Field]:
+    def _fields(self, schema: pa.Schema) -> list[pa.Field]:
         fields = [pa.field(LANG, pa.string(), nullable=False), pa.field(LANG_SCORE, pa.float32(), nullable=False)]
         if self.config.per_paragraph:
             fields.append(pa.field(LANG_SHARE, pa.float32(), nullable=False))
+        for side in self.sides(schema):
+            fields += [pa.field(f"{side}_{LANG}", pa.string()), pa.field(f"{side}_{LANG_SCORE}", pa.float32())]
         return fields
+
+    def sides(self, schema: pa.Schema) -> list[str]:
+        """The sides detected on rows of ``schema``: none on text corpora."""
+        if not sft.is_sft(schema):
+            return []
+        return [side for side in SIDES if side in (self.config.fields or SIDES)]
+
+    def keep_field(self, schema: pa.Schema) -> str:
+        return self.config.keep_field or ("prompt" if sft.is_sft(schema) else "text")
+
+    def check(self, schema: pa.Schema) -> list[str]:
+        if sft.is_sft(schema):
+            return []
+        problems = []
+        hint = ("these rows are plain text; map prompt_field/response_field or messages_field in the inputs, "
+                "or leave the option out")
+        if self.config.fields is not None:
+            problems.append(f"stage '{self.name}': fields {self.config.fields} names sides of instruction and chat "
+                            f"rows, but {hint}")
+        if self.config.keep_field not in (None, "text"):
+            problems.append(f"stage '{self.name}': keep_field: {self.config.keep_field} needs instruction or chat "
+                            f"rows, but {hint}")
+        return problems
 
     # ------------------------------------------------------------------------- detection
 
@@ -234,39 +301,114 @@ class Language(Stage):
 
     # ------------------------------------------------------------------------- the stage
 
-    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
-        texts = batch.column(S.TEXT).combine_chunks()
-        cfg = self.config
-        if cfg.per_paragraph:
+    def identify(self, texts: pa.Array) -> dict[str, np.ndarray | None]:
+        """Per text: ``lang``, ``score``, ``share`` (per_paragraph, else None), and for the detail of
+        a reject the best ``guess`` and the ``letters`` it was decided on."""
+        if self.config.per_paragraph:
             lang, score, share, guess, letters = self.detect_paragraphs(texts)
         else:
-            lang, score, guess, letters = self.detect(texts)
-            share = None
-        values = [pa.array(lang.tolist(), pa.string()), pa.array(score)]
-        if share is not None:
-            values.append(pa.array(share))
-        for f, v in zip(self._fields(), values):
+            (lang, score, guess, letters), share = self.detect(texts), None
+        return {"lang": lang, "score": score, "share": share, "guess": guess, "letters": letters}
+
+    def process(self, batch: pa.Table, info: BatchInfo) -> StageOutput:
+        cfg = self.config
+        field = self.keep_field(batch.schema)
+        sides = self.sides(batch.schema)
+        targets = {side: _side_text(batch, side) for side in sides}
+        need_text = np.ones(batch.num_rows, dtype=bool)  # rows judged on their text
+        if field != "text":
+            need_text = targets["prompt" if field == "both" else field].is_null().to_numpy(zero_copy_only=False)
+        targets["text"] = pc.if_else(pa.array(need_text), batch.column(S.TEXT).combine_chunks(),
+                                     pa.nulls(batch.num_rows, pa.string()))
+        found = self._identify_all(targets)
+
+        # lang follows the chosen side, or the text where the row has no such side
+        main = found["text"]
+        if field in ("prompt", "response", "both"):
+            side = found["prompt" if field == "both" else field]
+            main = {k: None if v is None else np.where(need_text, main[k], side[k]) for k, v in side.items()}
+        where = np.where(need_text, "text", "prompt" if field == "both" else field).astype(object)
+        values = [pa.array(main["lang"].tolist(), pa.string()), pa.array(main["score"].astype(np.float32))]
+        if cfg.per_paragraph:
+            values.append(pa.array(main["share"].astype(np.float32)))
+        for side in sides:
+            present = targets[side].is_valid().to_numpy(zero_copy_only=False)
+            values += [pa.array(np.where(present, found[side]["lang"], None).tolist(), pa.string()),
+                       pa.array(found[side]["score"].astype(np.float32), mask=~present)]
+        for f, v in zip(self._fields(batch.schema), values):
             i = batch.schema.get_field_index(f.name)
             batch = batch.set_column(i, f, v) if i >= 0 else batch.append_column(f, v)
 
+        keep, und = self._verdict(main["lang"])
+        judged = [(where, main, und)]
+        if field == "both":  # the response side too, where the row has one
+            r = found["response"]
+            present = targets["response"].is_valid().to_numpy(zero_copy_only=False) & ~need_text
+            r_keep, r_und = self._verdict(r["lang"])
+            judged.append((np.where(present, "response", None).astype(object), r, r_und))
+            keep &= r_keep | ~present
+        counters = {f"lang_{code}": int(c) for code, c in zip(*np.unique(main["lang"].astype(str), return_counts=True))}
+        for side in sides:
+            present = targets[side].is_valid().to_numpy(zero_copy_only=False)
+            langs = found[side]["lang"][present].astype(str)
+            counters.update({f"{side}_lang_{code}": int(c) for code, c in zip(*np.unique(langs, return_counts=True))})
+        if keep.all():
+            return StageOutput(batch, None, counters)
+        reasons, details = [], []
+        prefix = bool(sides)  # name the side on instruction and chat data; text corpora read as before
+        for i in np.flatnonzero(~keep).tolist():
+            for name, got, side_und in judged:
+                if name[i] is None:
+                    continue
+                lang, score = got["lang"][i], float(got["score"][i])
+                if side_und[i] and not cfg.keep_und:
+                    reason = LOW_SCORE
+                    detail = self._why_und(got["guess"][i], score, int(got["letters"][i]))
+                    detail = f"{name[i]}: {detail}" if prefix else detail
+                elif cfg.keep and not side_und[i] and lang not in cfg.keep:
+                    reason = NOT_KEPT
+                    detail = (f"{name[i]} language" if prefix else "language") + \
+                        f" {lang} (score {score:.2f}) is not in keep {cfg.keep}"
+                else:
+                    continue
+                reasons.append(reason)
+                details.append(detail)
+                break
+        return self.split(batch, keep, reasons, details, counters)
+
+    def _identify_all(self, targets: dict[str, pa.Array]) -> dict[str, dict[str, np.ndarray | None]]:
+        """:meth:`identify` over several arrays of the same rows in one call to the backend: their
+        non-null texts together. Rows with a null text get und, 0.0."""
+        names = list(targets)
+        valid = {k: targets[k].is_valid().to_numpy(zero_copy_only=False) for k in names}
+        flat = pa.concat_arrays([targets[k].filter(pa.array(valid[k])).cast(pa.string()) for k in names])
+        got = self.identify(flat)
+        out, at = {}, 0
+        for k in names:
+            m, n = int(valid[k].sum()), len(valid[k])
+            part = {}
+            for key, v in got.items():
+                if v is None:
+                    part[key] = None
+                    continue
+                fill = UND if v.dtype == object else 0
+                full = np.full(n, fill, dtype=v.dtype)
+                full[valid[k]] = v[at:at + m]
+                part[key] = full
+            out[k] = part
+            at += m
+        return out
+
+    def _verdict(self, lang: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kept by keep and keep_und, und) per row."""
+        cfg = self.config
         und = lang == UND
         keep = np.ones(len(lang), dtype=bool)
         if not cfg.keep_und:
             keep &= ~und
         if cfg.keep:
             keep &= und | np.isin(lang, np.array(cfg.keep, dtype=object))
-        counters = {f"lang_{code}": int(c) for code, c in zip(*np.unique(lang.astype(str), return_counts=True))}
-        if keep.all():
-            return StageOutput(batch, None, counters)
-        reasons, details = [], []
-        for i in np.flatnonzero(~keep).tolist():
-            if und[i]:
-                reasons.append(LOW_SCORE)
-                details.append(self._why_und(guess[i], float(score[i]), int(letters[i])))
-            else:
-                reasons.append(NOT_KEPT)
-                details.append(f"language {lang[i]} (score {score[i]:.2f}) is not in keep {cfg.keep}")
-        return self.split(batch, keep, reasons, details, counters)
+        return keep, und
 
     def _why_und(self, guess: str, score: float, letters: int) -> str:
         cfg = self.config
@@ -281,3 +423,20 @@ class Language(Stage):
             return (f"best guess {guess} at {score:.2f}, under short_min_score={cfg.short_min_score} "
                     f"for texts under short_chars={cfg.short_chars} letters")
         return f"best guess {guess} at {score:.2f}, under min_score={cfg.min_score}"
+
+
+def _side_text(batch: pa.Table, side: str) -> pa.Array:
+    """Per row, the prompt side (the prompt, or a conversation's user turns joined by newlines) or
+    the response side (the response, or the assistant turns); null where the row has none."""
+    n = batch.num_rows
+    column = S.PROMPT if side == "prompt" else S.RESPONSE
+    out = batch.column(column).combine_chunks() if column in batch.column_names else None
+    if S.MESSAGES in batch.column_names:
+        sel = sft.FieldSelection(batch, [f"{S.MESSAGES}.{'user' if side == 'prompt' else 'assistant'}"])
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(sel.rows, minlength=n), out=offsets[1:])  # rows come in order
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), sel.strings), "\n")
+        messages = batch.column(S.MESSAGES).combine_chunks()
+        joined = pc.if_else(messages.is_valid(), joined, pa.nulls(n, pa.string()))
+        out = joined if out is None else pc.coalesce(out, joined)
+    return out if out is not None else pa.nulls(n, pa.string())
