@@ -323,11 +323,11 @@ def check_input_paths(inputs, base_dir: Path) -> list[str]:
                     f"{where}: cannot tell the format of '{name}' from its extension; "
                     f"set format: to one of jsonl, json, csv, tsv, parquet, text"
                 )
-        problems += [f"inputs[{i}]: {p}" for p in _mapping_problems(spec)]
+        problems += [f"inputs[{i}]: {p}" for p in mapping_problems(spec)]
     return problems
 
 
-def _mapping_problems(spec) -> list[str]:
+def mapping_problems(spec) -> list[str]:
     """Keys of one input that contradict each other or its dialect."""
     out = []
     single = [k for k in ("prompt_field", "prompt_template", "response_field", "system_field") if getattr(spec, k)]
@@ -1289,8 +1289,6 @@ def _row_dialect(row: dict) -> dict | None:
                 found = ({"dialect": "openai", "messages_field": "messages"} if key == "messages" else
                          {"dialect": "sharegpt", "messages_field": key, "role_key": "role", "content_key": "content"})
             if found:
-                if type(row.get("system")) is str:
-                    found["system_field"] = "system"
                 return found
     if "instruction" in row and "output" in row:
         return {"dialect": "alpaca"}
@@ -1352,6 +1350,9 @@ def resolve_inputs(inputs, base_dir: Path) -> tuple[list, list[str], list[str]]:
             kinds = {tuple(sorted(k.items())): k for r in rows if (k := _row_dialect(r)) is not None}
             if len(kinds) == 1:
                 (key, keys), = kinds.items()
+                if DIALECT_MODES[keys["dialect"]] == "messages" and any(type(r.get("system")) is str for r in rows):
+                    keys = {**keys, "system_field": "system"}  # a system prompt beside the conversation
+                    key = tuple(sorted(keys.items()))
                 seen.setdefault(key, (keys, _describe(keys, rows), []))[2].append(f.name)
             else:
                 unknown.append((f.name, rows))

@@ -240,6 +240,7 @@ def parse_pipeline(raw: Any, registry: dict[str, type], *, base_dir: Path, sourc
         if isinstance(steps_raw, list):
             fake = PipelineConfig.model_construct(steps=steps_raw)
             problems += resolve_steps(fake, registry)[1]
+        problems += _input_mapping_problems(raw.get("inputs"))
     if config is not None:
         steps, step_problems = resolve_steps(config, registry)
         problems += step_problems
@@ -252,6 +253,20 @@ def parse_pipeline(raw: Any, registry: dict[str, type], *, base_dir: Path, sourc
     if problems:
         raise ConfigError(problems, source=source)
     return config, steps, base_dir
+
+
+def _input_mapping_problems(inputs: Any) -> list[str]:
+    """Contradicting keys of the inputs that are valid on their own (when another key failed validation)."""
+    from corpusmill.dataprep.readers import mapping_problems
+
+    problems = []
+    for i, item in enumerate(inputs if isinstance(inputs, list) else []):
+        try:
+            spec = InputSpec(**item) if isinstance(item, dict) else None
+        except ValidationError:
+            continue
+        problems += [f"inputs[{i}]: {p}" for p in mapping_problems(spec)] if spec else []
+    return problems
 
 
 def _resolve_dialects(config: PipelineConfig, base_dir: Path) -> tuple[PipelineConfig, list[str]]:
