@@ -1,6 +1,13 @@
 """The ``dedup`` stage: exact duplicates by a hash of the normalised text, near duplicates by
 MinHash LSH, one representative kept per cluster.
 
+What is compared is the row's ``key`` (:func:`key_text`): its ``text`` by default (on instruction
+and chat rows the text derived from every trained field), or one side of an instruction or chat
+row: the prompt (a conversation's first user turn), the response (the assistant turns), prompt
+and response without the system prompt, the whole conversation role by role, or every user turn.
+With ``duplicates: group`` nothing is rejected: the rows of a cluster (say, several answers to one
+prompt) all stay and share ``cluster_id``, which ``split`` keeps together.
+
 Map (per shard, in the workers): the 128-bit hash of each row's exact normal form, its
 MinHash signature and LSH band keys (:mod:`corpusmill.dataprep.minhash`, :mod:`~.lsh`).
 
@@ -14,15 +21,16 @@ Reduce (once, in the main process):
 3. with ``against: NAME@REF``, the rows of that version's index take part too (their stored
    signatures, never recomputed) and always win: a new row like an old one is removed.
 
-A row is rejected once: ``exact_duplicate`` if its normal form equals that of a row that
+A row is rejected once: ``exact_duplicate`` if its key's normal form equals that of a row that
 stays, ``near_duplicate`` otherwise, with ``duplicate_of`` = the id of the kept row of its
 cluster and ``similarity`` = its Jaccard similarity to that row. Kept rows carry
 ``cluster_id`` (the id of their cluster's kept row) for the split stage. Decisions depend on
 the rows and their stable order only, never on worker count or batch size.
 
-The version's ``index/<stage>/`` holds, for every kept row, its id, exact hash and signature
-(plus the parts inherited from ``against``), and ``meta.json`` with everything needed to
-compare later signatures with them.
+The version's ``index/<stage>/`` holds, for every kept row (with ``duplicates: group``, every
+cluster's representative), its id, exact hash and signature (plus the parts inherited from
+``against``), and ``meta.json`` with everything needed to compare later signatures with them,
+the key included: an index answers only for the key it was built on.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
+from corpusmill import sft
 from corpusmill.dataprep import lsh
 from corpusmill.dataprep.minhash import (MinHasher, Shingles, Shingling, estimate_jaccard, sequence_hash,
                                          word_shingles)
@@ -119,7 +128,113 @@ class NearConfig(StageConfig):
         return self
 
 
+#: what ``key`` may name, and how a message calls it
+KEYS = {
+    "text": "text",
+    "prompt": "prompt",
+    "response": "response",
+    "prompt+response": "prompt and response",
+    "messages": "conversation",
+    "user_turns": "user turns",
+}
+Key = Literal["text", "prompt", "response", "prompt+response", "messages", "user_turns"]
+
+
+def key_text(batch: pa.Table, key: str) -> pa.Array:
+    """The string each row is compared by under ``key`` (one per row, never null):
+
+    * ``text``: the text column (on instruction and chat rows, derived from the trained fields);
+    * ``prompt``: the prompt, or a conversation's first user turn;
+    * ``response``: the response, or a conversation's assistant turns joined by newlines;
+    * ``prompt+response``: prompt and response joined by a blank line, the system prompt left
+      out; on a conversation its user and assistant turns;
+    * ``messages``: a conversation turn by turn, each as ``role: content`` on its own line (the
+      same contents under other roles are another conversation);
+    * ``user_turns``: the system prompt and the prompt, or a conversation's system and user turns.
+
+    A row without the field (a plain-text row among instruction rows) is compared by its text."""
+    text = _column(batch, S.TEXT)
+    if key == "text":
+        return text
+    if key == "prompt":
+        out = sft.first_user_turn(batch)
+    elif key == "user_turns":
+        out = sft.user_turns_text(batch)
+    elif key == "response":
+        out = sft.assistant_turns_text(batch)
+    else:
+        names = batch.column_names
+        out = None
+        if key == "prompt+response" and S.PROMPT in names:
+            prompt = _column(batch, S.PROMPT)
+            parts = [pc.fill_null(prompt, "")] + ([_column(batch, S.RESPONSE)] if S.RESPONSE in names else [])
+            joined = pc.binary_join_element_wise(*parts, sft.PR_SEPARATOR, null_handling="skip")
+            out = pc.if_else(pc.is_valid(prompt), joined, pa.nulls(batch.num_rows, pa.string()))
+        if S.MESSAGES in names:
+            turns = (_conversation(batch, ("user", "assistant"), tagged=False) if key == "prompt+response"
+                     else _conversation(batch, None, tagged=True))
+            out = turns if out is None else pc.coalesce(out, turns)
+    return text if out is None else pc.coalesce(out, text)
+
+
+def _column(batch: pa.Table, name: str) -> pa.Array:
+    col = batch.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _conversation(batch: pa.Table, roles: tuple[str, ...] | None, *, tagged: bool) -> pa.Array:
+    """Per row, the contents of its messages of ``roles`` (None: every role) joined by newlines,
+    each as ``role: content`` when ``tagged``; null where the row has no conversation."""
+    messages = _column(batch, S.MESSAGES)
+    flat = messages.flatten()
+    content, role = pc.fill_null(flat.field("content"), ""), pc.fill_null(flat.field("role"), "")
+    if tagged:
+        content = pc.binary_join_element_wise(role, content, ": ")
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    parent = np.repeat(np.arange(batch.num_rows), lengths)
+    if roles is not None:
+        chosen = pc.is_in(role, pa.array(list(roles), pa.string())).to_numpy(zero_copy_only=False)
+        parent, content = parent[chosen], content.filter(pa.array(chosen))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=batch.num_rows))])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), content), "\n")
+    return pc.if_else(messages.is_valid(), joined, pa.nulls(batch.num_rows, pa.string()))
+
+
+def key_columns(names: list[str], key: str) -> list[str]:
+    """The columns :func:`key_text` reads under ``key``, of those in ``names``."""
+    if key == "text":
+        return [S.TEXT]
+    return [c for c in (S.TEXT, S.SYSTEM, S.PROMPT, S.RESPONSE, S.MESSAGES) if c in names]
+
+
+def _key_fits(key: str, schema: pa.Schema) -> bool:
+    if key == "text":
+        return True
+    return any(c in schema.names for c in ((S.MESSAGES,) if key == "messages" else (S.PROMPT, S.MESSAGES)))
+
+
+def check_key(key: str, schema: pa.Schema) -> list[str]:
+    """A problem when ``key`` names a field the rows of ``schema`` cannot have, else none."""
+    if _key_fits(key, schema):
+        return []
+    valid = [k for k in KEYS if _key_fits(k, schema)]
+    rows = "instruction rows without a conversation" if S.PROMPT in schema.names else "plain text (no prompt or messages)"
+    fix = ("map a conversation in the inputs (messages_field, or format: sharegpt/openai)" if key == "messages"
+           else "map them in the inputs (prompt_field/response_field, messages_field, or a format/prompt_template)")
+    return [f"key: {key!r} compares the {KEYS[key]} of each row, but these rows are {rows}; "
+            f"valid here: {', '.join(valid)}; or {fix}"]
+
+
 class DedupConfig(StageConfig):
+    key: Key = Field("text", description=(
+        "what is compared, by exact and near: text (on instruction and chat rows the text derived from every "
+        "trained field); prompt (a conversation's first user turn); response (a conversation's assistant turns); "
+        "prompt+response (without the system prompt); messages (the conversation, role by role); user_turns "
+        "(system prompt and prompt, or every system and user turn)"))
+    duplicates: Literal["reject", "group"] = Field("reject", description=(
+        "reject: one row of each group stays (chosen by keep), the others are rejected with duplicate_of; "
+        "group: every row stays and the rows of a group share cluster_id (the id of the row keep chooses), "
+        "so split keeps them in one split, e.g. several answers to one prompt with key: prompt"))
     exact: ExactConfig | None = Field(ExactConfig(), description="true: default normalisation; false (or null): off")
     near: NearConfig | None = Field(None, description="true: default settings; false (or null, the default): off")
     keep: Literal["first", "longest", "quality"] = Field("first", description=(
@@ -167,26 +282,48 @@ def index_meta(config: DedupConfig) -> dict:
     e, c = config.exact, config.near
     return {
         "format": INDEX_FORMAT,
+        "key": config.key,
         "exact": {**e.model_dump(), "hash": EXACT_HASH} if e else None,
         "near": {"tokenizer": TOKENIZER, "sketch": SKETCH, "num_perm": c.num_perm, "seed": c.seed,
                  "shingle": c.shingle, "ngram": c.n} if c else None,
     }
 
 
-def find_index(version) -> Path | None:
-    """The dedup index folder of a published version (the first dedup stage's), or None."""
-    return version.index_folder("dedup", unlabelled="dedup")  # (older dedup indexes name no kind)
+def find_index(version, key: str | None = None) -> Path | None:
+    """The dedup index folder of a published version: the first dedup stage's, or with ``key`` the
+    first one built on that key (else the first, whose key then tells what went wrong); None
+    when there is none."""
+    first = version.index_folder("dedup", unlabelled="dedup")  # (older dedup indexes name no kind)
+    if first is None or key is None or _index_key(first) == key:
+        return first
+    for folder in sorted(p for p in (version.path / "index").iterdir() if p.is_dir()):
+        meta = folder / "meta.json"
+        if meta.is_file():
+            m = json.loads(meta.read_text(encoding="utf-8"))
+            if m.get("kind", "dedup") == "dedup" and m.get("key", "text") == key:
+                return folder
+    return first
 
 
-def check_index(version, config: DedupConfig) -> Path:
+def _index_key(folder: Path) -> str:
+    """The key a dedup index was built on (indexes written before keys existed compared text)."""
+    return json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("key", "text")
+
+
+def check_index(version, config: DedupConfig, where: str = "steps.dedup.against") -> Path:
     """The index folder of ``version``; ConfigError when missing or built with other settings."""
-    folder = find_index(version)
-    where = "steps.dedup.against"
+    folder = find_index(version, config.key)
     if folder is None:
         raise ConfigError([f"{where}: {version.ref} has no dedup index (index/<stage>/meta.json); "
                            f"compare only with versions built with a dedup step"])
     meta = json.loads((folder / "meta.json").read_text())
     want = index_meta(config)
+    have_key = meta.get("key", "text")
+    if have_key != config.key:
+        raise ConfigError([f"{where}: the dedup index of {version.ref} compares rows by key {have_key!r} "
+                           f"({KEYS.get(have_key, have_key)}) but this step compares key {config.key!r} "
+                           f"({KEYS[config.key]}); rows compared by different keys cannot be matched: set "
+                           f"key: {have_key} here, or compare with a version built with key: {config.key}"])
     problems = [f"{where}: the index of {version.ref} has {key} {meta.get(key)!r} but this step has {want[key]!r}; "
                 f"hashes built with other settings cannot be compared"
                 for key in ("format", "exact", "near") if meta.get(key) != want[key]]
@@ -278,6 +415,9 @@ class Dedup(ReduceStage):
     def index_meta(self) -> dict:
         return index_meta(self.config)
 
+    def check(self, schema: pa.Schema) -> list[str]:
+        return check_key(self.config.key, schema)
+
     def identity(self) -> dict | None:
         """The ``against`` version, resolved (a moved tag gives a new version); its index must
         exist and match these settings."""
@@ -286,7 +426,7 @@ class Dedup(ReduceStage):
         from corpusmill.store import Store
 
         version = Store(self.run.store_root).resolve(self.config.against)
-        check_index(version, self.config)
+        check_index(version, self.config, f"steps.{self.name}.against")
         return {"against": version.ref}
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
@@ -298,11 +438,13 @@ class Dedup(ReduceStage):
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table | None:
         n = batch.num_rows
-        text = batch.column(S.TEXT)
+        # keep: longest ranks whole rows (the text holds every trained field), whatever the key
+        length = pc.utf8_length(batch.column(S.TEXT)).cast(pa.int64())
+        text = key_text(batch, self.config.key)
         facts = {
             "row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
             "id": batch.column(S.ID),
-            "length": pc.utf8_length(text).cast(pa.int64()),
+            "length": length,
         }
         if self.config.keep == "quality":
             facts["quality"] = self._quality(batch)
@@ -352,9 +494,13 @@ class Dedup(ReduceStage):
         rows = _Rows.load(facts, self)
         old = self.old_index
         dec = _decide(self, rows, old)
-        _write_decisions(decisions, rows, dec, old)
+        _write_decisions(self, decisions, rows, dec, old)
         counters = _write_index(self, index, facts, rows, dec, old)
         counters.update(dec.counters)
+        if self.config.duplicates == "group":
+            joined = dec.reason[dec.n_old:] > 0
+            counters["grouped_rows"] = int(joined.sum())  # rows that stay in another row's group
+            counters["groups"] = int(len(np.unique(dec.keeper[dec.n_old:][joined])))
         if self.plan is not None:
             counters["lsh"] = self.plan.to_json()
         return counters
@@ -375,6 +521,10 @@ class Dedup(ReduceStage):
         if d is None:
             return StageOutput(out)
         local = d.column("row").to_numpy() - info.row_offset
+        if self.config.duplicates == "group":  # every row stays; a group's rows name its representative
+            cluster = pc.replace_with_mask(out.column(CLUSTER_ID).combine_chunks(), pa.array(np.isin(np.arange(n), local)),
+                                           d.column("cluster").combine_chunks())
+            return StageOutput(out.set_column(out.schema.get_field_index(CLUSTER_ID), CLUSTER_ID, cluster))
         keep = np.ones(n, dtype=bool)
         keep[local] = False
         dropped = batch.take(pa.array(local))
@@ -477,7 +627,7 @@ class _OldIndex:
 
         store = Store(stage.run.store_root)
         version = store.resolve(stage.config.against)
-        folder = check_index(version, stage.config)
+        folder = check_index(version, stage.config, f"steps.{stage.name}.against")
         meta = json.loads((folder / "meta.json").read_text())
         paths = [folder / part["file"] for part in meta["parts"]]
         stored_bands = bool(stage.near) and bool(paths) and all(
@@ -501,9 +651,10 @@ class _OldIndex:
             out.bands = lsh.band_keys(out.sig, stage.plan, stage.near.seed)
         return out
 
-    def texts(self, positions: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        """Text of the old rows at ``positions``, read from the data of the versions holding
-        them; None where the text is no longer there (the caller falls back to estimates)."""
+    def texts(self, positions: np.ndarray, key: str = "text") -> tuple[np.ndarray, list[str | None]]:
+        """The ``key`` text (:func:`key_text`) of the old rows at ``positions``, read from the data
+        of the versions holding them; None where the row is no longer there (the caller falls
+        back to estimates)."""
         from corpusmill.store import Store
 
         store = Store(self.root)
@@ -517,10 +668,31 @@ class _OldIndex:
                 version = store.resolve(ref)
             except Exception:
                 continue
-            found = version.texts_by_id([ids[k] for k in ks])
+            wanted = [ids[k] for k in ks]
+            found = version.texts_by_id(wanted) if key == "text" else _key_texts_by_id(version, wanted, key)
             for k in ks:
                 out[k] = found.get(ids[k])
         return positions, out
+
+
+def _key_texts_by_id(version, ids: list[str], key: str) -> dict[str, str]:
+    """{id: key text} of the rows among ``ids`` that ``version``'s data files hold: the id column
+    of every file, the key's columns only of files holding a wanted row."""
+    wanted = pa.array(ids, pa.string())
+
+    def read(_, f: Path):
+        ids_here = read_parquet(f, [S.ID]).column(S.ID)
+        at = np.flatnonzero(pc.is_in(ids_here, value_set=wanted).to_numpy(zero_copy_only=False))
+        if not at.size:
+            return None
+        rows = read_parquet(f, key_columns(pq.read_schema(f).names, key)).take(pa.array(at))
+        return ids_here.take(pa.array(at)).to_pylist(), key_text(rows, key).to_pylist()
+
+    found: dict[str, str] = {}
+    for got in per_shard(read, [f for split in version.splits() for f in version.data_files(split)]):
+        if got is not None:
+            found.update(zip(*got))
+    return found
 
 
 @dataclass
@@ -902,7 +1074,7 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
     have = np.ones(len(docs), dtype=bool)
     is_old = docs < n_old
     if is_old.any():
-        _, found = old.texts(docs[is_old])
+        _, found = old.texts(docs[is_old], stage.config.key)
         have[np.flatnonzero(is_old)] = [t is not None for t in found]
         texts = pa.array([t if t is not None else "" for t in found], pa.string())
         parts.append((np.flatnonzero(is_old), lsh.unique_sets(stage.shingling.shingles(texts))))
@@ -916,7 +1088,9 @@ def _shingle_sets(stage: Dedup, rows: _Rows, old: _OldIndex | None, docs: np.nda
             return None
         if path is None:
             raise RuntimeError(f"dedup: the executor gave no rows file for shard {k}; verification needs the text")
-        texts = read_parquet(path, [S.TEXT]).column(S.TEXT).take(pa.array(new[a:b] - lo))
+        key = stage.config.key
+        columns = [S.TEXT] if key == "text" else key_columns(pq.read_schema(path).names, key)
+        texts = key_text(read_parquet(path, columns).take(pa.array(new[a:b] - lo)), stage.config.key)
         return new_pos[a:b], lsh.unique_sets(stage.shingling.shingles(texts))
 
     parts += [p for p in per_shard(sets_of_shard, rows.texts) if p is not None]
@@ -958,7 +1132,7 @@ def _read_sig(path: Path, num_perm: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- outputs
 
 
-def _write_decisions(decisions: Path, rows: _Rows, dec: _Decision, old: _OldIndex | None) -> None:
+def _write_decisions(stage: Dedup, decisions: Path, rows: _Rows, dec: _Decision, old: _OldIndex | None) -> None:
     """One table per shard of the rows that go: row, reason, cluster (kept row's id), similarity, detail."""
     n_old = dec.n_old
     gone = np.flatnonzero(dec.reason[n_old:] > 0)
@@ -972,13 +1146,16 @@ def _write_decisions(decisions: Path, rows: _Rows, dec: _Decision, old: _OldInde
     est = dec.estimated[n_old + gone]
     sizes = dec.cluster_size[n_old + gone]
     details = []
+    what = KEYS[stage.config.key]
+    by = "" if stage.config.key == "text" else f" by {what}"
     for r, s, e, size, k in zip(reasons, sims.tolist(), est.tolist(), sizes.tolist(), keeper.tolist()):
         where = "of the earlier version" if k < n_old else ""
         if r == "exact_duplicate" and s == 1.0:
-            details.append(f"same text as duplicate_of after normalisation{' (' + where + ')' if where else ''}")
+            details.append(f"same {what} as duplicate_of after normalisation{' (' + where + ')' if where else ''}")
         else:
             how = "MinHash estimate" if e else "shingle sets"
-            lead = "same text as a row that is a near duplicate of duplicate_of" if r == "exact_duplicate" else "near duplicate of duplicate_of"
+            lead = (f"same {what} as a row that is a near duplicate{by} of duplicate_of" if r == "exact_duplicate"
+                    else f"near duplicate{by} of duplicate_of")
             details.append(f"{lead}{' ' + where if where else ''}: Jaccard {s:.3f} ({how}); cluster of {size} rows")
     per_shard = {}
     shard = rows.shard[gone]

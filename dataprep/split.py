@@ -3,12 +3,16 @@
 A *group* is a connected component of rows that share a duplicate cluster (the ``cluster_id``
 column written by ``dedup``; without it, rows whose normalised text is identical), that are near
 twins (word 3-gram Jaccard >= ``near``, from MinHash LSH candidates checked on the signature
-estimate; on by default, so exact-only or no dedup is still leakage-safe), or that share a user
-key (``group_by``: a column or a field of ``meta`` such as a document id, an author or a URL).
-Near twins and rows of one document therefore always land in the same split.
+estimate; on by default, so exact-only or no dedup is still leakage-safe), that share a user
+key (``group_by``: a column or a field of ``meta`` such as a document id, an author or a URL),
+or, on instruction and chat rows (``group_by_prompt``), that ask the same thing: the same prompt,
+or the same first user turn of a conversation, after normalising case and whitespace. Near
+twins, rows of one document and answers to one prompt therefore always land in the same split.
 
 Each group gets ``u = xxh3_64(seed, group key) / 2**64`` in [0, 1), where the group key is the
-smallest member key, so the value depends on the group alone, not on the rest of the corpus:
+smallest member key (a row's key: the hash of its normalised prompt where it has one, so a
+prompt's group is keyed by its content whichever rows answer it; else its cluster or group_by
+key), so the value depends on the group alone, not on the rest of the corpus:
 
 * without ``stratify``, the split is the ratio interval ``u`` falls in. A group keeps its split in
   every later version of the dataset, whatever rows are added around it.
@@ -29,6 +33,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
 from corpusmill import schema as S
+from corpusmill import sft
 from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, per_shard, read_facts, read_parquet, write_decisions
 
 CLUSTER_ID = "cluster_id"
@@ -56,6 +61,13 @@ class SplitConfig(StageConfig):
                     "linked to one of them (same cluster_id or exact text, same group_by value, or a near twin) "
                     "takes that row's split; a row linked to rows of two different splits is rejected as "
                     "split_conflict. `corpusmill refresh` sets it to the parent; null = every group afresh",
+    )
+    group_by_prompt: bool | None = Field(
+        None,
+        description="rows sharing a prompt (a conversation's first user turn; case and whitespace ignored) share "
+                    "a split, keyed by the prompt's content, so every answer to a question lands where that "
+                    "question does in every later version; null = on for instruction and chat rows, off for "
+                    "plain text",
     )
     tolerance: float = Field(
         0.02, ge=0, le=1,
@@ -131,12 +143,39 @@ def connected_groups(*keys: np.ndarray) -> np.ndarray:
             return comp
 
 
+def prompt_keys(batch: pa.Table) -> np.ndarray:
+    """Per row, a 64-bit key of its prompt (or a conversation's first user turn) under the exact
+    normal form (case and whitespace ignored); 0 (no key) on plain-text rows and empty prompts."""
+    from corpusmill.dataprep.dedup import ExactConfig
+    from corpusmill.dataprep.minhash import sequence_hash
+    from corpusmill.dataprep.textnorm import tokenize_forms
+
+    tokens = tokenize_forms(sft.first_user_turn(batch), [ExactConfig().form])[0]
+    hi, lo = sequence_hash(tokens)
+    key = _mix(hi ^ _mix(lo, 4), 5) | np.uint64(1)
+    key[sft.plain_rows(batch) | (tokens.counts == 0)] = _NO_KEY
+    return key
+
+
 class Split(ReduceStage):
     kind = "split"
     Config = SplitConfig
 
     def output_fields(self, schema: pa.Schema) -> pa.Schema:
         return schema.append(pa.field(S.SPLIT, pa.string()))
+
+    def check(self, schema: pa.Schema) -> list[str]:
+        if self.config.group_by_prompt and not sft.is_sft(schema):
+            return ["group_by_prompt: true groups rows by their prompt, but these rows are plain text (no prompt "
+                    "or messages); remove it (near twins and exact copies share a split anyway), or map prompts "
+                    "in the inputs (prompt_field/response_field, messages_field, or a format)"]
+        return []
+
+    def groups_prompts(self, schema: pa.Schema) -> bool:
+        """Whether rows of ``schema`` are grouped by prompt: ``group_by_prompt``, or where it is
+        null, whether they are instruction or chat rows."""
+        v = self.config.group_by_prompt
+        return sft.is_sft(schema) if v is None else v
 
     @property
     def near_threshold(self) -> float | None:
@@ -161,12 +200,17 @@ class Split(ReduceStage):
         _check_index(version, self)
         return {"inherit": version.ref}
 
-    def index_meta(self) -> dict:
-        """What a stored split index must match for its keys to be compared with this step's."""
+    def index_meta(self, prompts: bool = False) -> dict:
+        """What a stored split index must match for its keys to be compared with this step's;
+        ``prompts``: whether its rows were grouped by prompt (recorded only then, so indexes of
+        plain text read as before)."""
         plan = self._near_tools[1] if self.near_threshold else None
-        return {"kind": INDEX_KIND, "format": INDEX_FORMAT, "group_by": self.config.group_by,
+        meta = {"kind": INDEX_KIND, "format": INDEX_FORMAT, "group_by": self.config.group_by,
                 "near": self.near_threshold, "sketch": _SKETCH if plan else None,
                 "lsh": plan.to_json() if plan else None}
+        if prompts:
+            meta["group_by_prompt"] = True
+        return meta
 
     def _near_pairs(self, bands: np.ndarray, sig: np.ndarray) -> np.ndarray:
         """Pairs of rows sharing a band key whose signatures estimate Jaccard >= threshold."""
@@ -224,6 +268,8 @@ class Split(ReduceStage):
             user[present] = _h64([vals[i] for i in present], seed=2)
         facts = {"row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
                  "id": batch.column(S.ID), "cluster": pa.array(cluster), "user": pa.array(user)}
+        if self.groups_prompts(batch.schema):
+            facts["prompt"] = pa.array(prompt_keys(batch))
         if self.near_threshold:
             facts.update(self._near_facts(batch.column(S.TEXT)))
         if self.config.stratify:
@@ -263,6 +309,9 @@ class Split(ReduceStage):
             return {}
         n = t.num_rows
         cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
+        prompt = t.column("prompt").to_numpy() if "prompt" in t.column_names else None
+        if old is not None:
+            _check_prompts(self, old, prompt is not None)
         edges = np.zeros((0, 2), np.int64)
         bands = sig = None
         if grouped:
@@ -276,9 +325,11 @@ class Split(ReduceStage):
         # rows of the inherited version linked to a new row join the graph with their split
         old_split = np.zeros(0, dtype=np.int64)
         if old is not None:
-            touched, near_links = old.links(self, cluster, user, bands, sig)
+            touched, near_links = old.links(self, cluster, user, bands, sig, prompt)
             cluster = np.concatenate([cluster, old.cluster[touched]])
             user = np.concatenate([user, old.user[touched]])
+            if prompt is not None:
+                prompt = np.concatenate([prompt, old.prompt[touched]])
             edges = np.concatenate([edges, near_links]) if len(near_links) else edges
             codes = {name: i for i, name in enumerate(names)}
             old_split = np.array([codes[s] for s in old.split.take(pa.array(touched)).to_pylist()], dtype=np.int64)
@@ -292,9 +343,15 @@ class Split(ReduceStage):
             comp = lsh.components(total, edges)
             joined = np.bincount(comp, minlength=total) > 1
             near[joined[comp]] = _mix(comp[joined[comp]].astype(np.uint64), 3) | np.uint64(1)
-        comp = connected_groups(cluster, user, near)
-        # a group's key: its smallest member key, so it does not depend on row positions
+        comp = connected_groups(cluster, user, near, *([prompt] if prompt is not None else []))
+        # a group's key: its smallest member key, so it does not depend on row positions; a row
+        # with a prompt is keyed by it, so the answers to one prompt are one group keyed by content
+        # (not by which row dedup kept), wherever rows with that prompt are added or removed
         key = np.where(user != _NO_KEY, np.minimum(cluster, user), cluster)
+        if prompt is not None:
+            key = np.where(prompt != _NO_KEY, prompt, key)
+            shared = np.unique(prompt[:n][prompt[:n] != _NO_KEY], return_counts=True)[1]
+            counters["rows_sharing_a_prompt"] = int(shared[shared > 1].sum())
         order = np.lexsort((key, comp))
         starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
         group_key = key[order][starts]
@@ -398,12 +455,33 @@ def _check_index(version, stage: Split) -> Path:
     want = stage.index_meta()
     problems = [f"{where}: the split index of {version.ref} has {k} {meta.get(k)!r} but this step has {want[k]!r}; "
                 "groups keyed another way cannot be joined" for k in want if meta.get(k) != want[k]]
+    # group_by_prompt null follows the rows' schema: compared in reduce (_check_prompts), where it is known
+    if stage.config.group_by_prompt is not None and bool(meta.get("group_by_prompt")) != stage.config.group_by_prompt:
+        problems.append(f"{where}: the split index of {version.ref} was built with group_by_prompt "
+                        f"{bool(meta.get('group_by_prompt'))} but this step has {stage.config.group_by_prompt}; "
+                        "groups keyed another way cannot be joined")
     missing = set(meta.get("splits", [])) - set(stage.config.ratios)
     if missing:
         problems.append(f"{where}: {version.ref} has splits {sorted(missing)} that ratios does not name")
     if problems:
         raise ConfigError(problems)
     return folder
+
+
+def _check_prompts(stage: Split, old: "_Inherited", prompts: bool) -> None:
+    """ConfigError when the inherited index was grouped by prompt and these rows are not, or the
+    other way round: a prompt's new answers could not be matched with its old ones."""
+    from corpusmill.errors import ConfigError
+
+    if old.prompt is not None and not prompts:
+        raise ConfigError([f"steps.{stage.name}.inherit: the split index of {old.ref} groups rows by prompt but this "
+                           "step does not (group_by_prompt is false, or the rows have no prompt); new answers to an "
+                           "old prompt could land in another split: set group_by_prompt: true"])
+    if old.prompt is None and prompts:
+        raise ConfigError([f"steps.{stage.name}.inherit: this step groups rows by prompt but the split index of "
+                           f"{old.ref} was built without prompt groups, so a new answer cannot be matched with the "
+                           "old rows of its prompt: set group_by_prompt: false, or rebuild that version with "
+                           "'corpusmill run'"])
 
 
 def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.ndarray | None, old) -> None:
@@ -420,6 +498,8 @@ def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.nd
         cols = {"id": t.column("id").filter(keep), "cluster": t.column("cluster").filter(keep),
                 "user": t.column("user").filter(keep),
                 "split": pa.array([names[c] for c in row_split[ok].tolist()], pa.string())}
+        if "prompt" in t.column_names:
+            cols["prompt"] = t.column("prompt").filter(keep)
         if "bands" in t.column_names:
             cols["bands"] = t.column("bands").filter(keep)
         if int(ok.sum()):
@@ -428,7 +508,11 @@ def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.nd
             pq.write_table(pa.table(cols), index / "part-00000.parquet", row_group_size=65536,
                            compression={c: "none" if c == "bands" else "zstd" for c in cols})
             parts.append({"file": "part-00000.parquet", "rows": int(ok.sum()), "origin": None})
-    meta = {**stage.index_meta(), "splits": names, "parts": parts, "rows": int(sum(p["rows"] for p in parts))}
+    if t is not None:
+        prompts = "prompt" in t.column_names
+    else:  # no rows: as the inherited index was, else as configured
+        prompts = old.prompt is not None if old is not None else bool(stage.config.group_by_prompt)
+    meta = {**stage.index_meta(prompts), "splits": names, "parts": parts, "rows": int(sum(p["rows"] for p in parts))}
     (index / "meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -442,6 +526,8 @@ class _Inherited:
         self.cluster = table.column("cluster").to_numpy()
         self.user = table.column("user").to_numpy()
         self.split = table.column("split").combine_chunks()
+        #: prompt keys (:func:`prompt_keys`), where the index grouped rows by prompt, else None
+        self.prompt = table.column("prompt").to_numpy() if "prompt" in table.column_names else None
         self.bands = None
         if "bands" in table.column_names:
             from corpusmill.dataprep.dedup import column_major
@@ -469,7 +555,8 @@ class _Inherited:
         parts = [{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]]
         return cls(version.ref, table, part_of, parts, store.root)
 
-    def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, bands, sig) -> tuple[np.ndarray, np.ndarray]:
+    def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, bands, sig,
+              prompt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The inherited rows linked to the new rows (positions, ascending) and the near-twin
         edges between them, numbered as new rows 0..n-1 followed by those positions. Every
         lookup screens the big index by the new rows' keys (:func:`lsh.matching_keys`), so the
@@ -479,6 +566,8 @@ class _Inherited:
         n = len(cluster)
         # same cluster or group_by key: one old row each is enough (equal keys share a split)
         touched = [lsh.matching_keys(self.cluster, cluster)[0], lsh.matching_keys(self.user, user)[0]]
+        if prompt is not None and self.prompt is not None:  # same prompt: its old answers' split
+            touched.append(lsh.matching_keys(self.prompt, prompt)[0])
         pairs = np.zeros((0, 2), np.int64)
         if bands is not None and self.bands is not None and len(self):
             cand = []
