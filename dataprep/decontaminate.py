@@ -36,7 +36,7 @@ from pydantic import Field
 
 from corpusmill import schema as S
 from corpusmill.dataprep.benchmarks import MIN_WORDS, Benchmark, BenchmarkSpec, identity, load_benchmark, parse_benchmark
-from corpusmill.dataprep.leakage import LeakIndex, field_strings, response_strings, truncate
+from corpusmill.dataprep.leakage import LeakIndex, field_labels, field_strings, response_strings, truncate
 from corpusmill.dataprep.ngrams import HashSet, ngram_hashes, shared_span
 from corpusmill.errors import CorpusmillError
 from corpusmill.sft import FieldSelection, check_fields, default_fields, is_sft
@@ -116,12 +116,15 @@ class Decontaminate(Stage):
         if len(set(names)) < len(names):
             problems.append(f"benchmarks share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): "
                             f"give each a distinct name: so evidence tells them apart")
+        loaded = []
         for spec in self.specs:
             try:
-                load_benchmark(spec, base_dir=self.run.base_dir, store=self._store(), text_field=self.config.text_field,
-                               min_words=self.config.min_words)
+                loaded.append(load_benchmark(spec, base_dir=self.run.base_dir, store=self._store(),
+                                             text_field=self.config.text_field, min_words=self.config.min_words))
             except CorpusmillError as err:
                 problems.append(str(err))
+        if not problems:
+            self.__dict__["benchmarks"] = loaded  # read once: the cached_property below
         return problems
 
     @cached_property
@@ -210,8 +213,6 @@ class Decontaminate(Stage):
             if r in reason:
                 continue
             if labels is None:
-                from corpusmill.dataprep.leakage import field_labels
-
                 labels = field_labels(strings)
             text = texts[k].as_py()
             bench, theirs = self._names(entry)
