@@ -96,6 +96,13 @@ class Stage:
         before anything runs. Default: none."""
         return []
 
+    def resolve(self, schema: pa.Schema) -> StageConfig:
+        """The config as it runs on rows of ``schema``: options whose default depends on the rows
+        (quality's preset: sft on instruction and chat rows, fineweb on text) filled in. make_plan
+        records it in the manifest and the version id, and the workers build the stage from it.
+        Default: the config unchanged."""
+        return self.config
+
     @property
     def needs_reduce(self) -> bool:
         """True when the stage runs as map_facts/reduce/apply. A ReduceStage may return False for

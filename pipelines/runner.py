@@ -73,6 +73,17 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
 
     files = readers.resolve_files(config.inputs, base_dir)
     shards, digests = readers.plan_shards(files, config.inputs, config.execution.shard_bytes)
+    # each stage checks its options against the rows it will see and fills in the defaults that
+    # depend on them (quality's preset): the config as run, recorded and part of the id
+    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
+    stages = [stage_class(kind)(cfg, name=name, run=run) for name, kind, cfg in steps]
+    schema, problems, steps = readers.record_schema_for(config.inputs), [], list(steps)
+    for i, ((name, kind, _), stage) in enumerate(zip(steps, stages)):
+        problems += [f"steps.{name}: {p}" for p in stage.check(schema)]
+        steps[i] = (name, kind, stage.resolve(schema))
+        schema = stage.output_fields(schema)
+    if problems:
+        raise ConfigError(problems, source="pipeline")
     resolved = resolved_config(config, steps)
     # The id depends on content, file names relative to their pattern (they are in the data),
     # options, code and seed; never on absolute paths, the store or the worker count.
@@ -85,14 +96,6 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
         "stage_versions": [stage_class(kind).version for _, kind, _ in steps],
     }
     # what stages read besides their rows (a target file, a dataset version): by content
-    run = RunInfo(config.dataset, config.seed, str(store_root) if store_root else None, str(base_dir))
-    stages = [stage_class(kind)(cfg, name=name, run=run) for name, kind, cfg in steps]
-    schema, problems = readers.record_schema_for(config.inputs), []
-    for (name, kind, _), stage in zip(steps, stages):
-        problems += [f"steps.{name}: {p}" for p in stage.check(schema)]
-        schema = stage.output_fields(schema)
-    if problems:
-        raise ConfigError(problems, source="pipeline")
     stage_inputs = {name: fp for (name, _, _), stage in zip(steps, stages) if (fp := stage.identity()) is not None}
     if stage_inputs:
         identity["stage_inputs"] = stage_inputs
