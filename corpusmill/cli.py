@@ -199,14 +199,36 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def _column_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _template(text: str) -> str:
+    from corpusmill.datasets import template_from_flag
+
+    return template_from_flag(text)
+
+
 def cmd_export(args) -> int:
     from corpusmill.datasets import export
 
     version = _store(args).resolve(args.ref)
-    written = export(version, args.format, args.out)
+    result = export(version, args.format, args.out, columns=args.columns, drop_columns=args.drop_columns,
+                    prompt_template=args.prompt_template)
     con = _console()
-    for name, n in written.items():
-        con.print(f"{os.path.join(args.out, name) if args.format != 'hf' else name}: {n:,} rows")
+    for name, n in result.files.items():
+        if name == "README.md":
+            con.print(f"{os.path.join(args.out, name)}: dataset card (datasets.load_dataset('{args.out}') loads the splits)")
+        else:
+            con.print(f"{os.path.join(args.out, name) if args.format != 'hf' else name}: {n:,} rows")
+    if result.shape != "rows":
+        con.print(f"rows as {result.shape}: {', '.join(result.columns)}")
+    for split, n in result.skipped.items():
+        con.print(f"[yellow]warning[/]: {split}: {n:,} rows written to no file: they have no "
+                  f"{' or '.join(['prompt', 'messages'] if result.shape == 'messages' else ['prompt'])} "
+                  f"for the {result.shape} format (plain-text rows); --format jsonl keeps every row")
+    for note in result.notes:
+        con.print(f"note: {note}")
     print(os.path.abspath(args.out))
     return 0
 
@@ -508,10 +530,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_diff)
-    x = dsub.add_parser("export", help="write a version as JSONL, Parquet or a Hugging Face DatasetDict")
+    x = dsub.add_parser("export", help="write a version as JSONL, Parquet, a Hugging Face DatasetDict, or for TRL or "
+                                       "OpenAI fine-tuning",
+                        description="Write one file per split and the rejects (every format; each reject keeps id, "
+                                    "stage and reason) under --out.")
     x.add_argument("ref")
-    x.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
+    x.add_argument("--format", choices=["jsonl", "parquet", "hf", "trl", "openai"], default="jsonl",
+                   help="jsonl/parquet: DIR/<split>.jsonl|.parquet with every stored column; hf: a datasets.DatasetDict "
+                        "(save_to_disk), rejects in DIR/rejects; trl: DIR/<split>.jsonl for TRL's SFTTrainer, "
+                        "prompt/completion (the prompt written as 'corpusmill train' writes it) or messages, plus a "
+                        "README.md so datasets.load_dataset(DIR) finds the splits; openai: DIR/<split>.jsonl of "
+                        "{\"messages\": [...]} for OpenAI chat fine-tuning (default: jsonl)")
     x.add_argument("--out", required=True, help="output folder: one file per split, plus rejects")
+    cols = x.add_mutually_exclusive_group()
+    cols.add_argument("--columns", type=_column_list, metavar="A,B",
+                      help="jsonl/parquet/hf: keep only these stored columns; trl/openai: stored columns to add after "
+                           "the trainer's (e.g. id); default: every column (jsonl/parquet/hf), only what the trainer "
+                           "reads (trl/openai)")
+    cols.add_argument("--drop-columns", type=_column_list, metavar="A,B",
+                      help="jsonl/parquet/hf: leave these stored columns out (e.g. meta and q_* signals)")
+    x.add_argument("--prompt-template", default=None, metavar="TEMPLATE", type=_template,
+                   help="trl, prompt/response rows: how the prompt is written before the completion; use the "
+                        "prompt_template of the train run to match (default: train's default, '{prompt}\\n'; "
+                        "fields {prompt} and {system}; \\n and \\t typed here are a newline and a tab)")
     x.add_argument("--store", help=store_help)
     x.set_defaults(func=cmd_export)
 

@@ -1,16 +1,25 @@
-"""Operations on published versions: summaries, diffs and exports (``corpusmill datasets ...``)."""
+"""Operations on published versions: summaries, diffs and exports (``corpusmill datasets ...``).
+
+The prompt text of prompt/response rows as the trainer writes it (:func:`written_prompts`) lives
+here too: ``corpusmill train`` and ``datasets export --format trl`` both call it, so an export
+matches a training run."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
+from corpusmill.sft import plain_messages
 from corpusmill.store import Store, Version
 
 CONTENT_COLUMNS = (S.TEXT, S.LABEL, S.PROMPT, S.RESPONSE, S.MESSAGES)
@@ -92,6 +101,110 @@ def refresh_record(a: Version, b: Version) -> dict | None:
     return out
 
 
+# ----------------------------------------------------------------------------- the trainer's prompt text
+
+#: how ``corpusmill train`` writes the prompt before the response unless told otherwise (train option
+#: ``prompt_template``, ``datasets export --prompt-template``): the prompt, then a newline
+DEFAULT_PROMPT_TEMPLATE = "{prompt}\n"
+#: the fields a prompt template may name
+TEMPLATE_FIELDS = (S.PROMPT, S.SYSTEM)
+
+
+def parse_prompt_template(template: str) -> list[tuple[str, str | None]]:
+    """A prompt template as (literal text, field or None) pieces; a :class:`CorpusmillError` that says
+    what is wrong when it is not one.
+
+    ``{prompt}`` is required and ``{system}`` optional; nothing else is filled in, so a literal
+    brace is written ``{{`` or ``}}`` (Python's ``str.format`` rules, without conversions or specs)."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise CorpusmillError(f"prompt template {template!r}: {err}; write a literal brace as '{{{{' or '}}}}'") from None
+    pieces: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and field not in TEMPLATE_FIELDS:
+            raise CorpusmillError(f"prompt template {template!r}: '{{{field}}}' is not filled in; the template may use "
+                                  "{prompt} (required) and {system}; write a literal brace as '{{' or '}}'")
+        if spec or conversion:
+            raise CorpusmillError(f"prompt template {template!r}: write '{{{field}}}' without a conversion or format spec")
+        pieces.append((literal, field))
+    if not any(field == S.PROMPT for _, field in pieces):
+        raise CorpusmillError(f"prompt template {template!r} must contain '{{prompt}}'")
+    return pieces
+
+
+def written_prompts(table: pa.Table, template: str = DEFAULT_PROMPT_TEMPLATE) -> pa.Array:
+    """Per row, the prompt side of a prompt/response row exactly as ``corpusmill train`` writes it
+    before the response, and as ``datasets export --format trl`` writes ``prompt``: the one function
+    both use, so an export matches a training run.
+
+    ``{prompt}`` is the row's prompt ("" when null). A row's system prompt (column ``system``, when
+    non-empty) goes where the template says ``{system}`` (""  for rows without one); a template
+    without ``{system}`` gets it in front, followed by a blank line, as the derived ``text`` joins them.
+    """
+    from corpusmill.sft import PR_SEPARATOR
+
+    pieces = parse_prompt_template(template)
+    names = table.column_names
+    prompt = pc.fill_null(_array(table, S.PROMPT).cast(pa.string()), "")
+    system = _array(table, S.SYSTEM).cast(pa.string()) if S.SYSTEM in names else pa.nulls(table.num_rows, pa.string())
+    system_text = pc.fill_null(system, "")
+    parts: list = []
+    for literal, field in pieces:
+        if literal:
+            parts.append(literal)
+        if field is not None:
+            parts.append(prompt if field == S.PROMPT else system_text)
+    out = pc.binary_join_element_wise(*parts, "") if len(parts) > 1 else parts[0]
+    if not any(field == S.SYSTEM for _, field in pieces):
+        has_system = pc.greater(pc.utf8_length(system_text), 0)
+        out = pc.if_else(has_system, pc.binary_join_element_wise(system_text, out, PR_SEPARATOR), out)
+    return out
+
+
+def template_from_flag(text: str) -> str:
+    """A prompt template typed on a command line: ``\\n`` and ``\\t`` read as newline and tab (``\\\\``
+    as one backslash), so ``--prompt-template 'Q: {prompt}\\nA: '`` means what it says."""
+    import re
+
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def _array(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+# ----------------------------------------------------------------------------- export
+
+#: ``--format`` values. jsonl, parquet and hf write the stored columns; trl and openai write what a
+#: trainer reads (JSONL, one file per split)
+EXPORT_FORMATS = ("jsonl", "parquet", "hf", "trl", "openai")
+#: columns every exported reject keeps, whatever ``columns`` says: which row, and why it was rejected
+REJECT_KEEP = (S.ID, *S.REJECT_COLUMNS)
+#: the columns of each trainer shape (trl, openai)
+SHAPE_COLUMNS = {"prompt_completion": ["prompt", "completion"], "messages": [S.MESSAGES], "text": [S.TEXT]}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote."""
+
+    #: file name under the output folder (for hf: split name) -> rows written
+    files: dict[str, int]
+    #: ``rows`` (stored columns: jsonl, parquet, hf), or the trainer shape: ``prompt_completion``,
+    #: ``messages`` or ``text``
+    shape: str
+    #: the columns of every exported row, in order
+    columns: list[str]
+    #: split -> rows in no file: rows without the fields of the shape (a plain-text row in a chat export)
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: things the user should know about the export (printed by the CLI)
+    notes: list[str] = field(default_factory=list)
+
+
 def _jsonable_row(row: dict) -> dict:
     meta = row.get(S.META)
     if isinstance(meta, str):
@@ -99,48 +212,274 @@ def _jsonable_row(row: dict) -> dict:
     raw = row.pop(S.RAW, None)
     if raw is not None:
         row["raw_base64"] = base64.b64encode(raw).decode()
+    messages = row.get(S.MESSAGES)
+    if messages is not None and messages and "extra" in messages[0]:
+        row[S.MESSAGES] = plain_messages(messages)
     return row
 
 
-def _write_jsonl(path: Path, tables) -> int:
+def _write_jsonl(path: Path, rows) -> int:
     n = 0
     with open(path, "wb") as f:
-        for t in tables:
-            for row in t.to_pylist():
-                f.write(orjson.dumps(_jsonable_row(row)) + b"\n")
-                n += 1
+        for row in rows:
+            f.write(orjson.dumps(row) + b"\n")
+            n += 1
     return n
 
 
-def export(version: Version, fmt: str, out: str | Path) -> dict[str, int]:
-    """Write one file per split (and the rejects) under ``out``; returns rows written per file."""
+def _stored_rows(tables, columns: list[str]):
+    """Rows of ``tables`` as JSON-ready dicts of ``columns`` (those each table has): meta as an
+    object, raw bytes as base64, messages with their extra keys merged back."""
+    for t in tables:
+        yield from map(_jsonable_row, t.select([c for c in columns if c in t.column_names]).to_pylist())
+
+
+def _trainer_rows(table: pa.Table, shape: str, template: str) -> list[dict | None]:
+    """Per row, the columns of ``shape`` as a trainer reads them, or None for a row without them.
+
+    prompt_completion: the prompt written as the trainer writes it (:func:`written_prompts`) and the
+    response as ``completion``. messages: the conversation, extra keys merged back; a prompt/response
+    row becomes system?/user/assistant messages. text: the text."""
+    n = table.num_rows
+    names = table.column_names
+    if shape == "text":
+        return [{S.TEXT: t} for t in table.column(S.TEXT).to_pylist()]
+    prompts = table.column(S.PROMPT).to_pylist() if S.PROMPT in names else [None] * n
+    if shape == "prompt_completion":
+        written = written_prompts(table, template).to_pylist()
+        responses = table.column(S.RESPONSE).to_pylist() if S.RESPONSE in names else [None] * n
+        return [None if p is None else {"prompt": w, "completion": r or ""} for p, w, r in zip(prompts, written, responses)]
+    conversations = table.column(S.MESSAGES).to_pylist() if S.MESSAGES in names else [None] * n
+    systems = table.column(S.SYSTEM).to_pylist() if S.SYSTEM in names else [None] * n
+    responses = table.column(S.RESPONSE).to_pylist() if S.RESPONSE in names else [None] * n
+    out: list[dict | None] = []
+    for msgs, p, s, r in zip(conversations, prompts, systems, responses):
+        if msgs is not None:
+            out.append({S.MESSAGES: plain_messages(msgs)})
+        elif p is not None:
+            turns = [{"role": "system", "content": s}] if s else []
+            out.append({S.MESSAGES: turns + [{"role": "user", "content": p}, {"role": "assistant", "content": r or ""}]})
+        else:
+            out.append(None)
+    return out
+
+
+def _prompt_rows(version: Version) -> tuple[int, int]:
+    """(rows with a prompt, rows) over every split, reading only the prompt column."""
+    with_prompt = total = 0
+    for split in version.splits():
+        for f in version.data_files(split):
+            col = pq.read_table(f, columns=[S.PROMPT]).column(S.PROMPT)
+            total += len(col)
+            with_prompt += len(col) - col.null_count
+    return with_prompt, total
+
+
+def trainer_shape(version: Version, fmt: str) -> str:
+    """The shape a trl or openai export of ``version`` takes.
+
+    trl: ``prompt_completion`` when every row is a prompt/response row, ``messages`` when the version
+    holds conversations (prompt/response rows among them become messages: one file holds one format),
+    ``text`` for a plain-text version (TRL's language-modelling format). openai: always ``messages``."""
+    names = version.schema().names
+    has_prompt, has_messages = S.PROMPT in names, S.MESSAGES in names
+    if fmt == "openai":
+        if not (has_prompt or has_messages):
+            raise CorpusmillError(f"--format openai writes chat messages; {version.ref} has neither prompt/response "
+                                  f"nor messages rows (columns: {', '.join(names)}). Use --format trl (a 'text' "
+                                  "column, TRL's language-modelling format) or jsonl")
+        return "messages"
+    if not has_messages:
+        return "prompt_completion" if has_prompt else "text"
+    if not has_prompt:
+        return "messages"
+    with_prompt, total = _prompt_rows(version)
+    return "prompt_completion" if total and with_prompt == total else "messages"
+
+
+def _choose_columns(version: Version, fmt: str, shape: str, columns: Sequence[str] | None,
+                    drop_columns: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(columns of the shape, stored columns carried along) after checking ``columns`` and
+    ``drop_columns`` against the version; a clear error for a name it lacks."""
+    stored = version.schema().names
+    if columns is not None and drop_columns is not None:
+        raise CorpusmillError("give --columns (what to keep) or --drop-columns (what to leave out), not both")
+    if shape == "rows":
+        named = columns if columns is not None else drop_columns or []
+        bad = [c for c in named if c not in stored]
+        if bad:
+            raise CorpusmillError(f"{'--columns' if columns is not None else '--drop-columns'}: {version.ref} has no "
+                                  f"column {', '.join(repr(c) for c in bad)}; its columns: {', '.join(stored)}")
+        if columns is not None:
+            return [], list(dict.fromkeys(columns))
+        return [], [c for c in stored if c not in set(drop_columns or ())]
+    own = SHAPE_COLUMNS[shape]
+    if drop_columns is not None:
+        raise CorpusmillError(f"--drop-columns: --format {fmt} writes only {', '.join(own)} unless --columns adds "
+                              f"stored columns (such as id); there is nothing to drop")
+    named = list(dict.fromkeys(columns or ()))
+    bad = [c for c in named if c not in stored and c not in own]
+    if bad:
+        raise CorpusmillError(f"--columns: {version.ref} has no column {', '.join(repr(c) for c in bad)}; --format {fmt} "
+                              f"writes {', '.join(own)} and can add stored columns: {', '.join(stored)}")
+    return own, [c for c in named if c not in own]
+
+
+def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str] | None = None,
+           drop_columns: Sequence[str] | None = None, prompt_template: str | None = None) -> ExportResult:
+    """Write one file per split and the rejects under ``out``.
+
+    * ``jsonl`` / ``parquet``: ``<split>.jsonl`` / ``<split>.parquet`` with every stored column
+      (``columns`` keeps only those, ``drop_columns`` leaves those out), rejects in
+      ``rejects.jsonl`` / ``rejects.parquet``. JSONL writes ``meta`` as an object, raw input bytes as
+      ``raw_base64`` and messages as plain dicts (extra keys such as ``tool_calls`` merged back).
+    * ``hf``: a ``datasets.DatasetDict`` (``save_to_disk``), messages as plain dicts where Arrow
+      can type them; rejects as a ``Dataset`` in ``out/rejects`` (``load_from_disk(out)`` does not
+      list it).
+    * ``trl``: ``<split>.jsonl`` in the shape TRL's ``SFTTrainer`` reads (:func:`trainer_shape`):
+      ``prompt``/``completion`` with the prompt written by :func:`written_prompts` with
+      ``prompt_template`` (default: train's), or ``messages``, or ``text``; ``columns`` adds stored
+      columns (``id``...). A ``README.md`` dataset card names the splits, so
+      ``datasets.load_dataset(out)`` loads them and leaves ``rejects.jsonl`` out (a version without
+      a split step: ``all.jsonl`` is its train split).
+    * ``openai``: ``<split>.jsonl`` of ``{"messages": [...]}`` (OpenAI chat fine-tuning files);
+      prompt/response rows become system?/user/assistant messages.
+
+    Every format writes the rejects (even none): each keeps ``id`` and the reject columns
+    (``stage``, ``reason``, ``detail``...) whatever ``columns`` says.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise CorpusmillError(f"unknown export format '{fmt}'; use {', '.join(EXPORT_FORMATS)}")
+    template = DEFAULT_PROMPT_TEMPLATE if prompt_template is None else prompt_template
+    parse_prompt_template(template)
+    shape = trainer_shape(version, fmt) if fmt in ("trl", "openai") else "rows"
+    own, carried = _choose_columns(version, fmt, shape, columns, drop_columns)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, int] = {}
-    if fmt == "jsonl":
-        for split in version.splits():
-            written[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", (pq.read_table(f) for f in version.data_files(split)))
-        written["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", (pq.read_table(f) for f in version.reject_files()))
-    elif fmt == "parquet":
-        for split in version.splits():
-            t = version.read_split(split)
-            pq.write_table(t, out / f"{split}.parquet", compression="zstd")
-            written[f"{split}.parquet"] = t.num_rows
-        rej = version.read_rejects()
-        if rej is not None:
-            pq.write_table(rej, out / "rejects.parquet", compression="zstd")
-            written["rejects.parquet"] = rej.num_rows
-    elif fmt == "hf":
+    if fmt == "hf":
         try:
-            import datasets
+            import datasets  # noqa: F401
         except ImportError:
             raise CorpusmillError("--format hf needs Hugging Face datasets: pip install 'corpusmill[hf]'") from None
-        dd = datasets.DatasetDict({s: datasets.Dataset(version.read_split(s)) for s in version.splits()})
-        dd.save_to_disk(str(out))
-        written = {s: len(dd[s]) for s in dd}
+        if "rejects" in version.splits():
+            raise CorpusmillError(f"{version.ref} has a split named 'rejects', where --format hf writes the rejects; "
+                                  "export it with --format parquet or jsonl")
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult({}, shape, own + carried)
+    if prompt_template is not None and shape != "prompt_completion":
+        result.notes.append(f"--prompt-template is not used: --format {fmt} writes {shape}, which the chat template "
+                            "(or nothing) formats")
+    if fmt == "trl" and shape == "messages" and S.PROMPT in version.schema().names:
+        result.notes.append("prompt/response rows are written as system/user/assistant messages: the version also "
+                            "holds conversations, and a TRL file holds one format")
+    reject_columns = carried + [c for c in REJECT_KEEP if c not in carried]
+    if shape == "rows":
+        _export_rows(version, fmt, out, carried, reject_columns, result)
     else:
-        raise CorpusmillError(f"unknown export format '{fmt}'; use jsonl, parquet or hf")
-    return written
+        _export_for_trainer(version, fmt, out, shape, carried, template, result)
+    return result
+
+
+def _export_rows(version: Version, fmt: str, out: Path, keep: list[str], reject_columns: list[str],
+                 result: ExportResult) -> None:
+    """jsonl, parquet, hf: the stored columns ``keep``."""
+    rejects = version.read_rejects()
+    if rejects is None:
+        rejects = S.reject_schema(version.schema()).empty_table()
+    rejects = rejects.select([c for c in reject_columns if c in rejects.column_names])
+    if fmt == "jsonl":
+        for split in version.splits():
+            tables = (pq.read_table(f, columns=keep) for f in version.data_files(split))
+            result.files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", _stored_rows(tables, keep))
+        result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", _stored_rows([rejects], reject_columns))
+    elif fmt == "parquet":
+        for split in version.splits():
+            t = version.read_split(split, columns=keep)
+            pq.write_table(t, out / f"{split}.parquet", compression="zstd")
+            result.files[f"{split}.parquet"] = t.num_rows
+        pq.write_table(rejects, out / "rejects.parquet", compression="zstd")
+        result.files["rejects.parquet"] = rejects.num_rows
+    else:
+        import datasets
+
+        dd = datasets.DatasetDict({s: datasets.Dataset(_plain_messages_table(version.read_split(s, columns=keep), result))
+                                   for s in version.splits()})
+        dd.save_to_disk(str(out))
+        result.files = {s: len(dd[s]) for s in dd}
+        datasets.Dataset(_plain_messages_table(rejects, result)).save_to_disk(str(out / "rejects"))
+        result.files["rejects"] = rejects.num_rows
+
+
+def _plain_messages_table(table: pa.Table, result: ExportResult) -> pa.Table:
+    """``table`` with its messages as plain dicts (extra keys merged back) when they have extra
+    keys and Arrow can give them one type; else as stored (``extra`` a JSON string), with a note."""
+    if S.MESSAGES not in table.column_names or table.num_rows == 0:
+        return table
+    stored = table.column(S.MESSAGES)
+    if pa.types.is_struct(stored.type.value_type) and "extra" in stored.type.value_type.names:
+        extras = pc.list_flatten(stored).combine_chunks().field("extra") if stored.num_chunks else None
+        if extras is None or extras.null_count == len(extras):
+            plain = stored.cast(pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))
+        else:
+            try:
+                plain = pa.array([plain_messages(m) for m in stored.to_pylist()])
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+                note = (f"messages written as stored (extra keys as a JSON string in 'extra'): their extra keys have "
+                        f"no single Arrow type ({err}); --format jsonl or trl writes them as plain dicts")
+                if note not in result.notes:
+                    result.notes.append(note)
+                return table
+        return table.set_column(table.column_names.index(S.MESSAGES), S.MESSAGES, plain)
+    return table
+
+
+def _export_for_trainer(version: Version, fmt: str, out: Path, shape: str, carried: list[str], template: str,
+                        result: ExportResult) -> None:
+    """trl, openai: JSONL per split in the trainer's shape, stored columns ``carried`` after it."""
+    read = list(dict.fromkeys([c for c in (S.TEXT, S.SYSTEM, S.PROMPT, S.RESPONSE, S.MESSAGES) if c in version.schema().names]
+                              + carried))
+    own = SHAPE_COLUMNS[shape]
+
+    def rows(tables, split: str | None, extra: list[str]):
+        for t in tables:
+            shaped = _trainer_rows(t, shape, template)
+            stored = _stored_rows([t], extra)
+            for s, row in zip(shaped, stored):
+                if s is None:
+                    if split is not None:  # a data row the shape cannot hold: counted, in no file
+                        result.skipped[split] = result.skipped.get(split, 0) + 1
+                        continue
+                    s = dict.fromkeys(own)  # a reject keeps its reason even without the trained fields
+                yield {**s, **row}
+
+    for split in version.splits():
+        tables = (pq.read_table(f, columns=read) for f in version.data_files(split))
+        result.files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", rows(tables, split, carried))
+    rejects = version.read_rejects()
+    rejects_of = carried + [c for c in REJECT_KEEP if c not in carried]
+    tables = [rejects] if rejects is not None else []
+    result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", rows(tables, None, rejects_of))
+    if fmt == "trl":
+        (out / "README.md").write_text(_trl_card(version, shape, template, carried), encoding="utf-8")
+        result.files["README.md"] = 0
+
+
+def _trl_card(version: Version, shape: str, template: str, carried: list[str]) -> str:
+    """A dataset card whose ``configs`` name the split files, so ``datasets.load_dataset(DIR)``
+    loads exactly the splits (not rejects.jsonl); the split ``all`` of a version without a split
+    step is named train (``all`` is reserved in ``datasets``)."""
+    import yaml
+
+    splits = version.splits()
+    files = [{"split": "train" if s == "all" and "train" not in splits else s, "path": f"{s}.jsonl"} for s in splits]
+    front = yaml.safe_dump({"configs": [{"config_name": "default", "data_files": files}]}, sort_keys=False)
+    what = {"prompt_completion": f"`prompt` / `completion` (prompt/completion format; the prompt written with the "
+                                 f"template {template!r}, as `corpusmill train` writes it)",
+            "messages": "`messages` (conversational format: role, content and any extra keys such as tool_calls)",
+            "text": "`text` (language-modelling format)"}[shape]
+    extra = f" Also: {', '.join(f'`{c}`' for c in carried)}." if carried else ""
+    return (f"---\n{front}---\n\n# {version.ref}\n\nExported by `corpusmill datasets export {version.ref} --format trl`: "
+            f"{what}.{extra} Load with `datasets.load_dataset(\"path/to/this/folder\")`. Rejected rows, with the stage "
+            f"and reason, are in `rejects.jsonl` (not a split).\n")
 
 
 def versions_table(store: Store) -> list[dict]:

@@ -16,7 +16,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from corpusmill.errors import ConfigError
+from corpusmill.datasets import DEFAULT_PROMPT_TEMPLATE, parse_prompt_template, template_from_flag
+from corpusmill.errors import ConfigError, CorpusmillError
 
 TASKS = ("classification", "causal-lm")
 
@@ -54,7 +55,14 @@ class TrainConfig(BaseModel):
     label_field: str = Field("label", description="classification: the label column, or meta.KEY for a field kept in the meta JSON column (e.g. meta.lang)")
     format: Literal["auto", "text", "prompt_response", "messages"] = Field(
         "auto", description="causal-lm input: auto = messages if the version has that column, else prompt/response, else text")
-    prompt_template: str = Field("{prompt}\n", description="prompt/response: how the prompt is written before the response; the loss covers only the response and EOS")
+    prompt_template: str = Field(
+        DEFAULT_PROMPT_TEMPLATE, description="prompt/response: how the prompt is written before the response; the loss covers only the "
+                                             "response and EOS. Fields {prompt} and {system}; a row's system prompt goes where {system} "
+                                             "is, or before the prompt with a blank line when the template has no {system}. "
+                                             "'datasets export --format trl --prompt-template' writes the same text")
+    assistant_turns: Literal["all", "last"] = Field(
+        "all", description="messages: which assistant turns the loss covers; all = every assistant turn, last = only the "
+                           "conversation's last one (earlier turns are context, as at inference)")
     max_seq_len: int = Field(512, ge=8, description="tokens per example (per packed row when packing); longer rows are cut on the right and counted in run.json")
     packing: bool = Field(False, description="causal-lm: concatenate examples into rows of max_seq_len; attention never crosses an example boundary (position ids restart per example)")
     max_train_rows: int = Field(0, ge=0, description="use at most this many training rows, a stable sample by row id and seed; 0 = all")
@@ -147,8 +155,10 @@ def _problems(cfg: TrainConfig) -> list[str]:
                    f"choose one of {', '.join(sorted(metrics))}")
     if cfg.head_lr and cfg.task != "classification":
         out.append("head_lr: only for classification (causal-lm has no new head)")
-    if "{prompt}" not in cfg.prompt_template:
-        out.append(f"prompt_template: must contain '{{prompt}}' (got {cfg.prompt_template!r})")
+    try:
+        parse_prompt_template(cfg.prompt_template)
+    except CorpusmillError as err:
+        out.append(f"prompt_template: {err}")
     if cfg.task == "classification" and cfg.format != "auto":
         out.append("format: only for causal-lm")
     # the default patience acts only when there are evaluations to count; a patience chosen by hand needs them
@@ -242,6 +252,9 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             kw["choices"] = list(get_args(ann))
         if ann is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif key == "prompt_template":  # text, not YAML ('{prompt}' would be a mapping); \n typed is a newline
+            kw["type"] = template_from_flag
+            kw["metavar"] = "TEMPLATE"
         elif "list" in str(ann) or "tuple" in str(ann):
             kw["type"] = _parse_list
             kw["metavar"] = "A,B"

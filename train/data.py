@@ -85,6 +85,8 @@ def needed_columns(version: Version, task: str, fmt: str, label_field: str) -> t
     if missing:
         raise DataError(f"format '{fmt}' needs column(s) {', '.join(missing)}, which {version.ref} does not have "
                         f"(columns: {', '.join(sorted(names))})")
+    if fmt == "prompt_response" and S.SYSTEM in names:  # a row's system prompt is written before its prompt
+        need = [S.SYSTEM, *need]
     return need, fmt
 
 
@@ -182,10 +184,15 @@ def text_examples(tokenizer, table: pa.Table, max_len: int) -> Examples:
 
 def prompt_response_examples(tokenizer, table: pa.Table, template: str, max_len: int) -> Examples:
     """Prompt and response tokenized separately and concatenated, so the mask boundary is exact:
-    prompt tokens are context (-100), response tokens and the appended EOS are targets."""
+    prompt tokens are context (-100), response tokens and the appended EOS are targets.
+
+    The prompt is written by :func:`corpusmill.datasets.written_prompts` (the template, and the
+    row's system prompt if it has one), the function ``datasets export --format trl`` uses too."""
+    from corpusmill.datasets import written_prompts
+
     eos = _eos_id(tokenizer)
     acc: Counter = Counter()
-    prompts = [template.format(prompt=p or "") for p in table.column(S.PROMPT).to_pylist()]
+    prompts = written_prompts(table, template).to_pylist()
     responses = [r or "" for r in table.column(S.RESPONSE).to_pylist()]
     p_enc = _encode(tokenizer, prompts, special=True)
     r_enc = _encode(tokenizer, responses, special=False)
@@ -202,13 +209,15 @@ def prompt_response_examples(tokenizer, table: pa.Table, template: str, max_len:
     return Examples(table.column(S.ID).to_pylist(), ids_out, y_out, acc, prompts=prompts, references=responses)
 
 
-def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+def chat_segments(tokenizer, messages: list[dict], assistant_turns: str = "all") -> list[tuple[str, bool]]:
     """A conversation as (text, is_target) pieces through the tokenizer's chat template.
 
-    Assistant turns are targets; everything the template writes around them (role headers,
-    the generation prompt) is context. Pieces come from rendering growing prefixes of the
+    Assistant turns are targets (``assistant_turns``: ``all`` of them, or only the ``last``; the
+    others are then context); everything the template writes around them (role headers, the
+    generation prompt) is context. Pieces come from rendering growing prefixes of the
     conversation, so they concatenate to exactly the full rendering.
     """
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("format 'messages' needs a tokenizer with a chat template (tokenizer.chat_template is empty)")
 
@@ -229,13 +238,14 @@ def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
         if not full.startswith(done):
             raise DataError("the chat template does not render a conversation as a prefix of its continuation; "
                             "response-only masking cannot find the assistant turns")
-        pieces.append((full[len(done):], m["role"] == "assistant"))
+        pieces.append((full[len(done):], m["role"] == "assistant" and (assistant_turns == "all" or i == last)))
         done = full
     return [(t, target) for t, target in pieces if t]
 
 
-def messages_examples(tokenizer, table: pa.Table, max_len: int) -> Examples:
-    """Chat messages: the loss covers assistant turns (and the template's end-of-turn tokens) and EOS."""
+def messages_examples(tokenizer, table: pa.Table, max_len: int, assistant_turns: str = "all") -> Examples:
+    """Chat messages: the loss covers the assistant turns (and the template's end-of-turn tokens
+    after them) and EOS: every assistant turn (``assistant_turns="all"``) or only the last one."""
     eos = _eos_id(tokenizer)
     acc: Counter = Counter()
     ids_out, y_out, keep_ids = [], [], []
@@ -248,7 +258,7 @@ def messages_examples(tokenizer, table: pa.Table, max_len: int) -> Examples:
             continue
         ids: list[int] = []
         targets: list[bool] = []
-        for text, is_target in chat_segments(tokenizer, msgs):
+        for text, is_target in chat_segments(tokenizer, msgs, assistant_turns):
             piece = tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += piece
             targets += [is_target] * len(piece)
@@ -265,6 +275,27 @@ def messages_examples(tokenizer, table: pa.Table, max_len: int) -> Examples:
         y_out.append(y)
         keep_ids.append(rid)
     return Examples(keep_ids, ids_out, y_out, acc)
+
+
+def data_warnings(accounting: dict[str, dict], max_len: int) -> list[str]:
+    """Console warnings, with counts, for what the per-split accounting (run.json's
+    ``data_accounting``) says about rows that teach less than they seem to: rows cut at
+    ``max_len``, rows left with no target token after the cut, conversations without an
+    assistant turn."""
+    out = []
+    for split, acc in accounting.items():
+        rows = acc.get("rows_read", 0)
+        if acc.get("no_target_tokens"):
+            out.append(f"{split}: {acc['no_target_tokens']:,} of {rows:,} rows have no target token left after the cut "
+                       f"at max_seq_len {max_len} (the response starts past it): they add nothing to the loss. Raise "
+                       "max_seq_len ('corpusmill datasets stats REF --tokenizer MODEL' recommends one) or drop long prompts")
+        if acc.get("truncated"):
+            out.append(f"{split}: {acc['truncated']:,} of {rows:,} rows are longer than max_seq_len {max_len} and were "
+                       "cut on the right: the model never sees their end (nor learns to stop there)")
+        if acc.get("no_assistant_turn"):
+            out.append(f"{split}: {acc['no_assistant_turn']:,} of {rows:,} conversations have no assistant turn and "
+                       "were left out")
+    return out
 
 
 def pack(ex: Examples, max_len: int, seed: int) -> Examples:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -66,7 +67,7 @@ def build_examples(cfg: TrainConfig, version: Version, tokenizer, split: str, ma
     elif fmt == "prompt_response":
         ex = data.prompt_response_examples(tokenizer, table, cfg.prompt_template, cfg.max_seq_len)
     else:
-        ex = data.messages_examples(tokenizer, table, cfg.max_seq_len)
+        ex = data.messages_examples(tokenizer, table, cfg.max_seq_len, cfg.assistant_turns)
     return ex, labels, fmt, table.num_rows
 
 
@@ -96,7 +97,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
     import torch
 
     from corpusmill.train import checkpoint, distributed, modeling
-    from corpusmill.train.data import pack
+    from corpusmill.train.data import data_warnings, pack
     from corpusmill.train.loop import Setup, fit, total_steps
     from corpusmill.train.system import code_version, hardware, library_versions, resolve_device
 
@@ -126,6 +127,10 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
             raise CorpusmillError(f"{version.ref} split '{cfg.eval_split}' has no usable rows for {cfg.task}")
     if len(train_ex) == 0:
         raise CorpusmillError(f"{version.ref} split '{cfg.train_split}' has no usable rows for {cfg.task}")
+    warnings = data_warnings(accounting, cfg.max_seq_len)
+    if dist.main:
+        for w in warnings:  # before training starts: run.json alone is read too late
+            print(f"warning: {w}", file=sys.stderr, flush=True)
     if cfg.packing:
         n = len(train_ex)
         train_ex = pack(train_ex, cfg.max_seq_len, cfg.seed)
@@ -160,6 +165,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
         "hardware": hardware(device, dist.world),
         "libraries": library_versions(),
         "data_accounting": accounting,
+        "data_warnings": warnings,
         "from_run": {"run": str(Path(cfg.from_run).resolve()), "dataset": previous["dataset"]["reference"],
                      "new_rows_only": cfg.new_rows_only} if previous else None,
     }

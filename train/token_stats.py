@@ -9,8 +9,8 @@ share of padding that batches of random rows would carry. From these, a recommen
 What is counted per row (special tokens included, as ``tokenizer(text)`` adds them):
 
 * text: the ``text`` column; the causal-lm trainer appends one EOS token to it;
-* prompt/response: ``prompt_template`` around the prompt, then the response (no special tokens),
-  as the trainer joins them, plus the EOS it appends;
+* prompt/response: the prompt written as the trainer writes it (``prompt_template``, and a system
+  prompt when the row has one), then the response (no special tokens), plus the EOS it appends;
 * messages: the chat template's rendering (or the contents joined by newlines without one).
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from corpusmill import schema as S
+from corpusmill.datasets import DEFAULT_PROMPT_TEMPLATE
 from corpusmill.store import Version
 
 PERCENTILES = (50, 90, 95, 99)
@@ -43,16 +44,22 @@ def row_texts(version: Version, split: str, fmt: str, template: str, max_rows: i
         from corpusmill.errors import CorpusmillError
 
         raise CorpusmillError(f"{version.ref} has no column {', '.join(missing)} for format '{fmt}'")
+    if fmt == "prompt_response" and S.SYSTEM in names:
+        cols = [S.SYSTEM, *cols]
     table = read_rows(version, split, cols, max_rows, seed)
     if fmt == "text":
         return fmt, [(t or "", None) for t in table.column(S.TEXT).to_pylist()]
     if fmt == "prompt_response":
-        return fmt, [(template.format(prompt=p or ""), r or "") for p, r in
-                     zip(table.column(S.PROMPT).to_pylist(), table.column(S.RESPONSE).to_pylist())]
+        from corpusmill.datasets import written_prompts  # the trainer's own prompt text
+
+        return fmt, [(w, r or "") for w, r in
+                     zip(written_prompts(table, template).to_pylist(), table.column(S.RESPONSE).to_pylist())]
+    from corpusmill.sft import plain_messages
+
     out = []
     for m in table.column(S.MESSAGES).to_pylist():
         msgs = orjson.loads(m) if isinstance(m, (str, bytes)) else (m or [])
-        out.append((msgs, None))
+        out.append((plain_messages(msgs), None))  # extra keys (tool_calls...) rendered as the trainer renders them
     return fmt, out
 
 
@@ -138,7 +145,7 @@ def recommend(all_lengths: np.ndarray, model_max: int | None, causal: bool, batc
 
 
 def dataset_token_stats(version: Version, tokenizer_path: str, max_length: int = 512, *, task: str = "auto",
-                        fmt: str = "auto", prompt_template: str = "{prompt}\n", batch_size: int = 8,
+                        fmt: str = "auto", prompt_template: str = DEFAULT_PROMPT_TEMPLATE, batch_size: int = 8,
                         max_rows: int = 0, seed: int = 0, trust_remote_code: bool = False) -> dict:
     """The report ``corpusmill datasets stats --tokenizer`` prints (also its --json).
 
