@@ -233,3 +233,20 @@ def test_a_version_with_two_dedup_indexes_answers_for_the_matching_key(tmp_path,
     v2 = run(sft_pipeline("v2.jsonl", [{"dedup": {"key": "prompt", "against": "howto"}}], dataset="v2"),
              store=store, name="v2.yaml")
     assert rejects_by_id(v2)["n"]["duplicate_of"] == "q003"
+
+
+def test_an_index_written_before_keys_counts_as_key_text(tmp_path, run):
+    rows, _ = prompt_rows(n_dup=0)
+    store = tmp_path / "store"
+    write_jsonl(tmp_path / "v1.jsonl", rows[:20])
+    v1 = run(sft_pipeline("v1.jsonl", [{"dedup": {}}]), store=store, name="v1.yaml")
+    meta_path = v1.version.path / "index" / "dedup" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["key"]  # as an index of an earlier corpusmill wrote it
+    meta_path.write_text(json.dumps(meta))
+    write_jsonl(tmp_path / "v2.jsonl", [{"id": "n", "prompt": rows[3]["prompt"], "response": rows[3]["response"]}])
+    v2 = run(sft_pipeline("v2.jsonl", [{"dedup": {"against": "howto"}}], dataset="v2"), store=store, name="v2.yaml")
+    assert rejects_by_id(v2)["n"]["duplicate_of"] == "q003"
+    with pytest.raises(CorpusmillError, match="compares rows by key 'text'"):
+        run(sft_pipeline("v2.jsonl", [{"dedup": {"key": "prompt", "against": "howto"}}], dataset="v2"),
+            store=store, name="v2.yaml")

@@ -126,3 +126,16 @@ def test_inheriting_an_index_without_prompt_groups_is_refused(tmp_path, run):
     ok = run(sft_pipeline("v2.jsonl", [{"split": {"inherit": "howto", "group_by_prompt": False}}], dataset="v2"),
              store=store, name="v2.yaml")
     assert ok.manifest["counts"]["kept"] == 1
+
+
+def test_refresh_with_a_prompt_keyed_dedup_rejects_new_answers_to_old_prompts(tmp_path, run):
+    rows, _ = prompt_rows(n_dup=0)
+    write_jsonl(tmp_path / "raw" / "base.jsonl", rows[:100])
+    run(sft_pipeline("raw/base.jsonl", [{"dedup": {"key": "prompt"}}, {"split": {}}]))
+    new = [{"id": "n-old-prompt", "prompt": rows[5]["prompt"], "response": "A newer answer."},
+           {"id": "n-new-prompt", "prompt": rows[150]["prompt"], "response": rows[150]["response"]}]
+    write_jsonl(tmp_path / "raw" / "new.jsonl", new)
+    result = refresh(Store(tmp_path / "store"), "howto", [tmp_path / "raw" / "new.jsonl"])
+    rejects = {r["id"]: r for r in result.version.read_rejects().to_pylist()}
+    assert rejects["n-old-prompt"]["duplicate_of"] == "q005" and "same prompt" in rejects["n-old-prompt"]["detail"]
+    assert "n-new-prompt" in split_of(result)
