@@ -38,6 +38,8 @@ from corpusmill.errors import CorpusmillError
 
 #: benchmark strings of fewer words are not indexed by default (see ``min_words``)
 MIN_WORDS = 4
+#: formats read here, every field at hand ("json": a .json file, which may hold JSON Lines too)
+_OWN_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 
 
 class BenchmarkSpec(BaseModel):
@@ -167,7 +169,7 @@ def _file_entries(spec: BenchmarkSpec, path: str, base: Path, fields: list[str],
     labels: list[str | None] = []
     n = 0
     for f in readers.resolve_files([input_spec], base):
-        if f.format not in ("jsonl", "csv", "tsv", "parquet"):
+        if f.format not in _OWN_FORMATS:
             t, file_rows = _reader_entries(spec, f, input_spec, fields)
             ids += t.column(S.ID).to_pylist()
             texts += t.column(S.TEXT).to_pylist()
