@@ -489,7 +489,8 @@ class Dedup(ReduceStage):
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict:
         c = self.near
         if c is not None:
-            print(f"[{self.name}] near duplicates: {c.shingle} {c.n}-gram shingles, {c.num_perm} slots; "
+            by = "" if self.config.key == "text" else f" by {KEYS[self.config.key]}"
+            print(f"[{self.name}] near duplicates{by}: {c.shingle} {c.n}-gram shingles, {c.num_perm} slots; "
                   + self.plan.describe(), file=sys.stderr, flush=True)
         rows = _Rows.load(facts, self)
         old = self.old_index
