@@ -219,6 +219,8 @@ def iban_ok(iban: str) -> bool:
 _VERSION_CUE = re.compile(
     r"(?i)(?:\b(?:version|ver|v|release|rel|build|revision|rev|firmware|fw|patch|update|kernel"
     r"|section|sect|sec|chapter|paragraph)\.?|§)\s*[:#]?\s*$"
+    # "since dpkg 1.15.5.4", "seit Dpkg 1.15.8.6", "depuis dpkg 1.15.8.6": a release a feature came in
+    r"|(?i:\b(?:since|seit|depuis|desde)\s+(?:[\w.+-]+\s+)?)$"
 )
 
 
@@ -331,10 +333,16 @@ PATTERNS: tuple[PiiPattern, ...] = (
     PiiPattern("secret", re.compile(
         r"(?i:\b(?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|private[_-]?key"
         r"|secret|password|passwd|pwd|token)[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;]{6,})"), _looks_like_a_key),
+    # a password given in prose ("my password is Summer2023!", "set the passphrase to h4ppy-h0rse"); a
+    # closing full stop or bracket is the sentence's, not the password's
+    PiiPattern("secret", re.compile(
+        r"(?i:\b(?:password|passwd|passphrase|passcode|passwort|kennwort)\s+(?:is|was|to|ist|lautet)\s+[\"'`]?)"
+        r"(?P<value>[^\s\"'`,;]{5,}[^\s\"'`,;.)\]])"), _looks_like_a_key),
     # --- e-mail
     PiiPattern("email", re.compile(
         r"(?<![\w@.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-        r"(?!(?:png|jpe?g|gif|svg|webp|ico|bmp|tiff?)\b)[A-Za-z]{2,24}(?![\w-])")),
+        r"(?!(?:png|jpe?g|gif|svg|webp|ico|bmp|tiff?|service|socket|target|timer|mount|automount|path|slice|scope"
+        r"|swap|device)\b)[A-Za-z]{2,24}(?![\w-])")),
     # --- IBAN: the account part is cut to the country's length in _mask_iban
     PiiPattern("iban", re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w])")),
     # --- payment cards
@@ -353,7 +361,7 @@ PATTERNS: tuple[PiiPattern, ...] = (
         _B + r"(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}(?!\w|[.,-]?\d)"),
         _north_american_phone_ok),
     PiiPattern("phone", re.compile(
-        _B + r"(?<!/)(?<![0-9A-Fa-f]{2} [0-9A-Fa-f]{2} )0\d{1,4}(?:(?: ?[/-] ?| )\d{2,8}){1,4}(?!\w|[./-]?\d)"),
+        _B + r"(?<![/:])(?<![0-9A-Fa-f]{2} [0-9A-Fa-f]{2} )0\d{1,4}(?:(?: ?[/-] ?| )\d{2,8}){1,4}(?!\w|[./-]?\d)"),
         _national_phone_ok),
 )
 
@@ -361,7 +369,7 @@ PATTERNS: tuple[PiiPattern, ...] = (
 #: the rows worth the Python pass; false positives cost time, never correctness)
 PREFILTERS = {
     "secret": r"PRIVATE KEY|eyJ|A[KSBCGIPNR][A-Z]{2}[A-Z0-9]{16}|gh[pousr]_|github_pat_|xox[abposr]-|hooks\.slack"
-              r"|(?:sk|rk|whsec)_|sk-|AIza|(?i:bearer|aws|key|secret|token|passw|pwd)",
+              r"|(?:sk|rk|whsec)_|sk-|AIza|(?i:bearer|aws|key|secret|token|passw|pwd|passphrase|passcode|kennwort)",
     "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.",
     "iban": r"[A-Z]{2}\d{2} ?[A-Z0-9]{4}",
     "credit_card": r"[2-6]\d{3}[ -]?\d{4}",

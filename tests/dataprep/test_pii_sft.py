@@ -236,3 +236,27 @@ def test_check_reports_a_field_the_rows_lack():
     assert "messages_field" not in problem and "prompt_field" in problem  # names the fix
     assert _stage(fields=["messages.user", "text"]).check(chat) == []
     assert _stage().check(chat) == [] and _stage().check(S.record_schema()) == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Is this safe? My password is Summer2023!.", "Is this safe? My password is <SECRET>."),
+    ("Set the passphrase to h4ppy-h0rse)", "Set the passphrase to <SECRET>)"),
+    ("Mein Passwort ist Sommer2024, bitte", "Mein Passwort ist <SECRET>, bitte"),
+])
+def test_a_password_given_in_prose_is_masked(text, expected):
+    _, rows = _run(_stage(), _batch([{S.PROMPT: text, S.RESPONSE: "ok"}]))
+    assert rows[0][S.PROMPT] == expected
+
+
+# phrases from the Debian man pages (bench/bench_pii_sft.py's real rows) that look like a type and are not
+@pytest.mark.parametrize("text", [
+    "The password is required, and changing the password to something stronger helps.",
+    "Utiliser l'heure en secondes à partir de 00:00:00 1970-01-01 UTC.",  # a date after a time, not a phone
+    "This option is passed to patch (since dpkg 1.15.5.4).",  # a release, not an address
+    "Cela implique (depuis dpkg\xa01.15.8.6) une décompression.",
+    "Starts user manager instances as user@UID.service, with the user's number.",  # systemd units, not mail
+    "Drop-ins go to /etc/systemd/system/systemd-nspawn@foobar.service.d/50-network.conf.",
+])
+def test_man_page_lookalikes_survive(text):
+    _, rows = _run(_stage(allow=False), _batch([{S.PROMPT: "Explain.", S.RESPONSE: text}]))
+    assert rows[0][S.RESPONSE] == text and rows[0]["pii_count"] == 0
