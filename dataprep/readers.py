@@ -460,10 +460,10 @@ def records_of(doc, spec) -> list:
                                    "set records_key: to the one holding the rows")
 
 
-def _salvage_array(text: str) -> tuple[list, tuple[int, int, int, str] | None]:
-    """The elements of a JSON array that parse, in order, up to the first break, and the break:
-    (number of the element where it broke, offset where that element starts, offset of the error,
-    message), or None."""
+def _salvage_array(text: str, limit: int = 0) -> tuple[list, tuple[int, int, int, str] | None]:
+    """The elements of a JSON array that parse, in order, up to the first break (or the first
+    ``limit``; 0 = all), and the break: (number of the element where it broke, offset where that
+    element starts, offset of the error, message), or None."""
     decoder = json.JSONDecoder()
     space = re.compile(r"[ \t\n\r]*")
     i = space.match(text).end() + 1  # after '['
@@ -479,6 +479,8 @@ def _salvage_array(text: str) -> tuple[list, tuple[int, int, int, str] | None]:
             return out, (len(out) + 1, i, err.pos, err.msg)
         i = end
         out.append(obj)
+        if len(out) == limit:
+            return out, None
         i = space.match(text, i).end()
         if text.startswith(",", i):
             i += 1
@@ -1248,12 +1250,12 @@ def sample_rows(f: InputFile, spec, n: int = _SAMPLE_ROWS) -> list:
     if f.format == "json":
         head = _head(f.path, f.compression)
         if head.lstrip()[:1] == b"[" and len(head) >= _SNIFF_BYTES:  # a large array: its first elements
-            return _salvage_array(head.decode("utf-8", "replace"))[0][:n]
+            return _salvage_array(head.decode("utf-8", "replace"), n)[0]
         data = head if len(head) < _SNIFF_BYTES else _head(f.path, f.compression, 1 << 62)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return _salvage_array(data.decode("utf-8", "replace"))[0][:n] if data.lstrip()[:1] == b"[" else []
+            return _salvage_array(data.decode("utf-8", "replace"), n)[0] if data.lstrip()[:1] == b"[" else []
         return records_of(doc, spec)[:n]
     if f.format in ("csv", "tsv"):
         text = _head(f.path, f.compression, 1 << 18).decode("utf-8", "replace")

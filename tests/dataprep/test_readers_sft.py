@@ -108,6 +108,17 @@ def test_json_file_holding_one_object_per_line_is_jsonl(tmp_path, run):
     assert _table(r).column("text").to_pylist() == ["Say hi.\nHi!"]
 
 
+def test_large_array_and_one_line_holder_are_detected_from_their_first_rows(tmp_path, run, capsys):
+    rows = [{**ALPACA[i % 3], "output": f"{ALPACA[i % 3]['output']} ({i})"} for i in range(6000)]
+    (tmp_path / "big.json").write_text(json.dumps(rows))  # over the 1 MB looked at, on one line
+    (tmp_path / "held.json").write_text(json.dumps({"license": "cc0", "rows": SHAREGPT}))
+    r = run({"dataset": "big", "inputs": [{"path": "big.json"}, {"path": "held.json"}]})
+    err = capsys.readouterr().err
+    assert "inputs[0] big.json: Alpaca" in err and "inputs[1] held.json: ShareGPT" in err
+    assert r.manifest["counts"] == {"input": 6002, "kept": 6002, "rejected": {}}
+    assert _table(r).column("source").to_pylist()[-1] == "held.json:2"
+
+
 def test_malformed_array_keeps_the_elements_before_the_break(tmp_path, run):
     good = json.dumps(ALPACA[:2], indent=1)
     (tmp_path / "cut.json").write_text(good[:-1].rstrip() + ',\n {"instruction": "Name a colour", "output": \n')
@@ -379,3 +390,15 @@ def test_a_partly_rejected_input_still_publishes(tmp_path, run):
     r = run({"dataset": "p", "inputs": [{"path": "p.jsonl"}]})
     assert r.manifest["counts"]["kept"] == 1
     assert r.manifest["counts"]["rejected"] == {"read": {"missing_text": 1}}
+
+
+def test_refresh_reads_new_files_in_the_dialect_the_parent_detected(tmp_path, run):
+    from corpusmill.pipelines.refresh import refresh
+    from corpusmill.store import Store
+
+    (tmp_path / "sharegpt.json").write_text(json.dumps(SHAREGPT[:1]))
+    parent = run({"dataset": "sg", "inputs": [{"path": "sharegpt.json"}]})
+    (tmp_path / "more.json").write_text(json.dumps(SHAREGPT[1:]))
+    child = refresh(Store(tmp_path / "store"), parent.version.ref, [tmp_path / "more.json"]).version
+    roles = sorted(tuple(m["role"] for m in msgs) for msgs in child.read_split("all").column("messages").to_pylist())
+    assert roles == [("system", "user", "assistant"), ("system", "user", "assistant", "tool", "assistant")]
