@@ -1346,10 +1346,15 @@ def resolve_inputs(inputs, base_dir: Path) -> tuple[list, list[str], list[str]]:
                 continue  # unreadable here: the reader rejects it with its reason
             if not rows:
                 continue
+            kinds = {tuple(sorted(k.items())): k for r in rows if (k := _row_dialect(r)) is not None}
             if any(type(r.get(spec.text_field)) is str for r in rows):
                 plain.append(f.name)
+                if len(kinds) == 1 and len(plain) == 1:  # once an input; e.g. tatsu-lab/alpaca: instruction, input, output and a rendered text
+                    keys = next(iter(kinds.values()))
+                    notes.append(f"inputs[{i}] {f.name}: the rows hold '{spec.text_field}', read as plain text as "
+                                 f"before; they also look like {_describe(keys, rows)}: set dialect: {keys['dialect']} "
+                                 "to read them that way")
                 continue
-            kinds = {tuple(sorted(k.items())): k for r in rows if (k := _row_dialect(r)) is not None}
             if len(kinds) == 1:
                 (key, keys), = kinds.items()
                 if DIALECT_MODES[keys["dialect"]] == "messages" and any(type(r.get("system")) is str for r in rows):
@@ -1360,7 +1365,7 @@ def resolve_inputs(inputs, base_dir: Path) -> tuple[list, list[str], list[str]]:
                 unknown.append((f.name, rows))
         if len(seen) == 1 and not plain and not unknown:
             keys, desc, names = next(iter(seen.values()))
-            spec = spec.model_copy(update=keys)
+            spec = spec.model_copy(update={k: v for k, v in keys.items() if k not in spec.model_fields_set})
             more = f" (and {len(names) - 1} more files)" if len(names) > 1 else ""
             notes.append(f"inputs[{i}] {names[0]}{more}: {desc}; set dialect: to override")
         elif seen and (plain or len(seen) > 1 or unknown):

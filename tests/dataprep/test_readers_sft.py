@@ -316,7 +316,7 @@ def test_rows_with_a_text_field_stay_plain_text_and_unknown_shapes_are_said(tmp_
     write_jsonl(tmp_path / "t.jsonl", [{"text": "a ticket", "messages": [{"role": "user", "content": "x"}]}])
     r = run({"dataset": "t", "inputs": [{"path": "t.jsonl"}]})
     assert "messages" not in r.version.schema().names  # the existing text behaviour is kept
-    capsys.readouterr()
+    assert "the rows hold 'text', read as plain text as before; they also look like OpenAI chat" in capsys.readouterr().err
     write_jsonl(tmp_path / "odd.jsonl", [{"q": "a", "a": "b"}, {"q": "c", "a": "d"}])
     with pytest.raises(CorpusmillError, match="set text_field"):
         run({"dataset": "odd", "inputs": [{"path": "odd.jsonl"}]})
