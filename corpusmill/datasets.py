@@ -204,6 +204,12 @@ class ExportResult:
     #: things the user should know about the export (printed by the CLI)
     notes: list[str] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        files = ", ".join(f"{name} {n:,} rows" for name, n in self.files.items() if name != "README.md")
+        skipped = sum(self.skipped.values())
+        return files + (f"; as {self.shape}" if self.shape != "rows" else "") + (
+            f"; {skipped:,} rows without {self.shape} fields left out" if skipped else "")
+
 
 def _jsonable_row(row: dict) -> dict:
     meta = row.get(S.META)
@@ -243,7 +249,7 @@ def _trainer_rows(table: pa.Table, shape: str, template: str) -> list[dict | Non
     n = table.num_rows
     names = table.column_names
     if shape == "text":
-        return [{S.TEXT: t} for t in table.column(S.TEXT).to_pylist()]
+        return [None if t is None else {S.TEXT: t} for t in (table.column(S.TEXT).to_pylist() if S.TEXT in names else [None] * n)]
     prompts = table.column(S.PROMPT).to_pylist() if S.PROMPT in names else [None] * n
     if shape == "prompt_completion":
         written = written_prompts(table, template).to_pylist()
@@ -368,14 +374,14 @@ def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str
     if prompt_template is not None and shape != "prompt_completion":
         result.notes.append(f"--prompt-template is not used: --format {fmt} writes {shape}, which the chat template "
                             "(or nothing) formats")
-    if fmt == "trl" and shape == "messages" and S.PROMPT in version.schema().names:
+    if fmt == "trl" and shape == "messages" and S.PROMPT in version.schema().names and _prompt_rows(version)[0]:
         result.notes.append("prompt/response rows are written as system/user/assistant messages: the version also "
                             "holds conversations, and a TRL file holds one format")
     reject_columns = carried + [c for c in REJECT_KEEP if c not in carried]
     if shape == "rows":
         _export_rows(version, fmt, out, carried, reject_columns, result)
     else:
-        _export_for_trainer(version, fmt, out, shape, carried, template, result)
+        _export_for_trainer(version, fmt, out, shape, carried, reject_columns, template, result)
     return result
 
 
@@ -432,9 +438,10 @@ def _plain_messages_table(table: pa.Table, result: ExportResult) -> pa.Table:
     return table
 
 
-def _export_for_trainer(version: Version, fmt: str, out: Path, shape: str, carried: list[str], template: str,
-                        result: ExportResult) -> None:
-    """trl, openai: JSONL per split in the trainer's shape, stored columns ``carried`` after it."""
+def _export_for_trainer(version: Version, fmt: str, out: Path, shape: str, carried: list[str],
+                        reject_columns: list[str], template: str, result: ExportResult) -> None:
+    """trl, openai: JSONL per split in the trainer's shape, stored columns ``carried`` after it
+    (after a reject's shape: ``reject_columns``)."""
     read = list(dict.fromkeys([c for c in (S.TEXT, S.SYSTEM, S.PROMPT, S.RESPONSE, S.MESSAGES) if c in version.schema().names]
                               + carried))
     own = SHAPE_COLUMNS[shape]
@@ -455,9 +462,8 @@ def _export_for_trainer(version: Version, fmt: str, out: Path, shape: str, carri
         tables = (pq.read_table(f, columns=read) for f in version.data_files(split))
         result.files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", rows(tables, split, carried))
     rejects = version.read_rejects()
-    rejects_of = carried + [c for c in REJECT_KEEP if c not in carried]
     tables = [rejects] if rejects is not None else []
-    result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", rows(tables, None, rejects_of))
+    result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", rows(tables, None, reject_columns))
     if fmt == "trl":
         (out / "README.md").write_text(_trl_card(version, shape, template, carried), encoding="utf-8")
         result.files["README.md"] = 0

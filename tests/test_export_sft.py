@@ -212,6 +212,30 @@ def test_openai_writes_prompt_response_rows_as_messages(store, tmp_path):
     assert result.shape == "messages" and result.skipped == {"all": 1}
 
 
+def test_a_version_of_prompt_rows_and_conversations_is_one_messages_file_for_trl(tmp_path, capsys):
+    write_jsonl(tmp_path / "qa.jsonl", QA)
+    write_jsonl(tmp_path / "chat.jsonl", CHAT)
+    registered = SftExtras.kind in STAGES
+    register_stage(SftExtras)
+    try:
+        p = write_pipeline(tmp_path / "mixed.yaml", {"dataset": "mixed", "steps": [{"test_sft_extras": {}}], "inputs": [
+            {"path": "qa.jsonl", "id_field": "id", "prompt_field": "instruction", "response_field": "output"},
+            {"path": "chat.jsonl", "id_field": "id", "messages_field": "messages"}]})
+        run_pipeline(p, store=tmp_path / "store", workers=1)
+    finally:
+        if not registered:
+            STAGES.pop(SftExtras.kind, None)
+    code, _, err = _cli(capsys, "datasets", "export", "mixed", "--store", tmp_path / "store", "--format", "trl",
+                        "--columns", "id", "--out", tmp_path / "t")
+    assert code == 0 and "prompt/response rows are written as system/user/assistant messages" in err
+    assert "all: 1 rows written to no file" in err  # q4, plain text
+    rows = {r["id"]: r for r in _lines(tmp_path / "t" / "all.jsonl")}
+    assert sorted(rows) == ["c1", "c2", "q1", "q2", "q3"] and all(list(r) == ["messages", "id"] for r in rows.values())
+    assert rows["q1"]["messages"] == [{"role": "system", "content": "Answer in one sentence."},
+                                      {"role": "user", "content": "What do bees make?"},
+                                      {"role": "assistant", "content": "Bees make honey and wax."}]
+
+
 def test_text_version_is_trl_language_modelling_and_not_openai(store, tmp_path, capsys):
     result = export(store.resolve("notes"), "trl", tmp_path / "t")
     assert result.shape == "text" and _lines(tmp_path / "t" / "all.jsonl") == [{"text": "Bees make honey and wax in the hive."}]
@@ -274,13 +298,31 @@ def test_rejects_are_written_in_every_format(store, tmp_path, fmt):
     assert b'"not a list"' in raw
 
 
-def test_jsonl_export_of_a_chat_version_reads_back_as_the_same_conversations(store, tmp_path, capsys):
-    """A jsonl export is an input again: the conversations, tool calls included, come back unchanged."""
-    export(store.resolve("chat"), "jsonl", tmp_path / "e")
+OPENAI_ROWS = [
+    {"id": "t1", "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS},
+        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "18 C and sunny"},
+        {"role": "assistant", "content": "It is 18 C and sunny in Paris.", "weight": 1}]},
+    {"id": "t2", "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+                              {"role": "assistant", "content": "Hello! How can I help?"}]},
+]
+
+
+def test_conversations_written_by_the_reader_round_trip_through_every_export(tmp_path):
+    """OpenAI chat rows with tool calls, content null, name and weight: the reader keeps the extra
+    keys, every export gives the messages back as they came in, and a jsonl export reads back the same."""
+    write_jsonl(tmp_path / "tools.jsonl", OPENAI_ROWS)
+    p = write_pipeline(tmp_path / "tools.yaml", {"dataset": "tools", "inputs": [
+        {"path": "tools.jsonl", "id_field": "id", "messages_field": "messages"}]})
+    version = run_pipeline(p, store=tmp_path / "store", workers=1).version
+    sent = [r["messages"] for r in OPENAI_ROWS]
+    for fmt in ("jsonl", "trl", "openai"):
+        export(version, fmt, tmp_path / fmt)
+        assert [r["messages"] for r in _lines(tmp_path / fmt / "all.jsonl")] == sent, fmt
+
     p = write_pipeline(tmp_path / "again.yaml", {"dataset": "again", "inputs": [
-        {"path": "e/all.jsonl", "id_field": "id", "messages_field": "messages"}]})
+        {"path": "jsonl/all.jsonl", "id_field": "id", "messages_field": "messages"}]})
     again = run_pipeline(p, store=tmp_path / "store", workers=1).version
-    export(again, "jsonl", tmp_path / "e2")
-    first = {r["id"]: r["messages"] for r in _lines(tmp_path / "e" / "all.jsonl")}
-    second = {r["id"]: r["messages"] for r in _lines(tmp_path / "e2" / "all.jsonl")}
-    assert second == first and first["c1"][1]["tool_calls"] == TOOL_CALLS
+    export(again, "openai", tmp_path / "again")
+    assert [r["messages"] for r in _lines(tmp_path / "again" / "all.jsonl")] == sent
