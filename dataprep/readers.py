@@ -1349,7 +1349,8 @@ def resolve_inputs(inputs, base_dir: Path) -> tuple[list, list[str], list[str]]:
             kinds = {tuple(sorted(k.items())): k for r in rows if (k := _row_dialect(r)) is not None}
             if any(type(r.get(spec.text_field)) is str for r in rows):
                 plain.append(f.name)
-                if len(kinds) == 1 and len(plain) == 1:  # once an input; e.g. tatsu-lab/alpaca: instruction, input, output and a rendered text
+                # said once an input; e.g. tatsu-lab/alpaca holds instruction, input, output and a rendered text
+                if len(kinds) == 1 and len(plain) == 1:
                     keys = next(iter(kinds.values()))
                     notes.append(f"inputs[{i}] {f.name}: the rows hold '{spec.text_field}', read as plain text as "
                                  f"before; they also look like {_describe(keys, rows)}: set dialect: {keys['dialect']} "
