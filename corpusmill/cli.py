@@ -61,6 +61,21 @@ def print_run_summary(result, console) -> None:
     how = f"built in {result.seconds:.1f}s" if result.created else "already published (identical inputs and config): nothing redone"
     added = f" + added {c['added']:,}" if c.get("added") else ""
     console.print(f"input {c['input']:,}{added} = kept {c['kept']:,} + rejected {rejected:,}; splits: {splits}; {how}")
+    print_run_warnings(m, console)
+
+
+def print_run_warnings(manifest: dict, console) -> None:
+    """After the summary: what the stages' own reports say (each quality rule's share of the rows),
+    then every warning, in bold yellow, so that a rule rejecting most of the data is not missed."""
+    from rich.markup import escape
+
+    from corpusmill.dataprep.quality import run_notes
+
+    lines, warnings = run_notes(manifest)
+    for line in lines:
+        console.print(escape(line))
+    for warning in warnings:
+        console.print(f"[bold yellow]warning: {escape(warning)}[/]")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -372,6 +387,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.sft:
+        from corpusmill.demo_sft import run_sft_demo
+
+        return run_sft_demo(workdir=args.workdir, workers=args.workers, console=_console())
     from corpusmill.demo import run_demo
 
     return run_demo(workdir=args.workdir, workers=args.workers, console=_console(), fine_tune=args.fine_tune)
@@ -644,6 +663,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("--workers", type=int, default=None)
     m.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True,
                    help="end with a LoRA fine-tune of all-MiniLM-L6-v2 and its evaluation (default: on)")
+    m.add_argument("--sft", action="store_true",
+                   help="the instruction/chat walkthrough instead: man pages as an Alpaca JSON array and a ShareGPT "
+                        "dump, pipelines/sft.yaml (decontaminated against HumanEval), exported for TRL")
     m.set_defaults(func=cmd_demo)
     return p
 

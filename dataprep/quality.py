@@ -736,8 +736,8 @@ class PlaceholderResponse(SftRule):
         return answers.count_per_row(hit & _bools(pc.greater(pc.utf8_length(answers.normalised), 0)))
 
 
-#: refusal and AI-disclaimer boilerplate, found anywhere in an answer unless a quote mark or
-#: backtick sits just before it (a response that quotes the phrase, or code holding it as a string)
+#: refusal and AI-disclaimer boilerplate, found anywhere in an answer outside quoted spans (a response
+#: that quotes the phrase, or code holding it as a string, is about it)
 REFUSAL_PHRASES = [
     "as an ai language model", "as a language model", "as an ai model", "as an ai assistant, i cannot",
     "as an artificial intelligence, i", "i'm sorry, but i cannot", "i'm sorry, but i can't", "i am sorry, but i cannot",
@@ -756,6 +756,11 @@ REFUSAL_OPENINGS = [
 ]
 
 
+#: quoted spans, which an answer mentions rather than says: "...", “...”, `...`, «...», and '...'
+#: opened after a space (so that the apostrophe of "I'm" opens nothing)
+_QUOTED = r"\"[^\"\n]*\"|“[^”\n]*”|`[^`\n]*`|«[^»\n]*»|(?:^|\s)'[^\n]*?'(?:[\s.,;:!?)]|$)"
+
+
 def _alternatives(phrases: list[str]) -> str:
     return "|".join(re.escape(p.lower().replace("’", "'")) for p in sorted(phrases, key=len, reverse=True))
 
@@ -763,9 +768,9 @@ def _alternatives(phrases: list[str]) -> str:
 class Refusal(SftRule):
     """No answer is refusal or AI-disclaimer boilerplate: a phrase of :data:`REFUSAL_PHRASES`
     ('As an AI language model', "I'm sorry, but I cannot", 'I cannot fulfill'...) anywhere in it, or
-    one of :data:`REFUSAL_OPENINGS` ('I am unable to', 'I cannot'...) where it starts. A phrase right
-    after a quote mark or backtick is quoted, not said, and does not count, so an answer about such
-    boilerplate survives. Case-insensitive; every assistant turn is judged."""
+    one of :data:`REFUSAL_OPENINGS` ('I am unable to', 'I cannot'...) where it starts. Quoted spans
+    ("...", `...`, '...' and their typographic forms) are mentioned, not said, and are not read, so an
+    answer about such boilerplate survives. Case-insensitive; every assistant turn is judged."""
 
     name, column = "refusal", "q_refusal_answers"
 
@@ -775,7 +780,7 @@ class Refusal(SftRule):
         openings: list[str] = Field(REFUSAL_OPENINGS, description="phrases that refuse where an answer starts")
 
     def measure(self, answers):
-        text = answers.normalised
+        text = pc.replace_substring_regex(answers.normalised, _QUOTED, " ")
         hit = np.zeros(len(text), dtype=bool)
         if self.config.phrases:
             hit |= _bools(pc.match_substring_regex(
@@ -907,14 +912,15 @@ class RepetitionLoop(SftRule):
 
 
 #: last words that leave a sentence open (English, German, French, Spanish); German separable
-#: particles (an, auf, aus, mit, zu...) legitimately end sentences and are not listed
+#: particles (an, auf, aus, mit, zu...) legitimately end sentences and are not listed (English "an" neither)
 DANGLING_WORDS = [
-    "the", "a", "an", "and", "or", "of", "to", "with", "for", "from", "by", "as", "that", "than", "like", "your",
+    "the", "a", "and", "or", "of", "to", "with", "for", "from", "by", "as", "that", "than", "like", "your",
     "its", "their", "such", "der", "die", "das", "dem", "den", "des", "und", "oder", "für", "le", "la", "les", "de",
     "des", "du", "et", "ou", "pour", "avec", "un", "une", "el", "los", "las", "del", "y", "o", "para", "con", "una",
 ]
-#: what an unfinished last sentence looks like when the last line is prose: ends with a letter
-_CODE_LIKE = r"[{}();=<>$\\|`/_#*@~^\[\]]|^\s{4}|^\t|^\s*(?:[-+*•]|\d+[.)]|[a-z][.)])\s|::|->"
+#: a line of code, a command, a list item or a table row rather than prose: lines that may end without
+#: punctuation (a line starting in lower case is a command or a continuation, not a sentence)
+_CODE_LIKE = r"[{}()=<>$\\|`/_#*@~^\[\]]|^\s{4}|^\t|^\s*(?:[-+*•]|\d+[.)]|[a-z][.)])\s|::|->|^\s*\p{Ll}"
 _SENTENCE_END = r"[.!?。！？…][\"'”’»)\]]*\s"
 TRUNCATION = {0: "complete", 1: "ends mid-sentence", 2: "ends on a dangling word or , : ( [ {",
               3: "unclosed code fence", 4: "unbalanced brackets"}
@@ -924,15 +930,16 @@ class TruncatedResponse(SftRule):
     """The (last) answer is not cut off. It is judged truncated (signal ``q_truncation``, a code) when:
 
     * 3: it opens a ``` code fence it never closes;
-    * 4: more than ``max_open_brackets`` of one kind of bracket ( [ { are left open;
+    * 4: more than ``max_open_brackets`` of one kind of bracket ( [ { are left open and it does not
+      end with terminal punctuation or a closing bracket;
     * 2: it ends on ',', ':', '(', '[', '{', a dash, or on an article, conjunction or preposition
       (:data:`DANGLING_WORDS`) at the end of a prose line;
     * 1: it ends mid-sentence: on a letter, in a prose line, when an earlier sentence of it ends
-      with terminal punctuation (the answer punctuates its sentences, but not its last one) and the
-      unfinished sentence has at least ``min_words`` words.
+      with terminal punctuation (the answer punctuates its sentences, but not its last one), the
+      answer has at least ``min_answer_words`` words and the unfinished sentence ``min_words``.
 
     What legitimately ends without a full stop is left alone: code and commands (a line with
-    brackets, operators, paths, backticks, or indented), list items, table rows, headings, numbers
+    brackets, operators, paths or backticks, indented, or starting in lower case), list items, table rows, headings, numbers
     and maths, single words and terse fragments ('Print the version and exit': no earlier sentence
     end). Only the response or a conversation's last assistant turn is judged: a cut shows at the end."""
 
@@ -942,6 +949,8 @@ class TruncatedResponse(SftRule):
         max: int | None = Field(0, description="rows whose truncation code (see the rule) is above this fail; "
                                 "0 = any truncation sign; null = off")
         min_words: int = Field(4, ge=1, description="words an unfinished last sentence needs to count as cut off")
+        min_answer_words: int = Field(25, ge=1, description="words an answer needs before a missing full stop "
+                                      "counts as cut off (short answers are often terse fragments)")
         max_open_brackets: int = Field(1, ge=0, description="unclosed brackets of one kind an answer may leave open")
         words: list[str] = Field(DANGLING_WORDS, description="last words that leave a sentence open (lower case)")
 
@@ -963,7 +972,8 @@ class TruncatedResponse(SftRule):
         earlier_end = _bools(pc.not_equal(pc.utf8_length(tail), pc.utf8_length(text)))
         tail_words = pc.list_value_length(pc.utf8_split_whitespace(tail)).to_numpy(zero_copy_only=False)
         on_letter = _bools(pc.match_substring_regex(text, r"\pL$"))
-        code[on_letter & prose & earlier_end & (tail_words >= self.config.min_words)] = 1
+        long = answers.stats.word_count[last] >= self.config.min_answer_words
+        code[on_letter & prose & earlier_end & long & (tail_words >= self.config.min_words)] = 1
         # 2: a dangling end
         dangling = _bools(pc.match_substring_regex(text, r"[,:(\[{—–]$"))
         if self.config.words:
@@ -974,7 +984,8 @@ class TruncatedResponse(SftRule):
         open_ = np.zeros(len(last), dtype=np.int64)
         for o, c in ("()", "[]", "{}"):
             open_ = np.maximum(open_, _count(text, o) - _count(text, c))
-        code[open_ > self.config.max_open_brackets] = 4
+        closed = _bools(pc.match_substring_regex(text, r"[.!?…\"'”»)\]}>`]$"))
+        code[(open_ > self.config.max_open_brackets) & ~closed] = 4
         code[_count(text, "```") % 2 == 1] = 3
         out = np.zeros(answers.n, dtype=np.int64)
         out[answers.row[last]] = code
@@ -1388,8 +1399,9 @@ def run_notes(manifest: dict) -> tuple[list[str], list[str]]:
                 hint = ("on instruction and chat rows use preset: sft (the default when no preset is given), "
                         "or set this rule's action: annotate")
             else:
-                hint = (f"look at the rejects (corpusmill datasets show ...) before trusting it; if the rule is "
-                        f"wrong for this data, set rules.{rule}.action: annotate or change its threshold")
+                hint = (f"read a few of its rejects (rejects/{stage['name']}-*.parquet in the version) before "
+                        f"trusting it; if the rule is wrong for this data, set rules.{rule}.action: annotate or "
+                        "change its threshold")
             warnings.append(f"quality rule '{rule}' rejected {n:,} of {rows_in:,} rows ({n / rows_in:.1%}, "
                             f"more than warn_share {limit:g}) in step '{stage['name']}': {hint}")
     return lines, warnings
