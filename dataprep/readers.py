@@ -45,6 +45,7 @@ from xxhash import xxh3_64_hexdigest
 from corpusmill import fs as fsio
 from corpusmill import schema as S
 from corpusmill.errors import CorpusmillError
+from corpusmill.sft import PR_SEPARATOR
 
 READ_STAGE = "read"
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -755,7 +756,7 @@ class RecordBuilder:
             except RowProblem as bad:
                 return self.reject(line, bad.reason, bad.detail, raw)
             # as corpusmill.sft.derive_text joins them
-            text = prompt + "\n\n" + response if system is None else system + "\n\n" + prompt + "\n\n" + response
+            text = PR_SEPARATOR.join((prompt, response) if system is None else (system, prompt, response))
         else:
             try:
                 messages = self._conversation(obj)
