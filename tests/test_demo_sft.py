@@ -112,3 +112,65 @@ def test_sharegpt_grouping():
     assert len(convs) == 3
     assert convs[0]["conversations"][0] == {"from": "system", "value": "You are a helpful assistant for Linux users."}
     assert [m["from"] for m in convs[1]["conversations"]] == ["human", "gpt"]
+
+
+def test_the_shipped_sft_pipeline_end_to_end(tmp_path):
+    """pipelines/sft.yaml on a small Alpaca array and ShareGPT dump: formats detected, a planted
+    benchmark problem rejected with its id, a translation answer kept, answers to one prompt kept in
+    one split, and an export TRL reads."""
+    import json
+    from importlib import resources
+
+    from corpusmill.datasets import export
+    from corpusmill.pipelines import run_pipeline
+
+    data = tmp_path / "data"
+    data.mkdir()
+    solution = "    return sorted(set(numbers), key=numbers.index)\n"
+    problem = 'def unique(numbers):\n    """Return the numbers without repeats, in their first order."""\n'
+    alpaca = [
+        {"instruction": "What does the `ls` command do?", "input": "",
+         "output": "List directory contents.\n\nList information about the files in the current directory."},
+        {"instruction": "Translate into German: List directory contents.", "input": "",
+         "output": "Verzeichnisinhalte auflisten, sortiert nach Namen, wenn nichts anderes angegeben ist."},
+        {"instruction": "Explain what this command-line option does.", "input": "ls -a, --all",
+         "output": "Do not ignore entries starting with a dot, so hidden files are listed as well."},
+        {"instruction": "What does the `cp` command do?", "input": "",
+         "output": "Copy files and directories from a source to a destination."},
+        {"instruction": "What does the `cp` command do?", "input": "",
+         "output": "It copies files and whole directory trees; with -r it descends into directories."},
+        {"instruction": "Complete the following Python function.", "input": problem, "output": solution},
+    ]
+    (data / "alpaca.json").write_text(json.dumps(alpaca))
+    sharegpt = [{"conversations": [
+        {"from": "system", "value": "You are a helpful assistant for Linux users."},
+        {"from": "human", "value": "What does the `mv` command do?"},
+        {"from": "gpt", "value": "It moves or renames files and directories."},
+        {"from": "human", "value": "And what does `mv -n` do?"},
+        {"from": "gpt", "value": "It does not overwrite an existing file at the destination."}]}]
+    (data / "sharegpt.json").write_text(json.dumps(sharegpt))
+    import gzip
+
+    (data / "HumanEval.jsonl.gz").write_bytes(gzip.compress(json.dumps(
+        {"task_id": "HumanEval/26", "prompt": problem, "canonical_solution": solution, "test": "", "entry_point": "unique"}
+    ).encode() + b"\n"))
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(resources.files("corpusmill.pipelines").joinpath("sft.yaml").read_text())
+    result = run_pipeline(pipeline, workers=1)
+    m = result.manifest
+    assert m["counts"]["input"] == 7
+    assert m["counts"]["rejected"] == {"decontaminate": {"contaminated_exact": 1}}
+    rejects = result.version.read_rejects()
+    assert "HumanEval/26" in rejects.column("detail").to_pylist()[0]
+    rows = [r for s in result.version.splits() for r in result.version.read_split(s).to_pylist()]
+    by_split = {}
+    for s in result.version.splits():
+        for r in result.version.read_split(s).to_pylist():
+            if r["prompt"] == "What does the `cp` command do?":
+                by_split.setdefault(r["prompt"], set()).add(s)
+    assert len(by_split["What does the `cp` command do?"]) == 1  # both answers in one split
+    assert any(r["response"] and r["response"].startswith("Verzeichnisinhalte") for r in rows)
+    out = export(result.version, "trl", tmp_path / "trl")
+    assert out.shape == "messages"  # conversations and single turns: one format per file
+    first = json.loads((tmp_path / "trl" / f"{result.version.splits()[0]}.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"messages"} and first["messages"][-1]["role"] == "assistant"

@@ -95,5 +95,10 @@ def test_every_shipped_pipeline_validates(tmp_path):
             target = tmp_path / spec["path"].replace("*", "x")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text('{"text": "a"}\n')
+        for step in raw["steps"]:  # and the benchmark files a decontaminate step names
+            for bench in (step.get("decontaminate") or {}).get("benchmarks", []):
+                target = tmp_path / (bench["path"] if isinstance(bench, dict) else bench)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text('{"task_id": "T/0", "prompt": "def f():", "canonical_solution": "return 1", "text": "a"}\n')
         config, steps, _ = parse_pipeline(raw, REGISTRY, base_dir=tmp_path)
         assert config.dataset
