@@ -68,9 +68,9 @@ def check_fields(fields: Sequence[str], schema: pa.Schema, stage: str, option: s
         for f in bad:
             base = f.split(".")[0]
             if base in (S.PROMPT, S.RESPONSE, S.SYSTEM):
-                hint.append(f"map it in the inputs ({base}_field, or a format/prompt_template)")
+                hint.append(f"map it in the inputs ({base}_field, or dialect: alpaca / dolly, or prompt_template)")
             elif base == S.MESSAGES:
-                hint.append("map it in the inputs (messages_field, or format: sharegpt/openai)")
+                hint.append("map it in the inputs (messages_field, or dialect: sharegpt / openai)")
         raise CorpusmillError(
             f"stage '{stage}': {option} lists {', '.join(repr(f) for f in bad)}, which these rows do not have; "
             f"valid here: {', '.join(valid)}" + (f" ({hint[0]})" if hint else "")
