@@ -409,10 +409,10 @@ class Clean(ReduceStage):
                     col = batch.column(S.MESSAGES)
                     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
                     roles = pc.fill_null(col.flatten().field("role").filter(pa.array(g.mask)), "?")
-                    parts.append(np.asarray(pc.binary_join_element_wise("messages", roles, ".").to_pylist(), object))
+                    parts.append(pc.binary_join_element_wise("messages", roles, "."))
                 else:
-                    parts.append(np.full(len(g.rows), g.ref, dtype=object))
-            labels = np.concatenate(parts) if parts else np.zeros(0, object)
+                    parts.append(pa.array(np.full(len(g.rows), g.ref, dtype=object), pa.string()))
+            labels = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
         return _Strings(sel, is_text, plain_text, markup, None if is_text.all() else ~is_text, labels)
 
     # ------------------------------------------------------------------ the per-string steps
@@ -473,8 +473,9 @@ class Clean(ReduceStage):
         counters = {k: int(matrix[:, c].sum()) for c, k in enumerate(kinds)}
         if strings.labels is not None:  # instruction and chat rows: which field each change was made in
             for k in kinds:
-                found, counts = np.unique(strings.labels[changes[k]].astype(str), return_counts=True)
-                counters.update({f"{k}.{label}": int(c) for label, c in zip(found, counts)})
+                if changes[k].any():
+                    counts = pc.value_counts(strings.labels.filter(pa.array(changes[k]))).to_pylist()
+                    counters.update({f"{k}.{c['values']}": c["counts"] for c in counts})
         counters.update(extra_counters or {})
         counters = {k: v for k, v in counters.items() if v}
 
@@ -491,7 +492,8 @@ class Clean(ReduceStage):
             steps = [k for k in kinds if changes[k][i]]
             text = (f"no text left after {', '.join(steps) if steps else 'cleaning'} "
                     f"({lengths[i]} characters before cleaning)")
-            why.setdefault(int(sel.rows[i]), []).append(text if strings.labels is None else f"{strings.labels[i]}: {text}")
+            label = None if strings.labels is None else strings.labels[i].as_py()
+            why.setdefault(int(sel.rows[i]), []).append(text if label is None else f"{label}: {text}")
         details = ["; ".join(why[r]) for r in np.flatnonzero(empty).tolist()]
         keep = pa.array(~empty)
         # a rejected row keeps the fields it came in with: what was lost stays visible
@@ -654,7 +656,7 @@ class _Strings:
     #: code is set aside (instruction and chat fields; None: no string)
     shield: np.ndarray | None
     #: the field of each string for the counters (``response``, ``messages.user``); None on text corpora
-    labels: np.ndarray | None
+    labels: pa.Array | None
 
 
 def _with_changes(batch: pa.Table, change_col: pa.Array) -> pa.Table:

@@ -24,11 +24,16 @@ its own (the same names for both kinds of row, so one filter reads a mixed datas
 * ``response_lang``, ``response_lang_score``: the response, or the assistant turns (joined).
 
 The system prompt is on neither side: it is often boilerplate in another language than the
-conversation. A row without the side (a plain-text row, a missing response) has nulls there.
+conversation. Code (fenced blocks, inline `spans`) is left out of what the identifier reads of
+these rows: ``ls -a`` is no word of any language. A row without the side (a plain-text row, a
+missing response) has nulls there.
+
 ``keep_field`` chooses the side that ``lang``, ``lang_score`` and ``keep`` follow: the prompt side
 by default, so a translation whose answer is in the target language is kept by ``keep: [en]``
-when it was asked in English. ``both`` keeps a row only when each side it has passes; ``text``
-judges the derived text, as on text corpora. Plain-text rows are always judged on their text.
+when it was asked in English. Where that side is ``und`` (``Explain `wc -w`.`` is too short to
+tell) the row's text decides, and the detail of a reject says so (``text (prompt und) ...``).
+``both`` keeps a row only when each side it has passes (no fallback); ``text`` judges the derived
+text, as on text corpora. Plain-text rows are always judged on their text.
 """
 
 from __future__ import annotations
@@ -121,8 +126,9 @@ class LanguageConfig(StageConfig):
         description="which language lang, lang_score and keep follow on instruction and chat rows: prompt "
                     "(default: the language the user asked in, so a translation answer in the target language "
                     "is not rejected), response, both (each side the row has must pass; lang is the prompt's) "
-                    "or text (the derived text: prompt and answer together). Plain-text rows always follow "
-                    "their text",
+                    "or text (the derived text: prompt and answer together). With prompt or response, a row "
+                    "whose side is und (too short or unsure) is judged on its text. Plain-text rows always "
+                    "follow their text",
     )
     max_chars: int = Field(
         2000, ge=0,
@@ -315,19 +321,29 @@ class Language(Stage):
         field = self.keep_field(batch.schema)
         sides = self.sides(batch.schema)
         targets = {side: _side_text(batch, side) for side in sides}
+        found = self._identify_all(targets) if sides else {}
+        chosen = "prompt" if field == "both" else field
         need_text = np.ones(batch.num_rows, dtype=bool)  # rows judged on their text
         if field != "text":
-            need_text = targets["prompt" if field == "both" else field].is_null().to_numpy(zero_copy_only=False)
-        targets["text"] = pc.if_else(pa.array(need_text), batch.column(S.TEXT).combine_chunks(),
-                                     pa.nulls(batch.num_rows, pa.string()))
-        found = self._identify_all(targets)
+            need_text = targets[chosen].is_null().to_numpy(zero_copy_only=False)
+        undecided = np.zeros(batch.num_rows, dtype=bool)
+        if field in ("prompt", "response"):
+            # a side too short or unsure to tell ("Explain `wc -w`.") is judged with the rest of its row
+            undecided = ~need_text & (found[chosen]["lang"] == UND)
+            need_text |= undecided
+        text = batch.column(S.TEXT).combine_chunks()
+        if sides:  # an instruction or chat row's text is read without its code, as its sides are
+            text = pc.if_else(pa.array(sft.plain_rows(batch)), text, without_code(text))
+        found["text"] = self._identify_all({"text": pc.if_else(pa.array(need_text), text,
+                                                               pa.nulls(batch.num_rows, pa.string()))})["text"]
 
-        # lang follows the chosen side, or the text where the row has no such side
+        # lang follows the chosen side, or the text where the row has no such side or it is und
         main = found["text"]
         if field in ("prompt", "response", "both"):
-            side = found["prompt" if field == "both" else field]
+            side = found[chosen]
             main = {k: None if v is None else np.where(need_text, main[k], side[k]) for k, v in side.items()}
-        where = np.where(need_text, "text", "prompt" if field == "both" else field).astype(object)
+        where = np.where(need_text, "text", chosen).astype(object)
+        where[undecided] = f"text ({chosen} und)"
         values = [pa.array(main["lang"].tolist(), pa.string()), pa.array(main["score"].astype(np.float32))]
         if cfg.per_paragraph:
             values.append(pa.array(main["share"].astype(np.float32)))
@@ -439,4 +455,16 @@ def _side_text(batch: pa.Table, side: str) -> pa.Array:
         messages = batch.column(S.MESSAGES).combine_chunks()
         joined = pc.if_else(messages.is_valid(), joined, pa.nulls(n, pa.string()))
         out = joined if out is None else pc.coalesce(out, joined)
-    return out if out is not None else pa.nulls(n, pa.string())
+    return without_code(out) if out is not None else pa.nulls(n, pa.string())
+
+
+#: code in instruction data, which says nothing about the language the row is written in: fenced
+#: blocks (to their closing fence or the end) and inline code spans (RE2, for Arrow's kernels)
+_CODE = r"(?ms)^[ ]{0,3}```.*?(?:^[ ]{0,3}```[ \t]*$|\z)|^[ ]{0,3}~~~.*?(?:^[ ]{0,3}~~~[ \t]*$|\z)|``[^\n]+?``|`[^`\n]+`"
+
+
+def without_code(texts: pa.Array) -> pa.Array:
+    """``texts`` with code fences and inline code spans replaced by a space: what the identifier
+    should read of an instruction or chat field (``What does `ls -a` do?`` is English, and
+    ``ls -a`` is no word of any language)."""
+    return pc.replace_substring_regex(texts, _CODE, " ")

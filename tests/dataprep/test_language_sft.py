@@ -96,9 +96,9 @@ def test_conversations_are_detected_on_their_user_and_assistant_turns():
     kept, rejected, _ = _run(_batch(pairs=[], conversations=[conv, only_assistant]), keep=["de"])
     row = kept["r0"]
     assert (row["prompt_lang"], row["response_lang"], row["lang"]) == ("de", "en", "de")  # the system prompt is on neither side
-    # a conversation with no user turn has an empty prompt side: too short to tell
-    assert rejected["r1"]["reason"] == "low_language_score" and rejected["r1"]["prompt_lang"] == "und"
-    assert rejected["r1"]["detail"].startswith("prompt: 0 letters, under min_chars")
+    # a conversation with no user turn has an empty prompt side (und): its whole text decides
+    assert rejected["r1"]["prompt_lang"] == "und" and rejected["r1"]["lang"] == "en"
+    assert rejected["r1"]["detail"].startswith("text (prompt und) language en (score ")
     kept, _, _ = _run(_batch(pairs=[], conversations=[conv]), keep=["en"], keep_field="response")
     assert "r0" in kept
 
@@ -137,3 +137,15 @@ def test_a_pipeline_on_prompt_response_rows(tmp_path, run):
     assert set(got) == {"q0", "q1"} and got["q0"]["response_lang"] == "de"
     stage = next(s for s in result.manifest["stages"] if s["name"] == "language")
     assert stage["rejected"] == {"language_not_kept": 1}
+
+
+def test_code_is_not_read_and_a_prompt_too_short_to_tell_defers_to_its_row():
+    pairs = [("Explain `tar -xzf`.", "It extracts a gzip-compressed archive into the current directory."),
+             ("Explain `tar -xzf`.", "Es entpackt ein mit gzip komprimiertes Archiv in das aktuelle Verzeichnis."),
+             ("What does `git stash --keep-index --include-untracked` do in a repository?",
+              "```sh\ngit stash --keep-index --include-untracked\n```")]
+    kept, rejected, _ = _run(_batch(pairs=pairs), keep=["en"])
+    assert kept["r0"]["prompt_lang"] == "und" and kept["r0"]["lang"] == "en"  # "Explain ." is too short
+    assert rejected["r1"]["detail"].startswith("text (prompt und) language de")
+    # the prompt is English once its code is left out; the answer is only code: und
+    assert kept["r2"]["prompt_lang"] == "en" and kept["r2"]["response_lang"] == "und"
