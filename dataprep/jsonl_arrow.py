@@ -143,7 +143,9 @@ class ArrowJsonl:
         }
         if S.LABEL in self.schema.names:
             columns[S.LABEL] = labels if labels is not None else pa.nulls(n, pa.string())
-        return pa.Table.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        # columns other inputs of the pipeline map (prompt, messages...): null on plain-text rows
+        return pa.Table.from_arrays([columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in self.schema],
+                                    schema=self.schema)
 
     def _meta(self, table: pa.Table) -> pa.Array | None | bool:
         """The unmapped fields of each row as a JSON object with sorted keys, byte for byte as
