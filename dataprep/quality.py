@@ -716,10 +716,14 @@ PLACEHOLDER_TEMPLATE = (r"^[\[<{(] ?(?:insert|your|add|enter|put|fill in|write|t
                         r"placeholder|todo)\b[^\]>})]*[\]>})]$")
 
 
+#: one pair of brackets or quotes around a whole answer: '(none)' is compared as 'none'
+_WRAPPED = r"^[\[(<{\"'“‘] ?(.*?) ?[\])>}\"'”’]$"
+
+
 class PlaceholderResponse(SftRule):
     """No answer is a placeholder: a whole answer such as '<nooutput>', 'N/A', '...', 'TODO', '-',
     'none', 'null' (:data:`PLACEHOLDERS`, compared in lower case, whitespace collapsed, one trailing
-    '.' or '!' dropped), or a template such as '[insert answer here]'. Every assistant turn of a
+    '.' or '!' dropped, with or without one pair of brackets or quotes around it), or a template such as '[insert answer here]'. Every assistant turn of a
     conversation is judged. A one-word answer 'None.' to a question whose answer is none is rejected
     too: drop 'none' from ``values`` for such data."""
 
@@ -731,7 +735,9 @@ class PlaceholderResponse(SftRule):
 
     def measure(self, answers):
         text = pc.replace_substring_regex(answers.normalised, r"(.)[.!]$", r"\1")
-        hit = _bools(pc.is_in(text, value_set=pa.array([v.lower() for v in self.config.values], pa.string())))
+        values = pa.array([v.lower() for v in self.config.values], pa.string())
+        hit = _bools(pc.is_in(text, value_set=values))
+        hit |= _bools(pc.is_in(pc.replace_substring_regex(text, _WRAPPED, r"\1"), value_set=values))
         hit |= _bools(pc.match_substring_regex(answers.normalised, PLACEHOLDER_TEMPLATE))
         return answers.count_per_row(hit & _bools(pc.greater(pc.utf8_length(answers.normalised), 0)))
 
@@ -920,7 +926,7 @@ DANGLING_WORDS = [
 ]
 #: a line of code, a command, a list item or a table row rather than prose: lines that may end without
 #: punctuation (a line starting in lower case is a command or a continuation, not a sentence)
-_CODE_LIKE = r"[{}()=<>$\\|`/_#*@~^\[\]]|^\s{4}|^\t|^\s*(?:[-+*•]|\d+[.)]|[a-z][.)])\s|::|->|^\s*\p{Ll}"
+_CODE_LIKE = r"[{}=\\`$]|->|::|^\s{4}|^\t|^\s*(?:[-+*•>]|\d+[.)]|[a-z][.)])\s|^\s*[\p{Ll}$#/.|-]|\|\s*$"
 _SENTENCE_END = r"[.!?。！？…][\"'”’»)\]]*\s"
 TRUNCATION = {0: "complete", 1: "ends mid-sentence", 2: "ends on a dangling word or , : ( [ {",
               3: "unclosed code fence", 4: "unbalanced brackets"}
@@ -948,8 +954,8 @@ class TruncatedResponse(SftRule):
     class Config(RuleConfig):
         max: int | None = Field(0, description="rows whose truncation code (see the rule) is above this fail; "
                                 "0 = any truncation sign; null = off")
-        min_words: int = Field(4, ge=1, description="words an unfinished last sentence needs to count as cut off")
-        min_answer_words: int = Field(25, ge=1, description="words an answer needs before a missing full stop "
+        min_words: int = Field(2, ge=1, description="words an unfinished last sentence needs to count as cut off")
+        min_answer_words: int = Field(15, ge=1, description="words an answer needs before a missing full stop "
                                       "counts as cut off (short answers are often terse fragments)")
         max_open_brackets: int = Field(1, ge=0, description="unclosed brackets of one kind an answer may leave open")
         words: list[str] = Field(DANGLING_WORDS, description="last words that leave a sentence open (lower case)")
@@ -965,7 +971,9 @@ class TruncatedResponse(SftRule):
         text = answers.stripped.take(pa.array(last, pa.int64()))
         code = np.zeros(len(last), dtype=np.int64)
         last_line = pc.replace_substring_regex(text, r"(?s)^.*\n", "")
-        prose = ~_bools(pc.match_substring_regex(last_line, _CODE_LIKE)) & ~_bools(pc.starts_with(last_line, "|"))
+        # a line holding a sentence end followed by a capital is prose, whatever code it mentions
+        prose = ~_bools(pc.match_substring_regex(last_line, _CODE_LIKE))
+        prose |= _bools(pc.match_substring_regex(last_line, rf"{_SENTENCE_END}+\p{{Lu}}"))
         words = pc.list_value_length(pc.utf8_split_whitespace(last_line)).to_numpy(zero_copy_only=False)
         # 1: an unfinished last sentence in an answer that ends its other sentences
         tail = pc.replace_substring_regex(text, rf"(?s)^.*{_SENTENCE_END}", "")
