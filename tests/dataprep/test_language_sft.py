@@ -149,3 +149,16 @@ def test_code_is_not_read_and_a_prompt_too_short_to_tell_defers_to_its_row():
     assert rejected["r1"]["detail"].startswith("text (prompt und) language de")
     # the prompt is English once its code is left out; the answer is only code: und
     assert kept["r2"]["prompt_lang"] == "en" and kept["r2"]["response_lang"] == "und"
+
+
+def test_a_short_question_is_judged_with_its_answer():
+    """fastText calls the German question (its code set aside) English; with side_min_chars the
+    row's text decides, so keep: [en] rejects it, and a long English translation request stays."""
+    short_german = ("Was bewirkt die Option `-A` von `ls`?",
+                    "Listet alle Einträge auf, außer den impliziten Einträgen für das aktuelle und das übergeordnete Verzeichnis.")
+    kept, rejected, _ = _run(_batch(pairs=(short_german, TRANSLATE)), keep=["en"])
+    assert "r0" in rejected and rejected["r0"]["detail"].startswith("text (prompt short)")
+    assert rejected["r0"]["lang"] == "de"
+    assert "r1" in kept and kept["r1"]["lang"] == "en"
+    kept, rejected, _ = _run(_batch(pairs=(short_german, TRANSLATE)), keep=["en"], side_min_chars=0)
+    assert kept["r0"]["prompt_lang"] == "en"  # the misjudgement the default guards against
