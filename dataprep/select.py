@@ -82,25 +82,6 @@ class TargetFile(StageConfig):
     block_separator: str = Field("", description="text_unit=block: a line equal to this ends an example; '' = blank lines")
 
 
-@dataclass(frozen=True)
-class _ReaderSpec:
-    """What corpusmill.dataprep.readers needs of an input, for a target file."""
-
-    path: str
-    format: str
-    text_field: str
-    text_unit: str
-    block_separator: str
-    id_field: None = None
-    label_field: None = None
-    prompt_field: None = None
-    response_field: None = None
-    messages_field: None = None
-    split: None = None
-    max_text_bytes: int = 0
-    keep_meta: bool = False
-
-
 class NgramImportanceOptions(StageConfig):
     buckets: int = Field(
         10_000, ge=16,
@@ -220,7 +201,11 @@ def _load_ref(target: str, store_root: str | None) -> Target:
 def _load_file(spec: TargetFile, base: Path) -> Target:
     from corpusmill.dataprep import readers
 
-    rspec = _ReaderSpec(spec.path, spec.format, spec.text_field, spec.text_unit, spec.block_separator)
+    from corpusmill.pipelines.config import InputSpec
+
+    rspec = readers.concrete_spec(InputSpec(path=spec.path, format=spec.format, text_field=spec.text_field,
+                                            text_unit=spec.text_unit, block_separator=spec.block_separator,
+                                            dialect="text", max_text_bytes=0, keep_meta=False))
     files = readers.resolve_files([rspec], base)
     if not files:
         raise ConfigError([f"select target: no file matches {spec.path} (relative paths are relative to the pipeline file, "
