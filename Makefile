@@ -1,4 +1,4 @@
-# The two commands:   make demo   (set up + run the demo end to end)
+# The two commands:   make demo   (set up + run the demos end to end: text corpus, then instruction/chat data)
 #                     make test   (set up + run the test suite; what .ci/run calls)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -61,8 +61,11 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
-demo: $(BIN)/.installed debian-data wordnet-data
+demo: $(BIN)/.installed debian-data sft-data wordnet-data
 	$(BIN)/corpusmill demo
+	@# the instruction/chat walkthrough: man pages as Alpaca and ShareGPT files, decontaminated
+	@# against HumanEval, exported for TRL (corpusmill-demo/sft/)
+	$(BIN)/corpusmill demo --sft
 
 test: $(BIN)/.installed wordnet-data chromium
 	$(BIN)/python -m pytest -q
