@@ -421,12 +421,32 @@ class Clean(ReduceStage):
                     shield: np.ndarray | None = None) -> tuple[pa.Array, dict[str, np.ndarray]]:
         """The cleaned texts and, per change kind, a mask of the texts that step changed.
         ``markup``: per text, whether markup may be stripped (None: everywhere strip_markup is on);
-        ``shield``: per text, whether its code fences and inline code are set aside (None: none)."""
+        ``shield``: per text, whether its code fences and inline code are set aside (None: none).
+
+        Setting code aside is per-string Python, so it runs only where it can matter: on the
+        shielded texts that hold a backtick or tilde and that cleaning changed. Those are cleaned
+        again from the original with their code set aside (a text cleaning leaves as it is had no
+        code changed)."""
+        cleaned, changes = self._steps(texts, markup)
+        if shield is None or not shield.any():
+            return cleaned, changes
+        redo = np.asarray(shield, dtype=bool) & _changed(texts, cleaned)
+        if redo.any():
+            redo &= pc.match_substring_regex(texts, "`|~~~").to_numpy(zero_copy_only=False)
+        if not redo.any():
+            return cleaned, changes
+        positions = pa.array(np.flatnonzero(redo))
+        sub, blocks = shield_code(texts.take(positions), np.ones(len(positions), dtype=bool))
+        sub, sub_changes = self._steps(sub, None if markup is None else np.asarray(markup, dtype=bool)[redo])
+        cleaned = pc.replace_with_mask(cleaned, pa.array(redo), unshield_code(sub, blocks))
+        for kind, mask in sub_changes.items():
+            changes[kind][redo] = mask
+        return cleaned, changes
+
+    def _steps(self, texts: pa.Array, markup: np.ndarray | None) -> tuple[pa.Array, dict[str, np.ndarray]]:
+        """Every enabled step in order over ``texts``; per change kind, the texts it changed."""
         cfg = self.config
         changes: dict[str, np.ndarray] = {}
-        blocks: dict = {}
-        if shield is not None and shield.any():
-            texts, blocks = shield_code(texts, shield)
 
         def step(kind: str, after: pa.Array) -> None:
             nonlocal texts
@@ -452,7 +472,7 @@ class Clean(ReduceStage):
             step(UNICODE, _normalize_unicode(texts, cfg.unicode_form))
         if cfg.whitespace != "none":
             step(WHITESPACE, normalize_whitespace(texts, cfg.whitespace))
-        return unshield_code(texts, blocks), changes
+        return texts, changes
 
     def _finish(self, strings: "_Strings", original: pa.Array, texts: pa.Array,
                 changes: dict[str, np.ndarray], extra_counters: dict[str, int] | None = None) -> StageOutput:
