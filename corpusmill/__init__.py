@@ -1,3 +1,3 @@
 """corpusmill: prepare the data a pre-trained language model is fine-tuned on."""
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"

@@ -1,7 +1,7 @@
 """The ``split`` stage: leakage-safe train/validation/test assignment, per group, never per row.
 
 A *group* is a connected component of rows that share a duplicate cluster (the ``cluster_id``
-column written by ``dedup``; without it, rows whose normalised text is identical), that are near
+column written by ``dedup``), whose normalised text is identical (case and whitespace ignored), that are near
 twins (word 3-gram Jaccard >= ``near``, from MinHash LSH candidates checked on the signature
 estimate; on by default, so exact-only or no dedup is still leakage-safe), that share a user
 key (``group_by``: a column or a field of ``meta`` such as a document id, an author or a URL),
@@ -9,13 +9,20 @@ or, on instruction and chat rows (``group_by_prompt``), that ask the same thing:
 or the same first user turn of a conversation, after normalising case and whitespace. Near
 twins, rows of one document and answers to one prompt therefore always land in the same split.
 
-Each group gets ``u = xxh3_64(seed, group key) / 2**64`` in [0, 1), where the group key is the
-smallest member key (a row's key: the hash of its normalised prompt where it has one, so a
-prompt's group is keyed by its content whichever rows answer it; else its cluster or group_by
-key), so the value depends on the group alone, not on the rest of the corpus:
+Each group gets ``u = xxh3_64(seed, group key) / 2**64`` in [0, 1), where the group key is
+derived from the group's content, never from a row's id or position: the smallest hash of a
+normalised prompt among its rows where any has one (a prompt's group is keyed by the question
+whichever rows answer it), else the smallest ``group_by`` value hash (a document keeps its key
+whatever rows it gains), else the smallest hash of a member's normalised text. ``dedup``'s
+``cluster_id`` (the id of the row it kept) only connects rows; it never keys a group, so the
+same text lands in the same split whichever copy ``dedup`` keeps, under whichever id, in
+whichever input order. The value depends on the group alone, not on the rest of the corpus:
 
 * without ``stratify``, the split is the ratio interval ``u`` falls in. A group keeps its split in
-  every later version of the dataset, whatever rows are added around it.
+  every later version of the dataset, whatever rows are added around it, as long as its key
+  stays: exact copies (under any id) and new rows of a keyed document or prompt never change it;
+  a new near twin with a smaller text hash can, which ``inherit`` (``corpusmill refresh``)
+  prevents by giving a new row its old twin's split.
 * with ``stratify: label``, groups of each label (a group's majority label) are ordered by ``u``
   and cut at the cumulative ratios by row count, so each label is split in the given proportions
   up to one group. Adding rows can move only groups that sit at a cut.
@@ -157,6 +164,20 @@ def prompt_keys(batch: pa.Table) -> np.ndarray:
     return key
 
 
+def group_keys(text: np.ndarray, user: np.ndarray, prompt: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the key it offers its group and that key's tier (0 prompt, 1 group_by value,
+    2 normalised text): a group is keyed by its lowest tier's smallest key. All three are hashes
+    of content the user sees, so a group's key never depends on which row dedup kept, on ids or
+    on row order; a prompt or document keeps its key whatever rows it gains."""
+    key, tier = text.copy(), np.full(len(text), 2, dtype=np.int8)
+    has = user != _NO_KEY
+    key[has], tier[has] = user[has], 1
+    if prompt is not None:
+        has = prompt != _NO_KEY
+        key[has], tier[has] = prompt[has], 0
+    return key, tier
+
+
 class Split(ReduceStage):
     kind = "split"
     Config = SplitConfig
@@ -253,21 +274,23 @@ class Split(ReduceStage):
         return self._near_twins(pairs, partial(_signatures_of, facts, shard_start))
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
+        from corpusmill.dataprep.dedup import exact_hashes
+
         n = batch.num_rows
+        hi, lo = exact_hashes(batch.column(S.TEXT))
+        text = _mix(hi ^ _mix(lo, 1), 2) | np.uint64(1)  # 0 means "no key"
+        # dedup's cluster_id connects a cluster's rows; it names a kept row, so it never keys a group
+        cluster = text
         if CLUSTER_ID in batch.column_names:
             cluster = _h64(batch.column(CLUSTER_ID).cast(pa.string()).to_pylist(), seed=1)
-        else:
-            from corpusmill.dataprep.dedup import exact_hashes
-
-            hi, lo = exact_hashes(batch.column(S.TEXT))
-            cluster = _mix(hi ^ _mix(lo, 1), 2) | np.uint64(1)  # 0 means "no key"
         user = np.zeros(n, dtype=np.uint64)
         if self.config.group_by:
             vals = field_values(batch, self.config.group_by)
             present = [i for i, v in enumerate(vals) if v is not None]
             user[present] = _h64([vals[i] for i in present], seed=2)
         facts = {"row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64)),
-                 "id": batch.column(S.ID), "cluster": pa.array(cluster), "user": pa.array(user)}
+                 "id": batch.column(S.ID), "cluster": pa.array(cluster), "user": pa.array(user),
+                 "text": pa.array(text)}
         if self.groups_prompts(batch.schema):
             facts["prompt"] = pa.array(prompt_keys(batch))
         if self.near_threshold:
@@ -308,7 +331,7 @@ class Split(ReduceStage):
             _write_index(self, index, None, None, old)
             return {}
         n = t.num_rows
-        cluster, user = t.column("cluster").to_numpy(), t.column("user").to_numpy()
+        cluster, user, text = (t.column(c).to_numpy() for c in ("cluster", "user", "text"))
         prompt = t.column("prompt").to_numpy() if "prompt" in t.column_names else None
         if old is not None:
             _check_prompts(self, old, prompt is not None)
@@ -325,9 +348,10 @@ class Split(ReduceStage):
         # rows of the inherited version linked to a new row join the graph with their split
         old_split = np.zeros(0, dtype=np.int64)
         if old is not None:
-            touched, near_links = old.links(self, cluster, user, bands, sig, prompt)
+            touched, near_links = old.links(self, cluster, user, text, bands, sig, prompt)
             cluster = np.concatenate([cluster, old.cluster[touched]])
             user = np.concatenate([user, old.user[touched]])
+            text = np.concatenate([text, old.text_keys[touched]])
             if prompt is not None:
                 prompt = np.concatenate([prompt, old.prompt[touched]])
             edges = np.concatenate([edges, near_links]) if len(near_links) else edges
@@ -343,16 +367,15 @@ class Split(ReduceStage):
             comp = lsh.components(total, edges)
             joined = np.bincount(comp, minlength=total) > 1
             near[joined[comp]] = _mix(comp[joined[comp]].astype(np.uint64), 3) | np.uint64(1)
-        comp = connected_groups(cluster, user, near, *([prompt] if prompt is not None else []))
-        # a group's key: its smallest member key, so it does not depend on row positions; a row
-        # with a prompt is keyed by it, so the answers to one prompt are one group keyed by content
-        # (not by which row dedup kept), wherever rows with that prompt are added or removed
-        key = np.where(user != _NO_KEY, np.minimum(cluster, user), cluster)
+        # equal texts are linked even where dedup put them in different clusters (another normal
+        # form, exact dedup off); without cluster_id the cluster key is the text key already
+        same_text = [text] if np.any(text != cluster) else []
+        comp = connected_groups(cluster, user, near, *same_text, *([prompt] if prompt is not None else []))
+        key, tier = group_keys(text, user, prompt)
         if prompt is not None:
-            key = np.where(prompt != _NO_KEY, prompt, key)
             shared = np.unique(prompt[:n][prompt[:n] != _NO_KEY], return_counts=True)[1]
             counters["rows_sharing_a_prompt"] = int(shared[shared > 1].sum())
-        order = np.lexsort((key, comp))
+        order = np.lexsort((key, tier, comp))
         starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
         group_key = key[order][starts]
         group_of_row = np.empty(total, dtype=np.int64)
@@ -394,7 +417,8 @@ class Split(ReduceStage):
             for i in conflict.tolist():
                 members = np.flatnonzero(group_of_row[n:] == group_of_row[i])
                 found = sorted({(names[old_split[m]], old.ids[int(touched[m])].as_py()) for m in members.tolist()})
-                detail[i] = ("linked (same cluster, group_by value or near twin, directly or through other new rows) to rows "
+                detail[i] = ("linked (same cluster or text, group_by value, prompt or near twin, directly or through other "
+                             "new rows) to rows "
                              "of different splits of " + old.ref + ": "
                              + ", ".join(f"{rid} ({split})" for split, rid in found[:6])
                              + "; in any split it would leak into another")
@@ -485,7 +509,8 @@ def _check_prompts(stage: Split, old: "_Inherited", prompts: bool) -> None:
 
 
 def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.ndarray | None, old) -> None:
-    """index/<stage>/: per assigned row its id, group keys, split and (near) band keys; the
+    """index/<stage>/: per assigned row its id, group keys (cluster, group_by, normalised text,
+    prompt), split and (near) band keys; the
     inherited version's parts are linked in, so the index covers every row that has a split."""
     from corpusmill.store import link_index_parts
 
@@ -496,7 +521,7 @@ def _write_index(stage: Split, index: Path, t: pa.Table | None, row_split: np.nd
         ok = row_split >= 0
         keep = pa.array(ok)
         cols = {"id": t.column("id").filter(keep), "cluster": t.column("cluster").filter(keep),
-                "user": t.column("user").filter(keep),
+                "user": t.column("user").filter(keep), "text": t.column("text").filter(keep),
                 "split": pa.array([names[c] for c in row_split[ok].tolist()], pa.string())}
         if "prompt" in t.column_names:
             cols["prompt"] = t.column("prompt").filter(keep)
@@ -525,6 +550,9 @@ class _Inherited:
         self.ids = table.column("id").combine_chunks()
         self.cluster = table.column("cluster").to_numpy()
         self.user = table.column("user").to_numpy()
+        #: normalised-text keys; an index written before they were stored (corpusmill < 0.3.1) has
+        #: none, and its cluster keys are text keys wherever no dedup step named clusters
+        self.text = table.column("text").to_numpy() if "text" in table.column_names else None
         self.split = table.column("split").combine_chunks()
         #: prompt keys (:func:`prompt_keys`), where the index grouped rows by prompt, else None
         self.prompt = table.column("prompt").to_numpy() if "prompt" in table.column_names else None
@@ -536,6 +564,11 @@ class _Inherited:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def text_keys(self) -> np.ndarray:
+        """The rows' normalised-text keys, or their cluster keys where the index stores none."""
+        return self.cluster if self.text is None else self.text
 
     @classmethod
     def load(cls, stage: Split) -> "_Inherited":
@@ -555,7 +588,7 @@ class _Inherited:
         parts = [{**p, "path": folder / p["file"], "origin": p.get("origin") or version.ref} for p in meta["parts"]]
         return cls(version.ref, table, part_of, parts, store.root)
 
-    def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, bands, sig,
+    def links(self, stage: Split, cluster: np.ndarray, user: np.ndarray, text: np.ndarray, bands, sig,
               prompt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The inherited rows linked to the new rows (positions, ascending) and the near-twin
         edges between them, numbered as new rows 0..n-1 followed by those positions. Every
@@ -564,8 +597,9 @@ class _Inherited:
         from corpusmill.dataprep import lsh
 
         n = len(cluster)
-        # same cluster or group_by key: one old row each is enough (equal keys share a split)
-        touched = [lsh.matching_keys(self.cluster, cluster)[0], lsh.matching_keys(self.user, user)[0]]
+        # same cluster, text or group_by key: one old row each is enough (equal keys share a split)
+        touched = [lsh.matching_keys(self.cluster, cluster)[0], lsh.matching_keys(self.user, user)[0],
+                   lsh.matching_keys(self.text_keys, text)[0]]
         if prompt is not None and self.prompt is not None:  # same prompt: its old answers' split
             touched.append(lsh.matching_keys(self.prompt, prompt)[0])
         pairs = np.zeros((0, 2), np.int64)
