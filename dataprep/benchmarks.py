@@ -35,6 +35,7 @@ from corpusmill import schema as S
 from corpusmill.dataprep.audit import Side
 from corpusmill.dataprep.leakage import ROWS_META, field_strings, table_rows
 from corpusmill.errors import CorpusmillError
+from corpusmill.safeyaml import short_repr
 
 #: benchmark strings of fewer words are not indexed by default (see ``min_words``)
 MIN_WORDS = 4
@@ -77,17 +78,19 @@ def parse_benchmark(value: str | dict | BenchmarkSpec) -> BenchmarkSpec:
     if isinstance(value, str) and value.lstrip().startswith("{"):
         import yaml
 
+        from corpusmill.safeyaml import safe_load, shorten
+
         try:
-            value = yaml.safe_load(value)
+            value = safe_load(value)
         except yaml.YAMLError as err:
-            raise CorpusmillError(f"benchmark {value!r} is not a YAML mapping: {err}") from None
+            raise CorpusmillError(f"benchmark {shorten(repr(value))} is not a YAML mapping: {shorten(str(err))}") from None
     if isinstance(value, str):
         return BenchmarkSpec(path=value)
     try:
         return BenchmarkSpec.model_validate(value)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'benchmark'}: {e['msg']}" for e in err.errors())
-        raise CorpusmillError(f"benchmark {value!r}: {problems} (keys: path, fields, id_field, name)") from None
+        raise CorpusmillError(f"benchmark {short_repr(value)}: {problems} (keys: path, fields, id_field, name)") from None
 
 
 @dataclass

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corpusmill.errors import ConfigError
+from corpusmill.safeyaml import short_repr
 
 FORMATS = ("auto", "jsonl", "json", "csv", "tsv", "parquet", "text", "hf_disk", "hf_hub")
 #: how a row's fields map onto the record (see :mod:`corpusmill.dataprep.readers`)
@@ -171,7 +171,7 @@ def format_errors(err: ValidationError, model: type[BaseModel], prefix: tuple = 
         elif e["type"] == "missing":
             problems.append(f"{where}: missing required key")
         else:
-            problems.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+            problems.append(f"{where}: {e['msg']} (got {short_repr(e.get('input'))})")
     return problems
 
 
@@ -214,15 +214,10 @@ def resolve_steps(config: PipelineConfig, registry: dict[str, type]) -> tuple[li
 
 def load_pipeline(path: str | Path, registry: dict[str, type]) -> tuple[PipelineConfig, list, Path]:
     """Read and validate a pipeline file. Raises :class:`ConfigError` listing every problem."""
+    from corpusmill.safeyaml import load_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"pipeline file not found: {path}"], source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
-    except UnicodeDecodeError as err:
-        raise ConfigError([f"not UTF-8 text: {err}"], source=str(path)) from None
+    raw = load_file(path, what="pipeline file")  # within limits: size, nesting, aliases expanded
     return parse_pipeline(raw, registry, base_dir=path.parent.resolve(), source=str(path))
 
 

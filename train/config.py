@@ -179,14 +179,11 @@ def build_config(file: str | Path | None, overrides: dict[str, Any]) -> TrainCon
     raw: dict[str, Any] = {}
     source = "train options"
     if file:
+        from corpusmill.safeyaml import load_file
+
         path = Path(file)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError([f"config file not found: {path}"], source=source)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError([f"not valid YAML: {err}"], source=source) from None
+        loaded = load_file(path, what="config file") or {}  # within limits: size, nesting, aliases expanded
         if not isinstance(loaded, dict):
             raise ConfigError(["the config must be a YAML mapping of option: value"], source=source)
         raw = loaded
@@ -226,8 +223,10 @@ def _flag_fields(model: type[BaseModel] = TrainConfig, prefix: str = ""):
 
 def _parse_value(text: str):
     """A flag value as YAML, so '1e-4', 'true', 'null' and '[q_proj, v_proj]' mean what they say."""
+    from corpusmill.safeyaml import safe_load
+
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError:
         return text
 

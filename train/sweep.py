@@ -136,13 +136,10 @@ def load_space(path: str | Path) -> SweepSpace:
     """Read and check a space YAML; every problem is reported at once."""
     from corpusmill.pipelines.config import format_errors
 
+    from corpusmill.safeyaml import load_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"space file not found: {path}"], source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
+    raw = load_file(path, what="space file") or {}  # within limits: size, nesting, aliases expanded
     if not isinstance(raw, dict):
         raise ConfigError(["the space must be a YAML mapping (sampler:, metric:, fixed:, params:)"], source=str(path))
     problems: list[str] = []
