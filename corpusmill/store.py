@@ -26,7 +26,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from corpusmill import schema as S
 from corpusmill.errors import StoreError
+from corpusmill.locks import file_in_the_way
 
 LATEST = "latest"
 
@@ -131,13 +132,105 @@ def _dictionary_columns(schema: pa.Schema) -> tuple[str, ...]:
                  if path != S.TEXT and not path.startswith(S.TEXT + "."))
 
 
+MANIFEST = "manifest.json"
+#: the keys every reader of a manifest relies on
+MANIFEST_KEYS = ("version", "splits", "schema", "counts", "stages")
+
+#: parsed manifests by (path, inode, size, mtime): every read of a version consults its manifest
+_MANIFESTS: dict[tuple, dict] = {}
+#: files found as their manifest entry says, by (path, inode, size, mtime, entry, sha256 checked)
+_CHECKED: set[tuple] = set()
+
+
+def read_manifest(folder: Path, ref: str) -> dict:
+    """The parsed ``manifest.json`` of the version folder ``folder``; a missing, truncated, empty
+    or invalid one raises :class:`CorruptVersion` naming it (``ref``: the version as the user
+    names it)."""
+    path = folder / MANIFEST
+    try:
+        st = path.stat()
+    except OSError:
+        raise CorruptVersion(f"{ref}: {MANIFEST} is missing; {_damaged_fix(ref, folder)}") from None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _MANIFESTS.get(key)
+    if cached is not None:
+        return cached
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError) as err:
+        what = "empty" if st.st_size == 0 else f"not valid JSON ({err})"
+        raise CorruptVersion(f"{ref}: {MANIFEST} is {what}; {_damaged_fix(ref, folder)}") from None
+    if not isinstance(manifest, dict) or any(k not in manifest for k in MANIFEST_KEYS):
+        lacking = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+        raise CorruptVersion(f"{ref}: {MANIFEST} lacks {', '.join(lacking)}; {_damaged_fix(ref, folder)}")
+    if len(_MANIFESTS) > 256:
+        _MANIFESTS.clear()
+    _MANIFESTS[key] = manifest
+    return manifest
+
+
+def _damaged_fix(ref: str, folder: Path) -> str:
+    return (f"the version is damaged ('corpusmill datasets verify {ref}' lists every problem); rebuild it: "
+            f"delete {folder} and rerun the command that made it")
+
+
+class CorruptVersion(StoreError):
+    """A published version whose manifest or files are not what was published."""
+
+
+def file_problem(folder: Path, rel: str, entry: dict, *, checksum: bool) -> str | None:
+    """What differs between the file ``rel`` of the version folder ``folder`` and its manifest
+    ``entry`` (``{"bytes", "rows", "sha256"}``; ``rows`` for Parquet data and rejects), or None
+    when they agree: present, size, row count (the Parquet footer: cheap) and, with
+    ``checksum``, the sha256 (reads the whole file). A file found right is remembered until it
+    changes (inode, size, mtime), so repeated reads cost one ``stat``."""
+    path = folder / rel
+    try:
+        st = path.stat()
+    except OSError:
+        rows = f"{entry['rows']:,} rows, " if "rows" in entry else ""
+        return f"{rel}: missing (manifest: {rows}{entry.get('bytes', 0):,} bytes)"
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, entry.get("bytes"), entry.get("rows"),
+           entry.get("sha256") if checksum else None)
+    if key in _CHECKED:
+        return None
+    if "bytes" in entry and st.st_size != entry["bytes"]:
+        return (f"{rel}: {st.st_size:,} bytes, the manifest says {entry['bytes']:,} "
+                f"({'truncated' if st.st_size < entry['bytes'] else 'grown'} or replaced after publishing)")
+    if "rows" in entry:
+        try:
+            rows = pq.read_metadata(path).num_rows
+        except (pa.ArrowException, OSError) as err:
+            return f"{rel}: not a readable Parquet file ({err})"
+        if rows != entry["rows"]:
+            return f"{rel}: {rows:,} rows, the manifest says {entry['rows']:,} (replaced after publishing)"
+    if checksum and entry.get("sha256"):
+        from corpusmill.hashing import file_sha256
+
+        digest = file_sha256(path)
+        if digest != entry["sha256"]:
+            return (f"{rel}: sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}... "
+                    "(changed after publishing)")
+    if len(_CHECKED) > 100_000:
+        _CHECKED.clear()
+    _CHECKED.add(key)
+    return None
+
+
 @dataclass(frozen=True)
 class Version:
-    """A published, immutable dataset version."""
+    """A published, immutable dataset version.
+
+    Every file a read goes through (:meth:`data_files`, :meth:`reject_files` and what reads
+    them) is checked against the manifest first: present, size and row count, and the sha256
+    too when ``verify`` is set (or ``$CORPUSMILL_VERIFY=1``). A file that differs raises
+    :class:`CorruptVersion` naming it: a damaged version is refused, never half-read."""
 
     dataset: str
     id: str
     path: Path
+    #: also check every file's sha256 before reading it (reads each file once more)
+    verify: bool = field(default=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -145,33 +238,76 @@ class Version:
 
     @property
     def manifest(self) -> dict:
-        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        """The manifest, parsed afresh (callers may change their copy)."""
+        read_manifest(self.path, self.ref)  # a clear error for a missing or corrupt one
+        return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
 
     @property
     def stats(self) -> dict:
+        """stats.json (timings, workers, created_at); {} when absent or unreadable, since nothing
+        in a version depends on it (``datasets verify`` reports an unreadable one)."""
         p = self.path / "stats.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        try:
+            stats = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+        return stats if isinstance(stats, dict) else {}
 
     def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
+        return list(read_manifest(self.path, self.ref)["splits"])
 
     def data_files(self, split: str) -> list[Path]:
-        return sorted((self.path / "data").glob(f"{split}-*.parquet"))
+        """The Parquet files of ``split`` as the manifest lists them, each checked."""
+        return self._checked_files("data/", lambda name: name.rsplit("-", 1)[0] == split,
+                                   lambda: (self.path / "data").glob(f"{split}-*.parquet"))
 
     def reject_files(self) -> list[Path]:
-        return sorted((self.path / "rejects").glob("*.parquet"))
+        """The rejects' Parquet files as the manifest lists them, each checked."""
+        return self._checked_files("rejects/", lambda name: name.endswith(".parquet"),
+                                   lambda: (self.path / "rejects").glob("*.parquet"))
+
+    def _checked_files(self, folder: str, wanted, unlisted) -> list[Path]:
+        manifest = read_manifest(self.path, self.ref)
+        files = manifest.get("files")
+        if files is None:  # a version from before manifests listed files: nothing to check against
+            return sorted(unlisted())
+        checksum = self.verify or os.environ.get("CORPUSMILL_VERIFY") == "1"
+        out = []
+        for rel in sorted(files):
+            if rel.startswith(folder) and "/" not in rel[len(folder):] and wanted(rel[len(folder):]):
+                problem = file_problem(self.path, rel, files[rel], checksum=checksum)
+                if problem is not None:
+                    raise CorruptVersion(f"{self.ref}: {problem}; {_damaged_fix(self.ref, self.path)}")
+                out.append(self.path / rel)
+        return out
+
+    @contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """A Parquet error while reading a file that passed its checks (damage inside a file of
+        the right size) is a :class:`CorruptVersion` naming the file, not a traceback."""
+        try:
+            yield
+        except (pa.ArrowException, OSError) as err:
+            rel = path.relative_to(self.path) if path.is_relative_to(self.path) else path
+            raise CorruptVersion(f"{self.ref}: {rel}: cannot be read ({err}); "
+                                 f"{_damaged_fix(self.ref, self.path)}") from None
 
     def read_split(self, split: str, columns: list[str] | None = None) -> pa.Table:
-        if split not in self.manifest["splits"]:
+        if split not in self.splits():
             raise StoreError(f"{self.ref} has no split '{split}'; splits: {', '.join(self.splits())}")
         files = self.data_files(split)
         if not files:
             return self.schema().empty_table().select(columns) if columns else self.schema().empty_table()
-        return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        tables = []
+        for f in files:
+            with self._reading(f):
+                tables.append(pq.read_table(f, columns=columns))
+        return pa.concat_tables(tables)
 
     def iter_batches(self, split: str, batch_size: int = 8192, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         for f in self.data_files(split):
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+            with self._reading(f):
+                yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
     def index_folder(self, kind: str, *, unlabelled: str | None = None) -> Path | None:
         """The first ``index/<stage>/`` folder whose ``meta.json`` names this ``kind`` (a folder
@@ -242,13 +378,17 @@ class Version:
         return found
 
     def read_rejects(self) -> pa.Table | None:
-        tables = [pq.read_table(f) for f in self.reject_files()]
+        tables = []
+        for f in self.reject_files():
+            with self._reading(f):
+                tables.append(pq.read_table(f))
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="permissive")
 
     def schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c["name"], _type_from_str(c["type"])) for c in self.manifest["schema"]])
+        columns = read_manifest(self.path, self.ref)["schema"]
+        return pa.schema([pa.field(c["name"], _type_from_str(c["type"])) for c in columns])
 
 
 def _type_from_str(t: str) -> pa.DataType:
@@ -279,6 +419,10 @@ class Store:
             self.remote = RemoteStore(str(root))
         else:
             self.root = Path(fsio.local_path(root)).resolve()
+            blocker = file_in_the_way(self.root)
+            if blocker is not None:
+                raise StoreError(f"store {self.root}: {blocker} is a file, not a folder; pass --store a folder "
+                                 "(or move the file away)")
             url = mirrored_url(self.root)  # a mirror's path (a run.json records it) opens the remote store
             if url is not None:
                 self.remote = RemoteStore(url)
@@ -324,37 +468,72 @@ class Store:
         return sorted(found, key=lambda v: (v.stats.get("created_at", ""), v.id))
 
     def refs(self, name: str) -> dict[str, str]:
+        """{tag: version id} from refs.json; a corrupt refs.json is a StoreError naming it."""
         if self.remote is not None:
             return self.remote.refs(name)
         p = self.root / name / "refs.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            refs = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            refs = err
+        if not isinstance(refs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in refs.items()):
+            why = f"not valid JSON ({refs})" if isinstance(refs, Exception) else "not a mapping of tag -> version id"
+            raise StoreError(f"{p}: {why}; 'corpusmill datasets verify --all' checks the store; fix or delete the "
+                             f"file (a run sets 'latest' again, 'corpusmill run --tag' the other tags)")
+        return refs
 
     def set_ref(self, name: str, tag: str, version_id: str) -> None:
-        """Point ``tag`` at a version. On a remote store refs.json is rewritten whole: of two
-        runs tagging the same dataset at the same moment, the last writer wins."""
+        """Point ``tag`` at a version: refs.json is read, changed and replaced (write a temporary
+        file, then rename) under ``.locks/refs.lock``, so tags set by concurrent runs on this
+        machine are all kept. On a remote store refs.json is rewritten whole: of two machines
+        tagging the same dataset at the same moment, the last writer wins."""
+        from corpusmill import locks
+
         if "@" in tag or "/" in tag or not tag:
             raise StoreError(f"'{tag}' is not a valid tag: use letters, digits, '.', '_' or '-'")
-        refs = self.refs(name)
-        refs[tag] = version_id
-        if self.remote is not None:
-            self.remote.write_refs(name, refs)
-            return
-        atomic_write_text(self.root / name / "refs.json", json.dumps(refs, indent=2, sort_keys=True) + "\n")
+        with locks.hold(locks.lock_path(self.dataset_dir(name), "refs"), what=f"updating {name}'s tags",
+                        store=self.location, quiet=True):
+            refs = self.refs(name)
+            refs[tag] = version_id
+            if self.remote is not None:
+                self.remote.write_refs(name, refs)
+                return
+            try:
+                atomic_write_text(self.root / name / "refs.json", json.dumps(refs, indent=2, sort_keys=True) + "\n")
+            except OSError as err:
+                raise locks.store_path_error(err, self.location) from None
+
+    @contextmanager
+    def building(self, name: str, lock_name: str, *, quiet: bool = False) -> Iterator[None]:
+        """Hold the lock of the version ``lock_name`` of ``name`` (a version id, or
+        ``refresh-<key>``) while it is built and published: a second process building the same
+        version waits here, then finds it published (see :mod:`corpusmill.locks`). Also where a
+        store that cannot be written (read-only, a file in the way, no space) is found: before
+        any work."""
+        from corpusmill import locks
+
+        with locks.hold(locks.lock_path(self.dataset_dir(name), lock_name), what=f"building {name}@{lock_name}",
+                        store=self.location, quiet=quiet):
+            yield
 
     def has_version(self, name: str, version_id: str) -> bool:
         if self.remote is not None:
             return self.remote.has_version(name, version_id)
         return (self.version_dir(name, version_id) / "manifest.json").is_file()
 
-    def version(self, name: str, version_id: str) -> Version:
+    def version(self, name: str, version_id: str, *, verify: bool = False) -> Version:
         """A published version by its exact id, its files ready to read (mirrored first when
-        the store is remote)."""
+        the store is remote); ``verify``: its reads check sha256s too (see :class:`Version`)."""
         if self.remote is not None:
-            return Version(name, version_id, self.remote.fetch(name, version_id))
-        return Version(name, version_id, self.version_dir(name, version_id))
+            return Version(name, version_id, self.remote.fetch(name, version_id), verify)
+        return Version(name, version_id, self.version_dir(name, version_id), verify)
 
     # -- addressing
-    def resolve(self, ref: str) -> Version:
+    def resolve(self, ref: str, *, verify: bool = False) -> Version:
+        """The version ``ref`` names (``NAME``, ``NAME@TAG``, ``NAME@ID`` or a unique prefix of an
+        id); ``verify``: its reads check every file's sha256 too."""
         name, version = parse_ref(ref)
         exists = bool(self.remote.published_ids(name)) if self.remote is not None else name in self.datasets()
         if not exists:
@@ -364,10 +543,10 @@ class Store:
         refs = self.refs(name)
         vid = refs.get(version, version)
         if self.has_version(name, vid):
-            return self.version(name, vid)
+            return self.version(name, vid, verify=verify)
         matches = [v for v in self.versions(name) if v.id.startswith(vid)]
         if len(matches) == 1:
-            return self.version(name, matches[0].id)
+            return self.version(name, matches[0].id, verify=verify)
         if len(matches) > 1:
             raise StoreError(f"'{ref}' is ambiguous: {', '.join(v.id for v in matches)}")
         tags = ", ".join(sorted(refs)) or "none"
@@ -382,9 +561,17 @@ class Store:
         if self.remote is not None:
             return Version(name, version_id, self.remote.publish(name, version_id, staging, remote_sources))
         final = self.version_dir(name, version_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            os.rename(staging, final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                os.rename(staging, final)
+        except OSError as err:
+            if final.is_dir() and (final / MANIFEST).is_file():  # published meanwhile by a process that held no lock
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                from corpusmill.locks import store_path_error
+
+                raise store_path_error(err, self.location) from None
         return Version(name, version_id, final)

@@ -113,44 +113,46 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
     removed_ids = read_ids(remove) if remove else []
     raw = refresh_pipeline(parent, add, input_index)
     key = fingerprint({"parent": parent.ref, "remove": removed_ids, "add": raw["inputs"]})
-    scratch_root = store.dataset_dir(parent.dataset) / ".work" / f"refresh-{key}"
-    scratch = Store(scratch_root / "store")
-    base, removed = _materialise_base(store, scratch, parent, set(removed_ids))
-    for rel, entry in parent.manifest["files"].items():  # linked files need no re-hashing
-        if (parent.path / rel).is_file():
-            remember_sha256(parent.path / rel, entry["sha256"])
+    # identical refreshes share their scratch folder: the second waits, then finds the version published
+    with store.building(parent.dataset, f"refresh-{key}", quiet=quiet):
+        scratch_root = store.dataset_dir(parent.dataset) / ".work" / f"refresh-{key}"
+        scratch = Store(scratch_root / "store")
+        base, removed = _materialise_base(store, scratch, parent, set(removed_ids))
+        for rel, entry in parent.manifest["files"].items():  # linked files need no re-hashing
+            if (parent.path / rel).is_file():
+                remember_sha256(parent.path / rel, entry["sha256"])
 
-    config, steps, base_dir = parse_pipeline(raw, REGISTRY, base_dir=Path.cwd().resolve(), source="refresh")
-    plan = make_plan(config, steps, base_dir, store_root=scratch.root)
-    vid = fingerprint({"parent": parent.ref, "added": plan.version_id, "removed": removed_ids,
-                       "code_version": __version__})
-    name = parent.dataset
-    if store.has_version(name, vid):  # the same refresh was published: nothing to run
+        config, steps, base_dir = parse_pipeline(raw, REGISTRY, base_dir=Path.cwd().resolve(), source="refresh")
+        plan = make_plan(config, steps, base_dir, store_root=scratch.root)
+        vid = fingerprint({"parent": parent.ref, "added": plan.version_id, "removed": removed_ids,
+                           "code_version": __version__})
+        name = parent.dataset
+        if store.has_version(name, vid):  # the same refresh was published: nothing to run
+            for tag in ("latest", *tags):
+                store.set_ref(name, tag, vid)
+            shutil.rmtree(scratch_root, ignore_errors=True)
+            version = store.version(name, vid)
+            return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
+
+        ids = Background(lambda: _write_ids(base))  # while the workers start and read
+        added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
+        ids.wait()
+        work = store.work_dir(name, vid)
+        shutil.rmtree(work, ignore_errors=True)
+        final = work / "final"
+        manifest = _assemble(final, parent, base, added.version, removed, removed_ids, vid, remove)
+        atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        seconds = time.perf_counter() - t0
+        atomic_write_text(final / "stats.json", json.dumps({
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
+            "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
+        publish_docs(Version(name, vid, final))
+        version = store.publish(name, vid, final)
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
+        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(scratch_root, ignore_errors=True)
-        version = store.version(name, vid)
-        return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
-
-    ids = Background(lambda: _write_ids(base))  # while the workers start and read
-    added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
-    ids.wait()
-    work = store.work_dir(name, vid)
-    shutil.rmtree(work, ignore_errors=True)
-    final = work / "final"
-    manifest = _assemble(final, parent, base, added.version, removed, removed_ids, vid, remove)
-    atomic_write_text(final / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    seconds = time.perf_counter() - t0
-    atomic_write_text(final / "stats.json", json.dumps({
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "seconds": round(seconds, 3),
-        "workers": workers, "refresh_run_seconds": round(added.seconds, 3)}, indent=2) + "\n")
-    publish_docs(Version(name, vid, final))
-    version = store.publish(name, vid, final)
-    for tag in ("latest", *tags):
-        store.set_ref(name, tag, vid)
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(scratch_root, ignore_errors=True)
-    return RefreshResult(version, True, manifest, time.perf_counter() - t0)
+        return RefreshResult(version, True, manifest, time.perf_counter() - t0)
 
 
 def _write_ids(base: Version) -> None:
@@ -192,6 +194,7 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
                                        row_group_size=65536)
                     continue
             link_file(f, base_dir / "data" / f.name)
+    _list_base_files(base_dir, parent)
     origins = set()
     for folder in sorted(p for p in (parent.path / "index").iterdir() if p.is_dir()) if (parent.path / "index").is_dir() else []:
         out = base_dir / "index" / folder.name
@@ -227,6 +230,21 @@ def _materialise_base(store: Store, scratch: Store, parent: Version, removed_ids
             os.symlink(src, dst)
     base = Version(parent.dataset, parent.id, base_dir)
     return base, {s: pa.concat_tables(t) for s, t in removed.items()}
+
+
+def _list_base_files(base_dir: Path, parent: Version) -> None:
+    """The base's manifest lists its own data files (those rows were taken out of are rewritten,
+    or gone), so that every read of the base checks them as a published version's are."""
+    manifest = parent.manifest
+    files = {rel: e for rel, e in manifest["files"].items() if not rel.startswith("data/")}
+    for f in sorted((base_dir / "data").iterdir()):
+        rel = f"data/{f.name}"
+        src = parent.path / rel
+        if rel in manifest["files"] and src.is_file() and os.path.samefile(f, src):
+            files[rel] = manifest["files"][rel]
+        else:
+            files[rel] = {"bytes": f.stat().st_size, "sha256": file_sha256(f), "rows": pq.read_metadata(f).num_rows}
+    atomic_write_text(base_dir / "manifest.json", json.dumps({**manifest, "files": files}, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- the merged version

@@ -452,12 +452,19 @@ def _progress():
                     console=console, transient=False, disable=not console.is_terminal), console
 
 
-def execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
-            executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
+def execute(plan: Plan, store: Store, **options) -> RunResult:
     """Run ``plan`` into ``store`` and publish the version (or find it already published).
     ``executor="ray"`` runs the segments on Ray Data and the reduce groupings as Ray shuffles
     (see :mod:`corpusmill.pipelines.ray_executor`). ``docs=False`` publishes without report.html
-    and card.md (a refresh's intermediate run, whose version is merged into the one that gets them)."""
+    and card.md (a refresh's intermediate run, whose version is merged into the one that gets them).
+    The version's lock is held throughout (:meth:`Store.building`): a second run of the same
+    plan waits, then finds the version published; it never shares this run's work folder."""
+    with store.building(plan.config.dataset, plan.version_id, quiet=options.get("quiet", False)):
+        return _execute(plan, store, **options)
+
+
+def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
+             executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
     # A Ray run into a remote store keeps its work folder on the store's object store: its tasks
