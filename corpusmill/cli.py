@@ -16,6 +16,10 @@ from corpusmill import __version__
 from corpusmill.errors import CorpusmillError
 
 
+#: longest error message printed (characters)
+MAX_ERROR_CHARS = 20_000
+
+
 def _console(stderr: bool = True):
     from rich.console import Console
 
@@ -185,6 +189,9 @@ def cmd_diff(args) -> int:
     store = _store(args)
     a, b = store.resolve(args.ref_a), store.resolve(args.ref_b)
     d = diff(a, b)
+    from corpusmill.dataprep.split import moved_texts
+
+    d["moved_texts"] = moved_texts(a, b)  # by content: a copy kept under a new id is the same text
     if args.drift:
         from corpusmill.dataprep.drift import drift
 
@@ -202,7 +209,14 @@ def cmd_diff(args) -> int:
                   f"{s['changed']:,}", f"{s['unchanged']:,}")
     con = _console(stderr=False)
     con.print(t)
-    con.print(f"rows that moved between splits: {d['moved_between_splits']:,}")
+    con.print(f"rows that moved between splits: {d['moved_between_splits']:,} (same id)")
+    from corpusmill.dataprep.split import describe_moved_texts
+
+    for line in describe_moved_texts(d["moved_texts"]):
+        con.print(line, markup=False)
+    if d["moved_texts"]["held_out_after_train"]:
+        con.print(f"[bold yellow]warning:[/] {d['moved_texts']['held_out_after_train']:,} texts of {d['from']}'s train "
+                  f"split are in another split of {d['to']}: a model trained on {d['from']} has seen them")
     if d.get("refresh"):
         from corpusmill.pipelines.refresh import describe_refresh
 
@@ -212,6 +226,40 @@ def cmd_diff(args) -> int:
 
         con.print(describe_drift(d["drift"]))
     return 0
+
+
+def whole_number(low: int, high: int | None = None):
+    """An argparse ``type`` for a whole number in [low, high]; the message names the range, so
+    ``--workers 0`` is refused (exit 2) instead of being recorded as a worker count."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+def fraction(what: str, *, zero: bool):
+    """An argparse ``type`` for ``what``, a number from 0 to 1 (0 itself only when ``zero``);
+    NaN and infinities are refused too."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ((0 <= value if zero else 0 < value) and value <= 1):  # False for NaN as well
+            wanted = "0 <= x <= 1" if zero else "0 < x <= 1"
+            raise argparse.ArgumentTypeError(f"must be {what}, a number with {wanted}, got {text}")
+        return value
+
+    return parse
 
 
 def _column_list(text: str) -> list[str]:
@@ -442,15 +490,15 @@ def add_select_parser(sub, store_help: str) -> None:
     ssub = s.add_subparsers(dest="select_command", required=True, metavar="ACTION")
     x = ssub.add_parser("preview", help="score a sample and show top/bottom rows and the score histogram; writes nothing")
     x.add_argument("--pipeline", help="pipeline YAML with a select step: its inputs are read and scored with its settings")
-    x.add_argument("--step", type=int, default=None, help="which select step (0-based among select steps; default: the first)")
+    x.add_argument("--step", type=whole_number(0), default=None, help="which select step (0-based among select steps; default: the first)")
     x.add_argument("--dataset", help="NAME@REF[:split] in the store to score instead of a pipeline's inputs")
     x.add_argument("--target", help="with --dataset: examples of the domain (file or NAME@REF[:split])")
     x.add_argument("--method", choices=["ngram_importance", "classifier", "embedding", "keywords"], default=None,
                    help="with --dataset: scoring method (default: the stage's default)")
     x.add_argument("--keyword", action="append", help="with --method keywords: a keyword (repeatable)")
-    x.add_argument("--limit", type=int, default=20000, help="rows scored, from the start (default 20000; 0 = all)")
-    x.add_argument("--show", type=int, default=10, help="rows shown at the top and at the bottom (default 10)")
-    x.add_argument("--bins", type=int, default=10, help="histogram bins (default 10)")
+    x.add_argument("--limit", type=whole_number(0), default=20000, help="rows scored, from the start (default 20000; 0 = all)")
+    x.add_argument("--show", type=whole_number(0), default=10, help="rows shown at the top and at the bottom (default 10)")
+    x.add_argument("--bins", type=whole_number(1), default=10, help="histogram bins (default 10)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the preview as JSON on stdout")
     x.set_defaults(func=cmd_select_preview)
@@ -486,7 +534,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="validate and run a pipeline, publish a version, print NAME@VERSION")
     r.add_argument("pipeline", help="pipeline YAML file")
-    r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--workers", type=whole_number(1), default=None, help="worker processes (default: CPU count)")
     r.add_argument("--store", help=store_help)
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where the shards run: local worker processes, or Ray tasks (default: local)")
@@ -504,9 +552,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("ref", help="parent version: NAME, NAME@VERSION or NAME@TAG")
     r.add_argument("--add", nargs="+", required=True, metavar="FILE", help="new input files (read like the parent's input)")
     r.add_argument("--remove", metavar="IDS_FILE", help="file of ids to take out of the parent, one per line")
-    r.add_argument("--input", type=int, default=0, help="which of the parent's inputs gives the field mapping (default 0)")
+    r.add_argument("--input", type=whole_number(0), default=0, help="which of the parent's inputs gives the field mapping (default 0)")
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
-    r.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    r.add_argument("--workers", type=whole_number(1), default=None, help="worker processes (default: CPU count)")
     r.add_argument("--store", help=store_help)
     r.add_argument("--quiet", action="store_true", help="no summary table")
     r.set_defaults(func=cmd_refresh)
@@ -531,13 +579,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                       "recommends max_seq_len and packing")
     x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
     x.add_argument("--tokenizer", required=True, help="model folder or hub id whose tokenizer is measured")
-    x.add_argument("--max-length", type=int, default=512, help="the max_seq_len to check truncation against (default 512)")
+    x.add_argument("--max-length", type=whole_number(1), default=512, help="the max_seq_len to check truncation against (default 512)")
     x.add_argument("--task", choices=["auto", "causal-lm", "classification"], default="auto",
                    help="auto = classification if the version has a label column, else causal-lm (EOS counted)")
     x.add_argument("--format", choices=["auto", "text", "prompt_response", "messages"], default="auto",
                    help="causal-lm input, as the train option format (default auto)")
-    x.add_argument("--batch-size", type=int, default=8, help="batch size of the padding estimate (default 8)")
-    x.add_argument("--max-rows", type=int, default=0, help="measure a stable sample of N rows per split (default 0 = all)")
+    x.add_argument("--batch-size", type=whole_number(1), default=8, help="batch size of the padding estimate (default 8)")
+    x.add_argument("--max-rows", type=whole_number(0), default=0, help="measure a stable sample of N rows per split (default 0 = all)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the statistics as JSON on stdout")
     x.set_defaults(func=cmd_stats)
@@ -587,17 +635,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("--fields", help="comma-separated fields of a version's rows matched one by one (text, prompt, response, "
                                     "system, messages, messages.<role>, trained); default: trained on instruction and "
                                     "chat rows, text otherwise")
-    a.add_argument("--min-words", type=int, default=4,
+    a.add_argument("--min-words", type=whole_number(0), default=4,
                    help="benchmark strings of fewer words are not indexed (default 4: a short answer such as '42' "
                         "would match every row saying the same); 0 keeps all")
     a.add_argument("--text-field", default="text", help="text field of file sides (default: text)")
     a.add_argument("--label-field", default=None, help="label field of file sides, for label conflicts")
     a.add_argument("--id-field", default=None, help="id field of file sides (default: generated ids)")
-    a.add_argument("--ngram", type=int, default=13, help="n-gram length in words (default 13, as GPT-3 and lm-evaluation-harness)")
-    a.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold of the near check (default 0.8)")
+    a.add_argument("--ngram", type=whole_number(1), default=13, help="n-gram length in words (default 13, as GPT-3 and lm-evaluation-harness)")
+    a.add_argument("--threshold", type=fraction("a Jaccard similarity", zero=False), default=0.8, help="Jaccard threshold of the near check (default 0.8)")
     a.add_argument("--checks", default="exact,near,ngram", help="comma-separated checks to run (default: all)")
     a.add_argument("--report", required=True, help="where to write the JSON report")
-    a.add_argument("--fail-above", type=float, default=None,
+    a.add_argument("--fail-above", type=fraction("a contamination rate", zero=True), default=None,
                    help="exit 1 when a pair's contamination rate (share of test rows with any hit) exceeds this")
     a.add_argument("--fix", metavar="OUT_REF", help="publish NAME[@TAG]: the audited version without the leaking train rows")
     a.add_argument("--store", help=store_help)
@@ -606,7 +654,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     g = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True, metavar="ACTION")
     x = g.add_parser("preview", help="source rows next to the rows the augment stage made from them; writes nothing")
     x.add_argument("--dataset", required=True, help="NAME@REF of a version built with an augment step")
-    x.add_argument("-n", type=int, default=5, help="source rows shown, each with all its new rows (default 5)")
+    x.add_argument("-n", type=whole_number(1), default=5, help="source rows shown, each with all its new rows (default 5)")
     x.add_argument("--augmenter", help="only the new rows of this augmenter (its name)")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the preview as JSON on stdout")
@@ -634,11 +682,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="split of the run's dataset version (default: test)")
     e.add_argument("--report", required=True, help="where the JSON report goes")
     e.add_argument("--store", help="dataset store (default: the one the run read, then $CORPUSMILL_STORE)")
-    e.add_argument("--max-rows", type=int, default=0, help="score at most N rows, a stable sample by row id (default: 0 = all)")
-    e.add_argument("--batch-size", type=int, default=16, help="rows per inference batch (default: 16)")
-    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals and paired tests (default: 1000)")
+    e.add_argument("--max-rows", type=whole_number(0), default=0, help="score at most N rows, a stable sample by row id (default: 0 = all)")
+    e.add_argument("--batch-size", type=whole_number(1), default=16, help="rows per inference batch (default: 16)")
+    e.add_argument("--bootstrap", type=whole_number(1), default=1000, help="bootstrap resamples for intervals and paired tests (default: 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the resamples and the row sample (default: 0)")
-    e.add_argument("--max-new-tokens", type=int, default=64,
+    e.add_argument("--max-new-tokens", type=whole_number(1), default=64,
                    help="prompt/response data: longest generated answer, greedy (default: 64)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
     e.add_argument("--general", metavar="FILE",
@@ -651,7 +699,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "in the sweep folder, so rerunning the same command resumes. Ends with a ranked "
                                    "table, best.yaml and sweep.svg. See docs/sweeps.md.")
     w.add_argument("--space", required=True, help="space YAML: sampler, metric, fixed options, searched params")
-    w.add_argument("--trials", type=int, default=None,
+    w.add_argument("--trials", type=whole_number(1), default=None,
                    help="finished trials the study should hold (default: the grid's size; required for random/tpe)")
     w.add_argument("--output", help="sweep folder (default: runs/sweep-<dataset>-<task>)")
     w.add_argument("--config", help="YAML file of train options shared by every trial")
@@ -660,7 +708,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")
-    m.add_argument("--workers", type=int, default=None)
+    m.add_argument("--workers", type=whole_number(1), default=None)
     m.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True,
                    help="end with a LoRA fine-tune of all-MiniLM-L6-v2 and its evaluation (default: on)")
     m.add_argument("--sft", action="store_true",
@@ -677,7 +725,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CorpusmillError as err:
-        print(f"corpusmill: error: {err}", file=sys.stderr)
+        from corpusmill.safeyaml import shorten
+
+        # a message is for reading: one quoting a huge value is cut (each problem is bounded already)
+        print(f"corpusmill: error: {shorten(str(err), MAX_ERROR_CHARS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("corpusmill: interrupted; rerun the same command to resume", file=sys.stderr)

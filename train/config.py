@@ -10,6 +10,8 @@ This module imports no torch: ``corpusmill`` builds its parser from it for every
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -140,9 +142,31 @@ def require_train_extra() -> None:
 RESUMABLE_CHANGES = {"output", "resume", "log_every", "save_every", "keep_checkpoints", "store", "device", "merge"}
 
 
+#: a Hugging Face hub id: NAME or OWNER/NAME (letters, digits, '.', '_', '-'), never a path's shape
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def local_model_problem(model: str) -> str | None:
+    """'no such folder: PATH' when ``model`` is written as a path (starts with /, . or ~, or has
+    path separators a hub id cannot have) and no folder is there; None otherwise. Without this a
+    missing local folder reaches from_pretrained, which answers with a message about hub ids."""
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    path_shaped = model.startswith(("/", ".", "~")) or (any(s in model for s in seps) and not HUB_ID.match(model))
+    if not path_shaped:
+        return None
+    folder = Path(model).expanduser()
+    if not folder.exists():
+        return f"no such folder: {model}"
+    if not folder.is_dir():
+        return f"{model} is a file; a model is a folder (config.json and weights), or a Hugging Face hub id"
+    return None
+
+
 def _problems(cfg: TrainConfig) -> list[str]:
     """Cross-field checks pydantic cannot express; every one is reported at once."""
     out = []
+    if (problem := local_model_problem(cfg.model)) is not None:
+        out.append(f"model: {problem}")
     if cfg.task == "classification" and cfg.packing:
         out.append("packing: only for task causal-lm (classification rows are scored one by one)")
     if cfg.method == "head" and cfg.task != "classification":
