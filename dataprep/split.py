@@ -150,6 +150,15 @@ def connected_groups(*keys: np.ndarray) -> np.ndarray:
             return comp
 
 
+def text_keys(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per text, a 64-bit key of its exact normal form (case and whitespace ignored: what
+    ``dedup``, ``split`` and the audit call the same text); never 0 (0 means no key)."""
+    from corpusmill.dataprep.dedup import exact_hashes
+
+    hi, lo = exact_hashes(texts)
+    return _mix(hi ^ _mix(lo, 1), 2) | np.uint64(1)
+
+
 def prompt_keys(batch: pa.Table) -> np.ndarray:
     """Per row, a 64-bit key of its prompt (or a conversation's first user turn) under the exact
     normal form (case and whitespace ignored); 0 (no key) on plain-text rows and empty prompts."""
@@ -274,11 +283,8 @@ class Split(ReduceStage):
         return self._near_twins(pairs, partial(_signatures_of, facts, shard_start))
 
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
-        from corpusmill.dataprep.dedup import exact_hashes
-
         n = batch.num_rows
-        hi, lo = exact_hashes(batch.column(S.TEXT))
-        text = _mix(hi ^ _mix(lo, 1), 2) | np.uint64(1)  # 0 means "no key"
+        text = text_keys(batch.column(S.TEXT))
         # dedup's cluster_id connects a cluster's rows; it names a kept row, so it never keys a group
         cluster = text
         if CLUSTER_ID in batch.column_names:
@@ -452,6 +458,109 @@ class Split(ReduceStage):
             batch, codes = batch.filter(pa.array(keep)), codes[keep]
         labels = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
         return StageOutput(batch.append_column(S.SPLIT, labels), rejected)
+
+
+# ----------------------------------------------------------------------------- texts across versions
+
+#: how ``moved_texts`` compares texts, as said in its report
+MOVED_NORMAL_FORM = "the same text with case and whitespace ignored, as split and dedup compare texts"
+
+
+def moved_texts(a, b, examples: int = 5) -> dict:
+    """The texts of version ``a`` that sit in other splits in version ``b``, by content, not id.
+
+    A text is compared by its exact normal form (:func:`text_keys`), so a copy kept under a new
+    id, or with other case or spacing, is the same text. A text in both versions whose set of
+    splits differs is *moved*, counted per (from -> to) move, where from and to name the splits
+    holding it (``train+test`` for a text in two splits). ``examples`` texts per move come with
+    the ids that hold them on each side (up to 5 each). ``held_out_after_train`` counts the
+    texts of ``a``'s ``train`` split that ``b`` holds in another split: what a model trained on
+    ``a`` would meet again when evaluated on ``b``.
+    """
+    names = sorted(set(a.splits()) | set(b.splits()))
+    if len(names) > 63:
+        from corpusmill.errors import CorpusmillError
+
+        raise CorpusmillError(f"moved texts: {len(names)} split names in {a.ref} and {b.ref}; at most 63 are compared")
+    ka, ma = _text_splits(a, names)
+    kb, mb = _text_splits(b, names)
+    common, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+    moved = ma[ia] != mb[ib]
+    keys, fa, fb = common[moved], ma[ia][moved], mb[ib][moved]
+
+    def label(mask: int) -> str:
+        return "+".join(n for i, n in enumerate(names) if mask >> i & 1)
+
+    moves: dict[tuple[str, str], list[int]] = {}
+    for k, x, y in zip(keys.tolist(), fa.tolist(), fb.tolist()):
+        moves.setdefault((label(x), label(y)), []).append(k)
+    train = np.uint64(1 << names.index("train") if "train" in names else 0)
+    wanted = np.array(sorted(k for ks in moves.values() for k in ks[:examples]), dtype=np.uint64)
+    seen_a, seen_b = _holders(a, wanted), _holders(b, wanted)
+    out = {"compared": MOVED_NORMAL_FORM, "texts_from": int(len(ka)), "texts_to": int(len(kb)),
+           "texts_in_both": int(len(common)), "moved": int(len(keys)),
+           "held_out_after_train": int((((fa & train) != 0) & ((fb & ~train) != 0)).sum()),
+           "moves": []}
+    for (src, dst), ks in sorted(moves.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        out["moves"].append({"from": src, "to": dst, "texts": len(ks), "examples": [
+            {"text": seen_a[k][0], "ids_from": seen_a[k][1][:5], "ids_to": seen_b[k][1][:5]} for k in ks[:examples]]})
+    return out
+
+
+def _text_splits(version, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct text keys of ``version`` (ascending) and, per key, a bit mask of the splits
+    (positions in ``names``) holding it."""
+    keys, masks = [], []
+    for code, split in enumerate(names):
+        if split not in version.splits():
+            continue
+        for batch in version.iter_batches(split, columns=[S.TEXT]):
+            k = text_keys(batch.column(0))
+            keys.append(k)
+            masks.append(np.full(len(k), 1 << code, dtype=np.uint64))
+    if not keys:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    mask = np.zeros(len(unique), dtype=np.uint64)
+    np.bitwise_or.at(mask, inverse, np.concatenate(masks))
+    return unique, mask
+
+
+def _holders(version, wanted: np.ndarray) -> dict[int, tuple[str, list[str]]]:
+    """For each text key in ``wanted``: its first text in ``version`` and the ids holding it
+    (split then file order); a second read of the version, only when some text moved."""
+    out: dict[int, tuple[str, list[str]]] = {}
+    if not len(wanted):
+        return out
+    for split in version.splits():
+        for batch in version.iter_batches(split, columns=[S.ID, S.TEXT]):
+            hit = np.flatnonzero(np.isin(text_keys(batch.column(1)), wanted))
+            if not len(hit):
+                continue
+            keys = text_keys(batch.column(1).take(pa.array(hit))).tolist()
+            ids = batch.column(0).take(pa.array(hit)).to_pylist()
+            texts = batch.column(1).take(pa.array(hit)).to_pylist()
+            for k, rid, text in zip(keys, ids, texts):
+                out.setdefault(k, (text, []))[1].append(rid)
+    return out
+
+
+def describe_moved_texts(d: dict, width: int = 100, per_move: int = 2) -> list[str]:
+    """The moved-texts report as readable lines (plain text, no markup: texts are printed as they
+    are), with ``per_move`` examples of each move cut to ``width`` characters (the JSON has more)."""
+    if not d["moved"]:
+        return [f"texts that changed split: 0 of the {d['texts_in_both']:,} texts in both versions "
+                "(same text: case and whitespace ignored)"]
+    moves = ", ".join(f"{m['from']} -> {m['to']} {m['texts']:,}" for m in d["moves"])
+    lines = [f"texts that changed split: {d['moved']:,} of the {d['texts_in_both']:,} texts in both versions "
+             f"(same text: case and whitespace ignored): {moves}"]
+    for m in d["moves"]:
+        for e in m["examples"][:per_move]:
+            text = " ".join(e["text"].split())
+            text = text if len(text) <= width else text[:width - 3] + "..."
+            lines.append(f"  {m['from']} -> {m['to']}: {text!r} (ids {', '.join(e['ids_from'])} -> "
+                         f"{', '.join(e['ids_to'])})")
+    return lines
 
 
 # ----------------------------------------------------------------------------- the stored index

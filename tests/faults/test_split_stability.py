@@ -9,7 +9,9 @@ splits, whether version 2 is a plain rebuild or a refresh.
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 
 import pytest
 
@@ -89,3 +91,55 @@ def test_a_refresh_with_copies_keeps_every_text_in_its_split(tmp_path, run, dedu
     v2 = refresh(Store(tmp_path / "store"), "tickets", [tmp_path / "raw" / "new.jsonl"]).version
     assert_nothing_leaked(v1, v2)
     assert v2.manifest["counts"]["input"] == 700
+
+
+def diff_json(capsys, store, a, b) -> dict:
+    assert main(["datasets", "diff", a, b, "--store", str(store), "--json", "--no-drift"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_diff_reports_texts_that_changed_split_by_content_not_id(tmp_path, run, capsys):
+    """Two versions whose splits disagree about some texts kept under other ids: the id-based
+    count sees nothing, the text-based report names each move, with examples and the ids."""
+    base = _rows(300)
+    write_jsonl(tmp_path / "b.jsonl", base)
+    v1 = run(pipeline(["b.jsonl"], [{"split": {}}])).version
+    # the same texts under new ids, split with another seed: many texts land elsewhere
+    write_jsonl(tmp_path / "c.jsonl", repeats(base))
+    v2 = run({**pipeline(["c.jsonl"], [{"split": {}}]), "seed": 4}).version
+    d = diff_json(capsys, tmp_path / "store", v1.ref, v2.ref)
+    assert d["moved_between_splits"] == 0  # no id is in both versions: the contract's field
+    assert {"from", "to", "splits", "refresh"} <= d.keys()
+    m = d["moved_texts"]
+    before, after = texts_by_split(v1), texts_by_split(v2)
+    truth = Counter((before[t], after[t]) for t in before if before[t] != after[t])
+    assert m["texts_in_both"] == 300 and m["moved"] == sum(truth.values()) > 0
+    assert {(x["from"], x["to"]): x["texts"] for x in m["moves"]} == dict(truth)
+    assert m["held_out_after_train"] == sum(n for (src, dst), n in truth.items() if src == "train")
+    example = m["moves"][0]["examples"][0]
+    rid = example["ids_from"][0]
+    assert example["ids_to"] == ["copy-" + rid] and norm(example["text"]) in before
+    assert before[norm(example["text"])] == m["moves"][0]["from"]
+    # printed: the counts per move, an example with its ids, and a warning for train texts held out
+    assert main(["datasets", "diff", v1.ref, v2.ref, "--store", str(tmp_path / "store"), "--no-drift"]) == 0
+    out = capsys.readouterr().out
+    first = m["moves"][0]
+    assert f"texts that changed split: {m['moved']} of the 300 texts in both versions" in out
+    assert f"{first['from']} -> {first['to']} {first['texts']}" in out
+    assert f"(ids {rid} -> copy-{rid})" in out
+    assert f"warning: {m['held_out_after_train']} texts of {v1.ref}'s train split are in another split" in out
+
+
+def test_diff_after_a_rebuild_with_earlier_copies_reports_no_moved_text(tmp_path, run, capsys):
+    base = _rows(300)
+    write_jsonl(tmp_path / "b.jsonl", base)
+    steps = [{"dedup": {"exact": True}}, {"split": {}}]
+    v1 = run(pipeline(["b.jsonl"], steps)).version
+    write_jsonl(tmp_path / "a.jsonl", repeats(base[::3]))
+    v2 = run(pipeline(["a.jsonl", "b.jsonl"], steps)).version
+    d = diff_json(capsys, tmp_path / "store", v1.ref, v2.ref)
+    assert d["moved_texts"]["texts_in_both"] == 300
+    assert d["moved_texts"]["moved"] == 0 and d["moved_texts"]["moves"] == []
+    assert main(["datasets", "diff", v1.ref, v2.ref, "--store", str(tmp_path / "store"), "--no-drift"]) == 0
+    out = capsys.readouterr().out
+    assert "texts that changed split: 0 of the 300 texts in both versions" in out and "warning" not in out
