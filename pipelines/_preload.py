@@ -1,7 +1,8 @@
 """Imported by the server the local executor's workers are forked from (see
 :mod:`corpusmill.pipelines.workers`), never by a command itself: it does once, before any worker
 exists, the set-up each worker would otherwise do on its first rows (lookup tables of the text
-normaliser, ftfy's character data and regular expressions: ~0.2 s per worker)."""
+normaliser, ftfy's character data and regular expressions: ~0.2 s per worker). First of all it
+ties the server's life to the command that started it (:func:`~corpusmill.pipelines.workers.die_with_parent`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def _warm() -> None:
 
     clean._fix_mojibake(pa.array(["caf\u00c3\u00a9 \u00e2\u20ac\u201d d\u00c3\u00a9j\u00c3\u00a0 vu"]))
 
+
+from corpusmill.pipelines.workers import die_with_parent
+
+die_with_parent()
 
 try:
     _warm()

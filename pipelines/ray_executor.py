@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill.errors import CorpusmillError
+from corpusmill.pipelines.executors import Executor
 
 SHARD = "_cm_shard"  # hidden columns of the map phase's blocks: the shard of the rows
 BATCH = "_cm_batch"  # and the number of the read batch they came in (stages see the same batches)
@@ -232,11 +233,21 @@ class RayGroupBy:
 # ----------------------------------------------------------------------------- the executor
 
 
-class RayExecutor:
-    """Runs segments on Ray Data and offers :class:`RayGroupBy` to the reduce stages. Joins
-    ``address`` (a cluster) or starts a local instance with ``workers`` CPUs, stopped at the end."""
+class RayExecutor(Executor):
+    """Runs segments on Ray Data and offers :class:`RayGroupBy` to the reduce stages (the
+    :class:`~corpusmill.pipelines.executors.Executor` interface). Joins ``address`` (a cluster)
+    or starts a local instance with ``workers`` CPUs, stopped at the end. ``remote``: the run's
+    :class:`~corpusmill.remote_work.RemoteWork` when the work folder is on the store's object
+    store (``work`` is then the driver's local copy of what it reads)."""
 
-    def __init__(self, address: str | None, workers: int) -> None:
+    def __init__(self, work: Path, workers: int, address: str | None = None, remote=None) -> None:
+        super().__init__(work, workers)
+        self.address = address
+        self.remote = remote
+        self.ray = None
+        self.started = False
+
+    def start(self, plan) -> None:
         try:
             import ray
             import ray.data
@@ -245,8 +256,8 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            kw = {"address": address} if address else {"num_cpus": workers}
-            if not address and remote_env():  # a started instance's workers reach the store as the driver does
+            kw = {"address": self.address} if self.address else {"num_cpus": self.workers}
+            if not self.address and remote_env():  # a started instance's workers reach the store as the driver does
                 kw["runtime_env"] = {"env_vars": remote_env()}
             ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False, **kw)
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -256,11 +267,41 @@ class RayExecutor:
         ctx.print_on_execution_start = False
         self.groupby = RayGroupBy(ray)
 
-    def run_segment(self, pipe, k: int, todo: list, work: Path, remote=None) -> Iterator[dict]:
-        """Segment ``k`` over the shards ``todo``; yields each shard's result (its marker) as it
-        finishes. ``remote``: the run's :class:`~corpusmill.remote_work.RemoteWork` when the
-        work folder is on the store's object store (``work`` is then the driver's local copy)."""
+    # -- the work folder: the remote one, when there is one, is the run's state
+    def prepare(self) -> None:
+        if self.remote is not None:  # a local copy from an earlier attempt is stale
+            shutil.rmtree(self.work, ignore_errors=True)
+        super().prepare()
+
+    def finished(self, k: int, shards: list) -> dict[int, dict]:
+        if self.remote is None:
+            return super().finished(k, shards)
+        done = remote_markers(self.remote, k)
+        return {s.index: done[s.index] for s in shards if s.index in done}
+
+    def final_sources(self) -> dict[str, str]:
+        """The data, rejects and index files of a remote work folder, fetched for their checksums,
+        counts and the report; the store copies them on its side."""
+        if self.remote is None:
+            return {}
+        return {rel[len("final/"):]: self.remote.path(rel)
+                for rel in self.remote.fetch_tree("final", keep_present=True)}
+
+    def discard(self) -> None:
+        super().discard()
+        if self.remote is not None:
+            self.remote.remove()
+
+    def reduce(self, stage, k: int, plan) -> None:
+        if self.remote is None:
+            return super().reduce(stage, k, plan)
+        run_remote_reduce(stage, k, plan, self.work, self.groupby, self.remote)
+
+    def run_segment(self, pipe, k: int, todo: list) -> Iterator[dict]:
+        """Segment ``k`` over the shards ``todo``; yields each shard's result (its marker) as it finishes."""
         import ray.data
+
+        work, remote = self.work, self.remote
 
         from corpusmill.pipelines.runner import pass_through_shard, write_marker
 
@@ -311,9 +352,10 @@ class RayExecutor:
             if shard.index not in written:
                 yield result(shard.index, {})
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+            self.started = False
 
 
 def remote_env() -> dict[str, str]:

@@ -19,7 +19,6 @@ import shutil
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +36,6 @@ from corpusmill.store import Store, Version, atomic_write_text, published_codecs
 from corpusmill.dataprep import readers
 from corpusmill.dataprep.ids import UniqueIds
 from corpusmill.pipelines.config import PipelineConfig
-from corpusmill.pipelines.workers import context as workers_context
 from corpusmill.report import publish_docs
 
 MANIFEST_FORMAT = 1
@@ -414,21 +412,6 @@ def run_segment_shard(pipe: Pipeline, k: int, shard: readers.Shard, work: Path) 
     return write_marker(work, k, {"shard": shard.index, "stages": sp.stats, "splits": splits})
 
 
-# ----------------------------------------------------------------------------- workers
-
-_WORKER_PIPE: Pipeline | None = None
-
-
-def _init_worker(plan: Plan) -> None:
-    global _WORKER_PIPE
-    _WORKER_PIPE = Pipeline(plan)
-
-
-def _worker_task(k: int, shard_index: int, work: str) -> dict:
-    pipe = _WORKER_PIPE
-    return run_segment_shard(pipe, k, pipe.plan.shards[shard_index], Path(work))
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -465,39 +448,28 @@ def execute(plan: Plan, store: Store, **options) -> RunResult:
 
 def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
              executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
+    from corpusmill.pipelines.executors import make_executor
+
     name, vid = plan.config.dataset, plan.version_id
     t0 = time.perf_counter()
-    # A Ray run into a remote store keeps its work folder on the store's object store: its tasks
-    # may run on machines that share no filesystem (corpusmill.remote_work).
-    remote = _remote_work(store, name, vid) if executor == "ray" else None
-    if remote is not None:
-        from corpusmill.pipelines.ray_executor import remote_markers
+    # serial, a process pool or Ray, with the work folder here or on the store's object store:
+    # the loop below is the same for all (corpusmill.pipelines.executors)
+    engine = make_executor(executor, store, name, vid, workers=workers, shards=len(plan.shards), ray_address=ray_address)
     if store.has_version(name, vid):
         version = store.version(name, vid)
         for tag in ("latest", *tags):
             store.set_ref(name, tag, vid)
-        shutil.rmtree(store.work_dir(name, vid), ignore_errors=True)
-        if remote is not None:
-            remote.remove()
+        engine.discard()
         return RunResult(version, False, version.manifest)
 
-    work = store.work_dir(name, vid)
-    if remote is not None:  # the remote folder is the run's state; a local copy from earlier is stale
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+    engine.prepare()
+    work = engine.work
     plan.store_root = store.location  # a URL for a remote store: what a stage on any machine can open
     pipe = Pipeline(plan)
     p = _paths(work)
     timings: dict[str, float] = {}
     progress, console = _progress()
-    pool = ray_exec = None
-    if executor == "ray":
-        from corpusmill.pipelines.ray_executor import RayExecutor
-
-        ray_exec = RayExecutor(ray_address, workers)
-    elif workers > 1 and len(plan.shards) > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=workers_context(), initializer=_init_worker,
-                                   initargs=(plan,))
+    engine.start(plan)
     all_stats: list[dict] = []
     try:
         with progress, remembered_texts():
@@ -505,65 +477,36 @@ def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...
                 ts = time.perf_counter()
                 label = _segment_label(pipe, k)
                 task = progress.add_task(label, total=len(plan.shards), rows=0)
-                results: dict[int, dict] = {}
-                todo = []
-                finished = remote_markers(remote, k) if remote is not None else {}
-                for shard in plan.shards:
-                    marker = p["seg"](k) / f"{shard.index:05d}.done.json"
-                    if remote is not None and shard.index in finished:
-                        results[shard.index] = finished[shard.index]
-                        progress.advance(task)
-                    elif remote is None and marker.is_file():
-                        results[shard.index] = json.loads(marker.read_text())
-                        progress.advance(task)
-                    else:
-                        todo.append(shard)
+                results = engine.finished(k, plan.shards)  # by an earlier attempt: not redone
+                todo = [shard for shard in plan.shards if shard.index not in results]
+                progress.update(task, advance=len(results))
                 rows = 0
                 # the reduce's own loading (an earlier version's index) overlaps the map phase
                 # (not when an earlier attempt finished this reduce: nothing would read what it loads)
                 prepared = None
                 if seg.reduce is not None and not (work / f"reduce-{seg.reduce.name}.done.json").is_file():
                     prepared = Background(seg.reduce.prepare)
-                if ray_exec is not None and todo:
-                    for r in ray_exec.run_segment(pipe, k, todo, work, remote):
-                        results[r["shard"]] = r
-                        rows += _rows_in(r)
-                        progress.update(task, advance=1, rows=f"{rows:,}")
-                elif pool is not None and todo:
-                    futures = [pool.submit(_worker_task, k, s.index, str(work)) for s in todo]
-                    for fut in as_completed(futures):
-                        r = fut.result()
-                        results[r["shard"]] = r
-                        rows += _rows_in(r)
-                        progress.update(task, advance=1, rows=f"{rows:,}")
-                else:
-                    for s in todo:
-                        r = run_segment_shard(pipe, k, s, work)
-                        results[r["shard"]] = r
-                        rows += _rows_in(r)
-                        progress.update(task, advance=1, rows=f"{rows:,}")
+                for r in engine.run_segment(pipe, k, todo) if todo else ():
+                    results[r["shard"]] = r
+                    rows += _rows_in(r)
+                    progress.update(task, advance=1, rows=f"{rows:,}")
                 all_stats.extend(results[i] for i in sorted(results))
                 if k == 0:  # an input whose every row the reader rejected stops the run before publishing
                     readers.check_inputs_read(plan, results, p["rejects"])
                 if prepared is not None:
                     prepared.wait()
                 if seg.reduce is not None:
-                    _run_reduce(seg.reduce, k, plan, work, ray_exec.groupby if ray_exec is not None else None, remote)
+                    engine.reduce(seg.reduce, k, plan)
                 timings[label] = round(time.perf_counter() - ts, 3)
                 if not quiet and not console.is_terminal:  # logs: one line per segment instead of bars
                     total = sum(_rows_in(r) for r in results.values())
                     console.print(f"{label}: {len(plan.shards)} shards ({len(todo)} run, "
                                   f"{len(plan.shards) - len(todo)} resumed), {total:,} rows in, {timings[label]:.1f}s")
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if ray_exec is not None:
-            ray_exec.shutdown()
+        engine.close()
 
-    remote_final: dict[str, str] = {}
-    if remote is not None:  # the data, rejects and index files, for their checksums, counts and the report
-        for rel in remote.fetch_tree("final", keep_present=True):
-            remote_final[rel[len("final/"):]] = remote.path(rel)
+    # files the executor wrote on the store's filesystem (a remote work folder) are copied there, not uploaded
+    remote_final = engine.final_sources()
     manifest = _finish(plan, pipe, work, all_stats)
     seconds = time.perf_counter() - t0
     created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -573,13 +516,10 @@ def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...
     atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
     if docs:
         publish_docs(Version(name, vid, p["final"]))
-    # files already on the store's filesystem (a remote work folder) are copied there, not uploaded
     version = store.publish(name, vid, p["final"], remote_sources=remote_final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
-    shutil.rmtree(work, ignore_errors=True)
-    if remote is not None:
-        remote.remove()
+    engine.discard()
     return RunResult(version, True, manifest, seconds)
 
 
@@ -604,15 +544,6 @@ class Background:
             raise self.error
 
 
-def _remote_work(store: Store, name: str, vid: str):
-    """The run's work folder on the store's filesystem (a RemoteWork), or None for a local store."""
-    if store.remote is None:
-        return None
-    from corpusmill.remote_work import RemoteWork
-
-    return RemoteWork(f"{store.location}/{name}/.work/{vid}", store.work_dir(name, vid))
-
-
 def _rows_in(result: dict) -> int:
     st = result["stages"]
     first = st.get(readers.READ_STAGE) or next(iter(st.values()), None)
@@ -626,14 +557,11 @@ def _segment_label(pipe: Pipeline, k: int) -> str:
     return f"[{k + 1}/{len(pipe.segments)}] " + " > ".join(names)
 
 
-def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None, remote=None) -> None:
-    """The global step of ``stage`` over segment ``k``'s facts; ``groupby``: the executor's
-    grouping engine for the stages that use one (:mod:`corpusmill.grouping`), None = in process.
-    ``remote``: the run's remote work folder (see :func:`~corpusmill.pipelines.ray_executor.run_remote_reduce`)."""
-    if remote is not None:
-        from corpusmill.pipelines.ray_executor import run_remote_reduce
-
-        return run_remote_reduce(stage, k, plan, work, groupby, remote)
+def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None) -> None:
+    """The global step of ``stage`` over segment ``k``'s facts in the work folder ``work``;
+    ``groupby``: the executor's grouping engine for the stages that use one
+    (:mod:`corpusmill.grouping`), None = in process. (A work folder on an object store has its
+    own: :func:`~corpusmill.pipelines.ray_executor.run_remote_reduce`.)"""
     p = _paths(work)
     marker = work / f"reduce-{stage.name}.done.json"
     if marker.is_file():
