@@ -7,6 +7,7 @@ A user mistake ends with a message and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -136,17 +137,26 @@ def cmd_list(args) -> int:
     t = Table(title=store.location, title_justify="left")
     for col in ("reference", "created", "input", "kept", "splits", "tags"):
         t.add_column(col)
+    corrupt = [r for r in rows if r.get("status") == "corrupt"]
     for r in rows:
+        if r.get("status") == "corrupt":  # its manifest cannot be read: no counts to show
+            t.add_row(f"{r['dataset']}@{r['version']}", r["created_at"], "[bold red]corrupt[/]", "", "",
+                      ", ".join(r["tags"]))
+            continue
         t.add_row(f"{r['dataset']}@{r['version']}", r["created_at"], f"{r['input']:,}", f"{r['kept']:,}",
                   ", ".join(f"{s} {n:,}" for s, n in r["splits"].items()), ", ".join(r["tags"]))
     _console(stderr=False).print(t)
+    for r in corrupt:
+        _console().print(f"[bold red]corrupt[/]: {r['problem']}", markup=True, highlight=False)
     return 0
 
 
 def cmd_show(args) -> int:
     from corpusmill.datasets import summary
 
-    version = _store(args).resolve(args.ref)
+    version = _store(args).resolve(args.ref, verify=args.verify)
+    if args.verify:  # every file against its sha256 before anything is shown
+        version.check()
     s = summary(version)
     if args.json:
         print(json.dumps(s, indent=2))
@@ -155,6 +165,35 @@ def cmd_show(args) -> int:
 
     show(version, _console(stderr=False))
     return 0
+
+
+def cmd_verify(args) -> int:
+    """``datasets verify REF | --all``: exit 0 when the store is sound, 1 when something is
+    damaged (each problem printed), 2 for a usage error."""
+    from corpusmill.errors import StoreError
+    from corpusmill.store import verify_store
+
+    if (args.ref is None) == (not args.all):
+        raise StoreError("datasets verify: name one version (NAME, NAME@VERSION or NAME@TAG) or pass --all")
+    store = _store(args)
+    check = verify_store(store, None if args.all else args.ref, checksums=not args.no_checksums)
+    if args.json:
+        print(json.dumps(check.as_json(), indent=2))
+        return 0 if check.ok else 1
+    con = _console(stderr=False)
+    how = "sizes, row counts and sha256" if check.checksums else "sizes and row counts (no sha256)"
+    con.print(f"{check.store}: {check.datasets} dataset(s), {check.versions} version(s), {check.files:,} files "
+              f"checked ({how})", markup=False)
+    for f in check.findings:
+        con.print(f"{'error' if f.error else 'note'}: {f.where}: {f.problem}", markup=False)
+    errors = sum(f.error for f in check.findings)
+    if errors:
+        damaged = len({f.where for f in check.findings if f.error})
+        con.print(f"[bold red]{errors} problem(s)[/] in {damaged} place(s); a damaged version is refused by every "
+                  "command that reads it")
+    else:
+        con.print("[bold green]ok[/]: every manifest, file and tag is as published")
+    return 0 if check.ok else 1
 
 
 def cmd_report(args) -> int:
@@ -569,7 +608,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
     x.add_argument("--store", help=store_help)
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
+    x.add_argument("--verify", action="store_true",
+                   help="check every file's sha256 too, not only its size and row count (reads every file)")
     x.set_defaults(func=cmd_show)
+    x = dsub.add_parser("verify", help="check versions against their manifests (files, sizes, row counts, sha256), "
+                                       "refs.json and leftovers, like git fsck; exit 1 when something is damaged")
+    x.add_argument("ref", nargs="?", help="NAME, NAME@VERSION or NAME@TAG (or --all)")
+    x.add_argument("--all", action="store_true", help="every version of every dataset in the store")
+    x.add_argument("--no-checksums", action="store_true",
+                   help="skip the sha256 of each file (sizes and Parquet row counts only: fast)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the findings as JSON on stdout")
+    x.set_defaults(func=cmd_verify)
     x = dsub.add_parser("report", help="write a version's report.html and card.md again (or open the report)")
     x.add_argument("ref", help="NAME, NAME@VERSION or NAME@TAG")
     x.add_argument("--open", action="store_true", help="open report.html in a browser (written first if missing)")
@@ -736,6 +786,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:
+        # a file the command could not write (a read-only store or filesystem, permissions, a
+        # full disk): the user's to fix, so one line naming the path, not a traceback
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"corpusmill: error: {_write_error(err)}", file=sys.stderr)
+        return 2
+
+
+#: OSErrors that say "this place cannot be written", not "corpusmill has a bug"
+_WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def _write_error(err: OSError) -> str:
+    fix = {errno.EROFS: "the filesystem is read-only; pass --store (or --out) a folder on a writable one",
+           errno.ENOSPC: "no space left on the device; free some space or use another disk",
+           errno.EDQUOT: "over the disk quota; free some space or use another disk"}.get(
+        err.errno, "permission denied; pass --store (or --out) a folder you can write to, or fix its permissions")
+    return f"{err.filename or 'a file'}: {fix}" if err.filename else f"{err.strerror}: {fix}"
 
 
 if __name__ == "__main__":

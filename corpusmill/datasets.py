@@ -489,14 +489,29 @@ def _trl_card(version: Version, shape: str, template: str, carried: list[str]) -
 
 
 def versions_table(store: Store) -> list[dict]:
+    """One row per version (``datasets list``). A version whose manifest cannot be read is a row
+    with ``status: corrupt`` and the ``problem``, not a failure of the whole listing; a
+    dataset whose refs.json cannot be read lists its versions without tags."""
+    from corpusmill.errors import StoreError
+    from corpusmill.store import read_manifest
+
     rows = []
     for name in store.datasets():
-        refs = store.refs(name)
+        try:
+            refs = store.refs(name)
+        except StoreError:
+            refs = {}  # `datasets verify` names the damage; the versions are still listed
         for v in store.versions(name):
-            m = v.manifest
+            tags = sorted(t for t, vid in refs.items() if vid == v.id)
+            try:
+                m = read_manifest(v.path, v.ref)
+            except StoreError as err:
+                rows.append({"dataset": name, "version": v.id, "created_at": v.stats.get("created_at", ""),
+                             "status": "corrupt", "problem": str(err), "tags": tags})
+                continue
             rows.append({
                 "dataset": name, "version": v.id, "created_at": v.stats.get("created_at", ""),
                 "parent": m.get("parent"), "input": m["counts"]["input"], "kept": m["counts"]["kept"],
-                "splits": m["splits"], "tags": sorted(t for t, vid in refs.items() if vid == v.id),
+                "splits": m["splits"], "tags": tags, "status": "ok",
             })
     return rows

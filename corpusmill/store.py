@@ -41,9 +41,15 @@ LATEST = "latest"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, then a rename (a failed
+    write, such as a full disk, removes the temporary file and leaves ``path`` as it was)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def link_file(src: Path, dst: Path) -> None:
@@ -265,6 +271,14 @@ class Version:
         """The rejects' Parquet files as the manifest lists them, each checked."""
         return self._checked_files("rejects/", lambda name: name.endswith(".parquet"),
                                    lambda: (self.path / "rejects").glob("*.parquet"))
+
+    def check(self) -> None:
+        """Check every data and rejects file now (raises :class:`CorruptVersion` on the first
+        that differs): for a command that must not start writing from a version it cannot
+        finish reading."""
+        for split in self.splits():
+            self.data_files(split)
+        self.reject_files()
 
     def _checked_files(self, folder: str, wanted, unlisted) -> list[Path]:
         manifest = read_manifest(self.path, self.ref)
@@ -575,3 +589,176 @@ class Store:
 
                 raise store_path_error(err, self.location) from None
         return Version(name, version_id, final)
+
+
+# ----------------------------------------------------------------------------- checking a whole store
+
+
+@dataclass
+class Finding:
+    """One thing ``datasets verify`` found: ``where`` is a dataset, a version (``NAME@ID``) or a
+    path inside the store; ``error`` findings are damage (exit 1), the others are notes (a run in
+    progress, the leftovers of a run that died: a rerun resumes or removes them)."""
+
+    where: str
+    problem: str
+    error: bool = True
+
+
+@dataclass
+class StoreCheck:
+    """What :func:`verify_store` checked and found."""
+
+    store: str
+    checksums: bool
+    datasets: int = 0
+    versions: int = 0
+    files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.error for f in self.findings)
+
+    def as_json(self) -> dict:
+        return {"store": self.store, "ok": self.ok, "checksums": self.checksums,
+                "checked": {"datasets": self.datasets, "versions": self.versions, "files": self.files},
+                "errors": [{"where": f.where, "problem": f.problem} for f in self.findings if f.error],
+                "notes": [{"where": f.where, "problem": f.problem} for f in self.findings if not f.error]}
+
+
+def verify_store(store: Store, ref: str | None = None, *, checksums: bool = True) -> StoreCheck:
+    """Check the version ``ref`` (with its dataset's refs.json), or with ``ref=None`` every
+    dataset of the store, as ``git fsck`` checks a repository: every manifest parses and names
+    its own version; every file it lists is present with its size, Parquet row count and (with
+    ``checksums``) sha256; the data files hold the rows the manifest gives each split; no file
+    was added to data/, rejects/ or index/ after publishing; refs.json parses and every tag
+    points at a published version; no version folder lacks its manifest (a half-published
+    version). Work folders of runs in progress or of runs that died are reported as notes."""
+    check = StoreCheck(store.location, checksums)
+    if ref is not None:
+        version = store.resolve(ref)
+        names = [version.dataset]
+        only = version.id
+    else:
+        names = _dataset_names(store)
+        only = None
+    for name in names:
+        check.datasets += 1
+        _check_refs(store, name, check)
+        for vid in _version_ids(store, name):
+            if only is None or vid == only:
+                check.versions += 1
+                _check_version(store, name, vid, check)
+        if only is None:
+            _check_leftovers(store, name, check)
+    return check
+
+
+def _dataset_names(store: Store) -> list[str]:
+    if store.remote is not None:
+        return store.remote.datasets()
+    if not store.root.is_dir():
+        return []
+    return sorted(p.name for p in store.root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and ((p / "versions").is_dir() or (p / "refs.json").exists()))
+
+
+def _version_ids(store: Store, name: str) -> list[str]:
+    """Every folder under versions/ (a local store), published or not; a remote store's
+    published versions (a folder there without a manifest is an upload in progress or killed)."""
+    if store.remote is not None:
+        return store.remote.published_ids(name)
+    vdir = store.root / name / "versions"
+    return sorted(p.name for p in vdir.iterdir() if p.is_dir()) if vdir.is_dir() else []
+
+
+def _check_refs(store: Store, name: str, check: StoreCheck) -> None:
+    try:
+        refs = store.refs(name)
+    except StoreError as err:
+        check.findings.append(Finding(name, str(err)))
+        return
+    for tag, vid in sorted(refs.items()):
+        if not store.has_version(name, vid):
+            check.findings.append(Finding(f"{name}", f"refs.json: tag '{tag}' points at '{vid}', which is not a "
+                                                     f"published version; 'corpusmill run --tag {tag}' (or a rerun, "
+                                                     "for latest) sets it again"))
+
+
+def _check_version(store: Store, name: str, vid: str, check: StoreCheck) -> None:
+    ref = f"{name}@{vid}"
+    folder = store.version_dir(name, vid)
+    if store.remote is not None:
+        try:
+            folder = store.remote.fetch(name, vid)  # downloads once, each file checked against its sha256
+        except StoreError as err:
+            check.findings.append(Finding(ref, str(err)))
+            return
+    elif not (folder / MANIFEST).exists():
+        check.findings.append(Finding(ref, f"versions/{vid} has no {MANIFEST}: half-published or damaged; delete "
+                                           f"{folder} and rerun the command that made it"))
+        return
+    try:
+        manifest = read_manifest(folder, ref)
+    except CorruptVersion as err:
+        check.findings.append(Finding(ref, str(err).removeprefix(f"{ref}: ")))
+        return
+    if manifest.get("version") != vid:
+        check.findings.append(Finding(ref, f"{MANIFEST} names version '{manifest.get('version')}', not '{vid}'"))
+    files = manifest.get("files")
+    if files is None:
+        check.findings.append(Finding(ref, f"{MANIFEST} lists no files (a version from before checksums were "
+                                           "recorded): its files were not checked", error=False))
+        return
+    rows: dict[str, int] = {}
+    for rel, entry in sorted(files.items()):
+        check.files += 1
+        problem = file_problem(folder, rel, entry, checksum=check.checksums)
+        if problem is not None:
+            check.findings.append(Finding(ref, problem))
+        elif rel.startswith("data/") and "rows" in entry:
+            split = rel[len("data/"):].rsplit("-", 1)[0]
+            rows[split] = rows.get(split, 0) + entry["rows"]
+    damaged = any(f.where == ref and f.error for f in check.findings)
+    for split, n in manifest["splits"].items():
+        if not damaged and rows.get(split, 0) != n:
+            check.findings.append(Finding(ref, f"split '{split}': its data files hold {rows.get(split, 0):,} rows, "
+                                               f"the manifest says {n:,}"))
+    for sub in ("data", "rejects", "index"):
+        for p in sorted((folder / sub).rglob("*")) if (folder / sub).is_dir() else []:
+            rel = str(p.relative_to(folder))
+            if p.is_file() and rel not in files:
+                leftover = p.name.startswith(".") and (".tmp" in p.name or ".part-" in p.name)
+                check.findings.append(Finding(ref, f"{rel}: not in the manifest ("
+                                                   + ("a temporary file a killed write left; delete it)" if leftover
+                                                      else "added after publishing; reads ignore it)"),
+                                              error=not leftover))
+    stats = folder / "stats.json"
+    if stats.is_file():
+        try:
+            json.loads(stats.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            check.findings.append(Finding(ref, f"stats.json: unreadable ({err}); only timings are lost", error=False))
+
+
+def _check_leftovers(store: Store, name: str, check: StoreCheck) -> None:
+    """Work folders under ``.work/`` (a run in progress holds its lock; one that holds none died
+    or failed) and temporary files of a killed refs.json update."""
+    from corpusmill import locks
+
+    base = store.dataset_dir(name)
+    work = base / ".work"
+    for folder in sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else []:
+        lock = locks.lock_path(base, folder.name)
+        if locks.is_held(lock):
+            pid = locks.holder_pid(lock)
+            check.findings.append(Finding(f"{name}/.work/{folder.name}", "a run in progress"
+                                          + (f" (process {pid})" if pid else ""), error=False))
+        else:
+            check.findings.append(Finding(f"{name}/.work/{folder.name}",
+                                          "an unfinished run (no process holds its lock: killed or failed); rerun "
+                                          "the same command to resume it, or delete the folder", error=False))
+    for p in sorted(base.glob(".refs.json.tmp-*")) if base.is_dir() else []:
+        check.findings.append(Finding(f"{name}/{p.name}", "a temporary file a killed tag update left; delete it",
+                                      error=False))
