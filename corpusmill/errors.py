@@ -27,3 +27,39 @@ class StoreError(CorpusmillError):
 
 class AccountingError(RuntimeError):
     """A stage broke the invariant rows in = kept + rejected. This is a bug, not a user error."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """``err`` says the filesystem has no space left (ENOSPC) or the user's quota is spent (EDQUOT);
+    pyarrow's writers raise an OSError with the same errno."""
+    import errno
+
+    return isinstance(err, OSError) and err.errno in {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def reports_full_disk(fn):
+    """Decorate a function that writes into the store given as its ``store`` argument: a full disk
+    while it runs becomes a :class:`StoreError` (one line, exit 2) naming ENOSPC, the store and
+    the fix, instead of a traceback. What was written stays consistent: a version is published
+    by one rename of a finished folder, so it is there whole or not at all, and the finished
+    shards of the work folder are kept for the rerun."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            store = signature.bind_partial(*args, **kwargs).arguments.get("store")
+            where = getattr(store, "location", store)
+            what = f" writing {err.filename}" if err.filename else ""
+            raise StoreError(f"no space left on the device (ENOSPC){what} in store {where}: nothing was "
+                             "half-published; free some space (or pass --store on another disk) and rerun the "
+                             "same command, which resumes the finished shards") from None
+
+    return wrapper

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from corpusmill import __version__
 from corpusmill import fs as fsio
 from corpusmill import schema as S
-from corpusmill.errors import CorpusmillError
+from corpusmill.errors import CorpusmillError, reports_full_disk
 from corpusmill.hashing import file_sha256, fingerprint, remember_sha256
 from corpusmill.report import publish_docs
 from corpusmill.store import (IDS_FILE, Store, Version, atomic_write_text, link_file, parse_ref, published_codecs,
@@ -99,6 +99,7 @@ def _exists(path: str) -> bool:
     return bool(fsio.expand_remote(path))
 
 
+@reports_full_disk
 def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path | None = None,
             tags: tuple[str, ...] = (), workers: int = 1, input_index: int = 0, quiet: bool = True) -> RefreshResult:
     """Publish ``ref`` + the rows of ``add`` - the ids in ``remove``; see the module docstring."""

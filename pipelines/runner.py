@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from corpusmill import __version__
 from corpusmill import schema as S
-from corpusmill.errors import AccountingError, ConfigError
+from corpusmill.errors import AccountingError, ConfigError, reports_full_disk
 from corpusmill.hashing import file_sha256, fingerprint
 from corpusmill.stage import BatchInfo, ReduceStage, RunInfo, Stage, StageOutput, decision_path
 from corpusmill.store import Store, Version, atomic_write_text, published_codecs, remembered_texts
@@ -435,6 +435,7 @@ def _progress():
                     console=console, transient=False, disable=not console.is_terminal), console
 
 
+@reports_full_disk
 def execute(plan: Plan, store: Store, **options) -> RunResult:
     """Run ``plan`` into ``store`` and publish the version (or find it already published).
     ``executor="ray"`` runs the segments on Ray Data and the reduce groupings as Ray shuffles
