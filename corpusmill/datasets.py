@@ -7,7 +7,11 @@ matches a training run."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import os
+import secrets
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,7 +279,7 @@ def _prompt_rows(version: Version) -> tuple[int, int]:
     with_prompt = total = 0
     for split in version.splits():
         for f in version.data_files(split):
-            col = pq.read_table(f, columns=[S.PROMPT]).column(S.PROMPT)
+            col = _read_table(version, f, [S.PROMPT]).column(S.PROMPT)
             total += len(col)
             with_prompt += len(col) - col.null_count
     return with_prompt, total
@@ -332,8 +336,15 @@ def _choose_columns(version: Version, fmt: str, shape: str, columns: Sequence[st
 
 
 def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str] | None = None,
-           drop_columns: Sequence[str] | None = None, prompt_template: str | None = None) -> ExportResult:
+           drop_columns: Sequence[str] | None = None, prompt_template: str | None = None,
+           overwrite: bool = False) -> ExportResult:
     """Write one file per split and the rejects under ``out``.
+
+    The export is written into a temporary folder beside ``out`` and renamed into place when it
+    is complete, so ``out`` holds one whole export or nothing, never a mix of two: an ``out``
+    that already holds files is refused unless ``overwrite`` (then the old folder is renamed
+    aside, the new one renamed in, the old one deleted), and a data file that cannot be read
+    ends the export with a :class:`CorpusmillError` naming it and nothing left behind.
 
     * ``jsonl`` / ``parquet``: ``<split>.jsonl`` / ``<split>.parquet`` with every stored column
       (``columns`` keeps only those, ``drop_columns`` leaves those out), rejects in
@@ -360,7 +371,7 @@ def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str
     parse_prompt_template(template)
     shape = trainer_shape(version, fmt) if fmt in ("trl", "openai") else "rows"
     own, carried = _choose_columns(version, fmt, shape, columns, drop_columns)
-    out = Path(out)
+    out = export_target(out, version, overwrite)
     if fmt == "hf":
         try:
             import datasets  # noqa: F401
@@ -369,7 +380,6 @@ def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str
         if "rejects" in version.splits():
             raise CorpusmillError(f"{version.ref} has a split named 'rejects', where --format hf writes the rejects; "
                                   "export it with --format parquet or jsonl")
-    out.mkdir(parents=True, exist_ok=True)
     result = ExportResult({}, shape, own + carried)
     if prompt_template is not None and shape != "prompt_completion":
         result.notes.append(f"--prompt-template is not used: --format {fmt} writes {shape}, which the chat template "
@@ -378,28 +388,149 @@ def export(version: Version, fmt: str, out: str | Path, *, columns: Sequence[str
         result.notes.append("prompt/response rows are written as system/user/assistant messages: the version also "
                             "holds conversations, and a TRL file holds one format")
     reject_columns = carried + [c for c in REJECT_KEEP if c not in carried]
-    if shape == "rows":
-        _export_rows(version, fmt, out, carried, reject_columns, result)
-    else:
-        _export_for_trainer(version, fmt, out, shape, carried, reject_columns, template, result)
+    with staged_folder(out) as staging:
+        if shape == "rows":
+            _export_rows(version, fmt, staging, carried, reject_columns, result)
+        else:
+            _export_for_trainer(version, fmt, staging, shape, carried, reject_columns, template, result)
     return result
+
+
+#: what a temporary export folder beside the target is called: .<target>.corpusmill-export-<pid>-<random>
+_STAGING = ".{name}.corpusmill-export-"
+
+
+def export_target(out: str | Path, version: Version, overwrite: bool) -> Path:
+    """``out`` as an absolute path, after refusing what an export must not write to: a file, a
+    folder that already holds files (unless ``overwrite``), and, even with ``overwrite``, a
+    folder holding the version itself, the current folder or one above it, or the home folder."""
+    out = Path(os.path.abspath(os.path.expanduser(out)))
+    if out.is_symlink() and out.is_dir():
+        out = out.resolve()  # replace the folder it points to, not the link
+    if out.exists() and not out.is_dir():
+        raise CorpusmillError(f"--out {out} is a file; an export is a folder (one file per split and the rejects): "
+                              "give a folder that does not exist yet, or an empty one")
+    if not out.is_dir():
+        return out
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return out
+    if not overwrite:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise CorpusmillError(f"--out {out} already holds files ({shown}); an export goes into a new or empty folder, "
+                              "so that files of two exports never mix. Pass --overwrite to replace the folder whole, "
+                              "or give another --out")
+    guarded = [(Path(version.path).resolve(), "the version being exported"), (Path.cwd().resolve(), "the current folder"),
+               (Path.home().resolve(), "your home folder")]
+    for path, what in guarded:
+        if path == out or out in path.parents:
+            raise CorpusmillError(f"--overwrite {out}: that folder holds {what}; it is not replaced. Give another --out")
+    return out
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A new folder beside ``target`` to write into; on a clean exit it replaces ``target``
+    (renames, on one filesystem: the old folder aside, the new one in, the old one deleted).
+    On any error it is deleted and ``target`` is as it was; read and write errors leave as a
+    :class:`CorpusmillError` saying that nothing was exported. Staging folders that a killed
+    export left beside ``target`` are deleted first."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CorpusmillError(f"--out {target}: cannot create the folder {target.parent}: "
+                              f"{err.strerror or err}") from None
+    prefix = _STAGING.format(name=target.name)
+    for stale in target.parent.glob(prefix + "*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = target.parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir()
+    except OSError as err:
+        raise CorpusmillError(f"--out {target}: cannot write in {target.parent}: {err.strerror or err}") from None
+    try:
+        try:
+            yield staging
+        except OSError as err:  # reads are named by _read_table; what is left is writing the export
+            raise CorpusmillError(f"--out {target}: writing the export failed: {err}; nothing was exported") from None
+        _replace_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    if not target.exists():
+        try:
+            os.rename(new, target)
+        except OSError as err:  # another export made it meanwhile
+            raise CorpusmillError(f"--out {target}: appeared while exporting ({err.strerror}); nothing was replaced. "
+                                  "Export again (with --overwrite to replace it)") from None
+        return
+    old = target.parent / f"{_STAGING.format(name=target.name)}{os.getpid()}-old-{secrets.token_hex(4)}"
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_table(version: Version, path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A data or reject file of ``version``; a file Arrow cannot read (truncated, corrupt,
+    gone) is a :class:`CorpusmillError` naming it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        try:
+            rel = Path(path).relative_to(version.path)
+        except ValueError:
+            rel = path
+        raise CorpusmillError(f"{version.ref}: {rel} cannot be read ({' '.join(str(err).split())}); nothing was "
+                              "exported. The version is damaged: restore the file, or publish the version again "
+                              "from its pipeline") from None
+
+
+def _read_split(version: Version, split: str, columns: list[str]) -> pa.Table:
+    files = version.data_files(split)
+    if not files:
+        return version.read_split(split, columns=columns)
+    return pa.concat_tables([_read_table(version, f, columns) for f in files])
+
+
+def _read_rejects(version: Version) -> pa.Table | None:
+    tables = [_read_table(version, f) for f in version.reject_files()]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
 def _export_rows(version: Version, fmt: str, out: Path, keep: list[str], reject_columns: list[str],
                  result: ExportResult) -> None:
     """jsonl, parquet, hf: the stored columns ``keep``."""
-    rejects = version.read_rejects()
+    rejects = _read_rejects(version)
     if rejects is None:
         rejects = S.reject_schema(version.schema()).empty_table()
     rejects = rejects.select([c for c in reject_columns if c in rejects.column_names])
     if fmt == "jsonl":
         for split in version.splits():
-            tables = (pq.read_table(f, columns=keep) for f in version.data_files(split))
+            tables = (_read_table(version, f, keep) for f in version.data_files(split))
             result.files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", _stored_rows(tables, keep))
         result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", _stored_rows([rejects], reject_columns))
     elif fmt == "parquet":
         for split in version.splits():
-            t = version.read_split(split, columns=keep)
+            t = _read_split(version, split, keep)
             pq.write_table(t, out / f"{split}.parquet", compression="zstd")
             result.files[f"{split}.parquet"] = t.num_rows
         pq.write_table(rejects, out / "rejects.parquet", compression="zstd")
@@ -407,7 +538,7 @@ def _export_rows(version: Version, fmt: str, out: Path, keep: list[str], reject_
     else:
         import datasets
 
-        dd = datasets.DatasetDict({s: datasets.Dataset(_plain_messages_table(version.read_split(s, columns=keep), result))
+        dd = datasets.DatasetDict({s: datasets.Dataset(_plain_messages_table(_read_split(version, s, keep), result))
                                    for s in version.splits()})
         dd.save_to_disk(str(out))
         result.files = {s: len(dd[s]) for s in dd}
@@ -459,9 +590,9 @@ def _export_for_trainer(version: Version, fmt: str, out: Path, shape: str, carri
                 yield {**s, **row}
 
     for split in version.splits():
-        tables = (pq.read_table(f, columns=read) for f in version.data_files(split))
+        tables = (_read_table(version, f, read) for f in version.data_files(split))
         result.files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", rows(tables, split, carried))
-    rejects = version.read_rejects()
+    rejects = _read_rejects(version)
     tables = [rejects] if rejects is not None else []
     result.files["rejects.jsonl"] = _write_jsonl(out / "rejects.jsonl", rows(tables, None, reject_columns))
     if fmt == "trl":
