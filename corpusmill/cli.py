@@ -316,7 +316,7 @@ def cmd_export(args) -> int:
 
     version = _store(args).resolve(args.ref)
     result = export(version, args.format, args.out, columns=args.columns, drop_columns=args.drop_columns,
-                    prompt_template=args.prompt_template)
+                    prompt_template=args.prompt_template, overwrite=args.overwrite)
     con = _console()
     for name, n in result.files.items():
         if name == "README.md":
@@ -658,7 +658,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "prompt/completion (the prompt written as 'corpusmill train' writes it) or messages, plus a "
                         "README.md so datasets.load_dataset(DIR) finds the splits; openai: DIR/<split>.jsonl of "
                         "{\"messages\": [...]} for OpenAI chat fine-tuning (default: jsonl)")
-    x.add_argument("--out", required=True, help="output folder: one file per split, plus rejects")
+    x.add_argument("--out", required=True, help="output folder: one file per split, plus rejects; written beside it and "
+                                                "renamed into place when complete, so it holds one whole export")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace an --out folder that already holds files, whole (default: refuse it, so that files "
+                        "of two exports never mix)")
     cols = x.add_mutually_exclusive_group()
     cols.add_argument("--columns", type=_column_list, metavar="A,B",
                       help="jsonl/parquet/hf: keep only these stored columns; trl/openai: stored columns to add after "
