@@ -423,8 +423,8 @@ class Split(ReduceStage):
             for i in conflict.tolist():
                 members = np.flatnonzero(group_of_row[n:] == group_of_row[i])
                 found = sorted({(names[old_split[m]], old.ids[int(touched[m])].as_py()) for m in members.tolist()})
-                detail[i] = ("linked (same cluster or text, group_by value, prompt or near twin, directly or through other "
-                             "new rows) to rows "
+                detail[i] = ("linked (same cluster or text, group_by value, prompt or near twin, directly or "
+                             "through other new rows) to rows "
                              "of different splits of " + old.ref + ": "
                              + ", ".join(f"{rid} ({split})" for split, rid in found[:6])
                              + "; in any split it would leak into another")
