@@ -32,7 +32,7 @@ import string
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,14 +274,44 @@ def expand_input(spec, base_dir: Path) -> list[tuple[str, str]]:
     if _is_hf_dir(path):
         return [(str(path.resolve()), path.name)]
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        return [(str(p.resolve()), str(p.relative_to(path))) for p in files]
+        return [(str(p.resolve()), str(p.relative_to(path))) for p in _folder_files(path)]
     if path.is_file():
         return [(str(path.resolve()), path.name)]
     return []
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The files under ``folder``, hidden files and folders left out, sorted. A subfolder that
+    cannot be listed is a :class:`CorpusmillError` naming it: ``Path.rglob`` would skip it
+    silently, and its files with it."""
+
+    def unlistable(err: OSError) -> None:
+        raise CorpusmillError(f"cannot list the folder {err.filename or folder}: {os_error(err)}; fix its permissions, "
+                              "or move it out of the input folder")
+
+    files = []
+    for top, dirs, names in os.walk(folder, onerror=unlistable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [p for n in names if not n.startswith(".") and (p := Path(top) / n).is_file()]
+    return sorted(files)
+
+
+def os_error(err: OSError) -> str:
+    """An OS error as a reject detail or message shows it: 'Permission denied (EACCES)'."""
+    import errno
+
+    name = errno.errorcode.get(err.errno or 0)
+    return f"{err.strerror or err}" + (f" ({name})" if name else "")
+
+
+def unreadable(path: str) -> str | None:
+    """Why the local file ``path`` cannot be read (open and first byte), or None when it can."""
+    try:
+        with open(fsio.local_path(path), "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        return f"cannot be read: {os_error(err)} ({path})"
+    return None
 
 
 def check_input_paths(inputs, base_dir: Path) -> list[str]:
@@ -317,6 +347,9 @@ def check_input_paths(inputs, base_dir: Path) -> list[str]:
             continue
         for path, name in files:
             if not remote and _is_hf_dir(Path(path)):
+                continue
+            if not remote and (problem := unreadable(path)) is not None:
+                problems.append(f"{where}: {name}: {problem}; fix its permissions or the disk, or leave it out")
                 continue
             fmt, _ = _detect(path, spec.format)
             if fmt is None:
@@ -362,17 +395,35 @@ def resolve_files(inputs, base_dir: Path) -> list[InputFile]:
     files = []
     for i, spec in enumerate(inputs):
         for path, name in expand_input(spec, base_dir):
-            if spec.format == "hf_hub":
-                files.append(InputFile(i, path, name, "hf_hub", None, 0))
-            elif not fsio.is_remote(path) and _is_hf_dir(Path(path)):
-                size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-                files.append(InputFile(i, path, name, "hf_disk", None, size))
-            else:
-                fmt, comp = _detect(path, spec.format)
-                if fmt == "json" and json_layout(path, comp, spec) == "lines":
-                    fmt = "jsonl"  # one object per line in a .json file
-                files.append(InputFile(i, path, name, fmt, comp, fsio.size(path)))
+            with _planning(i, name, path):
+                files.append(_input_file(i, spec, path, name))
     return files
+
+
+@contextmanager
+def _planning(index: int, name: str, path: str) -> Iterator[None]:
+    """OS errors while sizing or hashing input file ``name`` (one that vanished, lost its
+    permissions or hit a disk error after validation) as a :class:`CorpusmillError` naming it:
+    nothing has run yet, and a file that cannot be hashed cannot be part of a version."""
+    try:
+        yield
+    except OSError as err:
+        if fsio.is_remote(path):
+            raise
+        raise CorpusmillError(f"inputs[{index}]: {name}: cannot be read: {os_error(err)} ({path}); it changed since "
+                              "the pipeline was checked: fix it and rerun") from None
+
+
+def _input_file(i: int, spec, path: str, name: str) -> InputFile:
+    if spec.format == "hf_hub":
+        return InputFile(i, path, name, "hf_hub", None, 0)
+    if not fsio.is_remote(path) and _is_hf_dir(Path(path)):
+        size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+        return InputFile(i, path, name, "hf_disk", None, size)
+    fmt, comp = _detect(path, spec.format)
+    if fmt == "json" and json_layout(path, comp, spec) == "lines":
+        fmt = "jsonl"  # one object per line in a .json file
+    return InputFile(i, path, name, fmt, comp, fsio.size(path))
 
 
 # ----------------------------------------------------------------------------- JSON documents
@@ -539,7 +590,7 @@ def plan_shards(files: list[InputFile], inputs, shard_bytes: int) -> tuple[list[
         step = -(-f.size // max(1, -(-f.size // shard_bytes))) if f.size else shard_bytes
         target = step
         guard = fsio.remote_errors(f.path) if fsio.is_remote(f.path) else nullcontext()
-        with guard, fsio.open_input(f.path) as fh:
+        with _planning(f.input_index, f.name, f.path), guard, fsio.open_input(f.path) as fh:
             while chunk := fh.read(CHUNK):
                 h.update(chunk)
                 if split:
@@ -1199,8 +1250,29 @@ def _read_hf(shard: Shard, b: RecordBuilder):
 
 
 def read_shard(shard: Shard, spec, schema: pa.Schema, batch_rows: int) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
-    """Yield (record batch, read rejects) pairs for one shard; either may be None."""
+    """Yield (record batch, read rejects) pairs for one shard; either may be None.
+
+    A local file that cannot be opened or read (gone since the run was planned, permission
+    denied, a disk error) is an ``unreadable_file`` reject with the OS error as its detail,
+    after the rows read before the error: the run goes on and says so, rather than dying with
+    a traceback."""
     b = RecordBuilder(spec, shard.file, schema, batch_rows)
+    local = shard.file.format != "hf_hub" and not fsio.is_remote(shard.file.path)
+    try:
+        yield from _read_shard(shard, b)
+    except OSError as err:
+        if not local:
+            raise
+        if err.errno is None:  # Arrow's errors about the bytes (a Parquet page that does not decode) are OSErrors too
+            b.reject(shard.first_line, "corrupt_file", f"{shard.file.path}: {err}; the rows before it, if any, were read",
+                     None)
+        else:
+            b.reject(shard.first_line, "unreadable_file", f"{shard.file.path}: {os_error(err)}; the rows before it, if "
+                     "any, were read", None)
+        yield b.flush()
+
+
+def _read_shard(shard: Shard, b: RecordBuilder) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
     fmt = shard.file.format
     if fmt == "jsonl":
         gen = _read_jsonl(shard, b)
@@ -1216,6 +1288,9 @@ def read_shard(shard: Shard, spec, schema: pa.Schema, batch_rows: int) -> Iterat
         gen = _read_hf(shard, b)
     else:  # validated before running
         raise ValueError(f"unknown format {fmt}")
+    if fmt not in ("hf_disk", "hf_hub") and not fsio.is_remote(shard.file.path):
+        with open(shard.file.path, "rb"):  # an unopenable file is one reject, whatever the format's reader does
+            pass
     for table, rejects in gen:
         if table is not None or rejects is not None:
             yield table, rejects
@@ -1409,6 +1484,8 @@ _FIXES = {
     "invalid_label": "label_field names a field that is not a string or number",
     "corrupt_file": "the file is damaged: fetch or export it again",
     "truncated_file": "the file is cut short: fetch it again, or wait until it is fully written",
+    "unreadable_file": "the file could not be opened or read (the OS error is in the detail): fix its permissions "
+                       "or the disk and rerun",
 }
 
 
