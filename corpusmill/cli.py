@@ -804,11 +804,17 @@ _WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQ
 
 
 def _write_error(err: OSError) -> str:
-    fix = {errno.EROFS: "the filesystem is read-only; pass --store (or --out) a folder on a writable one",
-           errno.ENOSPC: "no space left on the device; free some space or use another disk",
-           errno.EDQUOT: "over the disk quota; free some space or use another disk"}.get(
-        err.errno, "permission denied; pass --store (or --out) a folder you can write to, or fix its permissions")
-    return f"{err.filename or 'a file'}: {fix}" if err.filename else f"{err.strerror}: {fix}"
+    import re
+
+    fix = {errno.EROFS: "the filesystem is read-only; write elsewhere (--store, --out) or make it writable",
+           errno.ENOSPC: "no space left on the device; free some space or write to another disk",
+           errno.EDQUOT: "over the disk quota; free some space or write to another disk"}.get(
+        err.errno, "permission denied; write elsewhere (--store, --out) or fix the permissions")
+    if not err.filename:
+        return fix
+    # the file being written, not the temporary name it is written under (.name.tmp-PID)
+    path = re.sub(r"/[.]([^/]+)[.]tmp-[0-9]+$", r"/\1", str(err.filename))
+    return f"cannot write {path}: {fix}"
 
 
 if __name__ == "__main__":

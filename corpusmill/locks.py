@@ -122,10 +122,11 @@ def store_path_error(err: OSError, store: str) -> StoreError:
                               "(or move the file away)")
     if problem is None:
         return StoreError(f"store {store}: cannot write {where}: {err.strerror or err}")
-    fix = ("free some space or pass --store a folder on another disk" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = (f"free some space or pass --store a folder on another disk ({errno.errorcode[err.errno]})"
+           if err.errno in (errno.ENOSPC, errno.EDQUOT)
            else "pass --store a folder you can write to" + (", or fix its permissions"
                                                             if err.errno in (errno.EACCES, errno.EPERM) else ""))
-    return StoreError(f"store {store}: {where} {problem}; {fix}")
+    return StoreError(f"store {store} {problem} (cannot write {where}); {fix}")
 
 
 def file_in_the_way(path: Path) -> Path | None:

@@ -279,12 +279,12 @@ def test_a_read_only_store_is_one_line_for_run_and_report(built, capsys, tmp_pat
 
     code_, out, err = _cli(capsys, "run", pipeline, "--store", store, "--workers", "1", "--quiet")
     assert code_ == 2
-    assert f"store {store}: " in err and said in err and "pass --store a folder you can write to" in err
+    assert f"store {store} {said} (cannot write {store}/tickets/" in err and "pass --store a folder you can write to" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
     code_, out, err = _cli(capsys, "datasets", "report", ref, "--store", store)
     assert code_ == 2 and "Traceback" not in err
-    assert str(folder) in err and len(err.strip().splitlines()) == 1
+    assert f"cannot write {folder}/report.html: " in err and len(err.strip().splitlines()) == 1
     # reading still works on a read-only store
     code_, out, err = _cli(capsys, "datasets", "verify", "--all", "--store", store)
     assert code_ == 0, out
@@ -304,6 +304,7 @@ def test_a_full_disk_while_tagging_is_one_line_and_refs_stay_valid(built, capsys
     monkeypatch.setattr(store_module, "atomic_write_text", full)
     code, out, err = _cli(capsys, "run", pipeline, "--store", store, "--workers", "1", "--quiet", "--tag", "new")
     assert code == 2
-    assert "has no space left on its device; free some space or pass --store a folder on another disk" in err
+    assert f"store {store} has no space left on its device (cannot write {refs_file})" in err
+    assert "free some space or pass --store a folder on another disk" in err
     assert "Traceback" not in err
     assert refs_file.read_text() == before
