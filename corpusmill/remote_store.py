@@ -3,8 +3,12 @@
 Object stores have no atomic rename, so a version is published by uploading every file of its
 finished folder and ``manifest.json`` last: **a version exists iff its manifest exists**.
 Listing and resolving look for the manifest and ignore a folder without one (a publish that is
-running or was killed). ``refs.json`` is rewritten after the upload; two writers that set tags
-of the same dataset at the same moment race, and the last one wins.
+running or was killed). ``refs.json`` is rewritten after the upload. The locks of
+:mod:`corpusmill.locks` (a version being built, refs.json being rewritten) live in the local
+mirror: they keep apart the processes of one machine only. Two machines building the same
+version at once both build and upload it (the same data files: a version's id and bytes follow
+from its inputs and config; stats.json is the last upload's), and of two machines setting tags
+of the same dataset at the same moment, the last writer wins.
 
 Everything that reads a version (stages, audit, export, the trainer) works on local files: the
 store keeps a read-through mirror in a local cache (:func:`cache_root`), laid out like a local
