@@ -1489,6 +1489,12 @@ _FIXES = {
 }
 
 
+def reason_fix(reason: str, text_field: str = "text") -> str:
+    """The usual fix of a read reject's ``reason``, as a message ends with it."""
+    return _FIXES.get(reason, "see the rejected rows: corpusmill datasets show, or the version's rejects folder") \
+        .format(text_field=text_field)
+
+
 def _likely_fix(reason: str, spec, files: list[InputFile]) -> str:
     f = files[0]
     if f.format == "jsonl" and reason in ("malformed_json", "not_an_object", "blank_line"):
@@ -1499,8 +1505,7 @@ def _likely_fix(reason: str, spec, files: list[InputFile]) -> str:
         if start == b"{":
             return "the file looks like one JSON object spread over several lines: set format: json " \
                    "(and records_key: if it holds the rows under a key)"
-    return _FIXES.get(reason, "see the rejected rows: corpusmill datasets show, or the version's rejects folder") \
-        .format(text_field=spec.text_field)
+    return reason_fix(reason, spec.text_field)
 
 
 def check_inputs_read(plan, results: dict[int, dict], rejects_dir: Path) -> None:

@@ -126,6 +126,9 @@ class PipelineConfig(BaseModel):
     inputs: list[InputSpec] = Field(min_length=1)
     steps: list[dict[str, Any]] = Field(default_factory=list)
     execution: ExecutionSpec = ExecutionSpec()
+    allow_empty_version: bool = Field(
+        False, description="publish a version even when the steps reject every row; by default that stops the run "
+        "(exit 2) with the stage and reason that rejected most. Not part of the version id (as an input's allow_empty)")
 
 
 def _loc(loc: tuple) -> str:

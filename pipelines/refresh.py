@@ -136,7 +136,8 @@ def refresh(store: Store, ref: str, add: list[str | Path], *, remove: str | Path
             return RefreshResult(version, False, version.manifest, time.perf_counter() - t0)
 
         ids = Background(lambda: _write_ids(base))  # while the workers start and read
-        added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False)
+        added = execute(plan, scratch, workers=workers, quiet=quiet, docs=False,
+                        allow_empty=True)  # new rows that are all duplicates of the parent: a normal refresh
         ids.wait()
         work = store.work_dir(name, vid)
         shutil.rmtree(work, ignore_errors=True)

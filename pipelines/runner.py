@@ -87,7 +87,7 @@ def make_plan(config: PipelineConfig, steps, base_dir: Path, store_root: str | P
     # options, code and seed; never on absolute paths, the store or the worker count.
     identity = {
         "code_version": __version__,
-        "config": {**resolved, "inputs": [
+        "config": {**{k: v for k, v in resolved.items() if k != "allow_empty_version"}, "inputs": [
             {k: v for k, v in spec.items() if k not in ("path", "allow_empty")} for spec in resolved["inputs"]
         ]},
         "files": [[f.input_index, f.name, d] for f, d in zip(files, digests)],
@@ -448,7 +448,8 @@ def execute(plan: Plan, store: Store, **options) -> RunResult:
 
 
 def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
-             executor: str = "local", ray_address: str | None = None, docs: bool = True) -> RunResult:
+             executor: str = "local", ray_address: str | None = None, docs: bool = True,
+             allow_empty: bool = False) -> RunResult:
     from corpusmill.pipelines.executors import make_executor
 
     name, vid = plan.config.dataset, plan.version_id
@@ -509,6 +510,8 @@ def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...
     # files the executor wrote on the store's filesystem (a remote work folder) are copied there, not uploaded
     remote_final = engine.final_sources()
     manifest = _finish(plan, pipe, work, all_stats)
+    if not (allow_empty or plan.config.allow_empty_version):  # 0 kept rows: stop before publishing
+        check_kept_rows(manifest, p["rejects"])
     seconds = time.perf_counter() - t0
     created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     stats = {"created_at": created, "seconds": round(seconds, 3),
@@ -579,6 +582,45 @@ def _run_reduce(stage: ReduceStage, k: int, plan: Plan, work: Path, groupby=None
     stage.groupby = groupby
     counters = stage.reduce([f if f.is_file() else None for f in facts], decisions, index)
     atomic_write_text(marker, json.dumps(counters or {}, sort_keys=True))
+
+
+def check_kept_rows(manifest: dict, rejects_dir: Path) -> None:
+    """Stop a run whose stages rejected every row (exit 2) before it publishes an empty version
+    with exit 0, which hides a mistake (a filter too strict, a mapping wrong): the message names
+    the stage and reason that rejected most, with an example. ``allow_empty_version: true`` in
+    the pipeline publishes anyway (it is not part of the version id, so the rerun resumes this
+    run's finished work, which is left in place for it and for inspecting the rejects).
+
+    Not stopped: a run whose rows all reached a dedup step with ``against`` and were all
+    duplicates of that earlier version. Nothing new came in, which is an answer, not a mistake
+    (a refresh's run on its new rows is never stopped either)."""
+    from corpusmill.errors import CorpusmillError
+
+    counts = manifest["counts"]
+    if counts["kept"] or not counts["input"] + counts.get("added", 0):
+        return
+    if any(st["in"] and st.get("counters", {}).get("duplicates_of_against") == st["in"] for st in manifest["stages"]):
+        return
+    by_stage = {st["name"]: st["rejected"] for st in manifest["stages"] if st["rejected"]}
+    if not by_stage:  # (no rows rejected and none kept cannot pass the accounting check)
+        return
+    (stage, reason), count = max((((s, r), n) for s, rs in by_stage.items() for r, n in rs.items()), key=lambda x: x[1])
+    example = None
+    for f in sorted(rejects_dir.glob(f"{stage}-*.parquet")):
+        rows = pq.read_table(f, columns=[S.SOURCE, S.REASON, S.DETAIL]).to_pylist()
+        example = next((r for r in rows if r[S.REASON] == reason), None)
+        if example:
+            break
+    detail = example[S.DETAIL] if example else None
+    shown = f", e.g. {example[S.SOURCE]}: {detail if len(detail) <= 300 else detail[:300] + '...'}" if detail else ""
+    per_stage = "; ".join(f"{s} rejected {sum(rs.values()):,}" for s, rs in by_stage.items())
+    fix = readers.reason_fix(reason) if stage == readers.READ_STAGE else \
+        f"check the options of the step '{stage}' against the rejected rows in {rejects_dir}"
+    raise CorpusmillError(
+        f"every row was rejected ({counts['input']:,} rows in, 0 kept: {per_stage}), so there is nothing to publish. "
+        f"Most by stage '{stage}': {reason} ({count:,} rows){shown}. Likely fix: {fix}. Nothing was published. "
+        "(To publish the empty version anyway, set allow_empty_version: true at the top level of the pipeline; "
+        "the rerun resumes this run's finished work.)")
 
 
 def _finish(plan: Plan, pipe: Pipeline, work: Path, shard_stats: list[dict]) -> dict:
