@@ -38,11 +38,11 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 def reports_full_disk(fn):
-    """Decorate a function that writes into the store given as its ``store`` argument: a full disk
-    while it runs becomes a :class:`StoreError` (one line, exit 2) naming ENOSPC, the store and
-    the fix, instead of a traceback. What was written stays consistent: a version is published
-    by one rename of a finished folder, so it is there whole or not at all, and the finished
-    shards of the work folder are kept for the rerun."""
+    """Decorate a function that writes into the store given as its ``store`` argument (a run, a
+    refresh): a full disk while it runs becomes a :class:`StoreError` (one line, exit 2) naming
+    the file, ENOSPC, the store and the fix, instead of a traceback. What was written stays
+    consistent: a version is published by one rename of a finished folder, so it is there whole
+    or not at all, and the finished shards of the work folder are kept for the rerun."""
     import functools
     import inspect
 
@@ -55,11 +55,10 @@ def reports_full_disk(fn):
         except OSError as err:
             if not is_disk_full(err):
                 raise
+            from corpusmill.locks import store_path_error
+
             store = signature.bind_partial(*args, **kwargs).arguments.get("store")
-            where = getattr(store, "location", store)
-            what = f" writing {err.filename}" if err.filename else ""
-            raise StoreError(f"no space left on the device (ENOSPC){what} in store {where}: nothing was "
-                             "half-published; free some space (or pass --store on another disk) and rerun the "
-                             "same command, which resumes the finished shards") from None
+            raise StoreError(f"{store_path_error(err, str(getattr(store, 'location', store)))}; nothing was "
+                             "published, and the same command run again resumes the finished shards") from None
 
     return wrapper

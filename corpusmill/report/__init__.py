@@ -31,11 +31,17 @@ def write_version_docs(version) -> tuple[Path, Path]:
 
 def publish_docs(version) -> None:
     """:func:`write_version_docs` at publish time. A report that cannot be drawn must not cost the
-    run that produced the data: the error is printed and ``corpusmill datasets report`` retries."""
+    run that produced the data: the error is printed and ``corpusmill datasets report`` retries.
+    A full disk (ENOSPC) is raised: the version is not published, and the rerun writes both."""
     try:
         write_version_docs(version)
     except Exception as err:  # noqa: BLE001 - any failure here is a report bug, never a data problem
         import sys
+
+        from corpusmill.errors import is_disk_full
+
+        if is_disk_full(err):  # but a full disk is no report bug: nothing more can be written, the run stops
+            raise
 
         print(f"corpusmill: warning: report.html/card.md not written for {version.dataset}@{version.id}: "
               f"{type(err).__name__}: {err}; run 'corpusmill datasets report {version.dataset}@{version.id}' "
