@@ -254,7 +254,7 @@ def test_a_web_preset_on_instruction_rows_warns_in_the_run_summary(tmp_path, cap
     p = write_pipeline(tmp_path / "p.yaml", {
         "dataset": "s", "inputs": [{"path": "sft.jsonl", "id_field": "id", "prompt_field": "prompt",
                                     "response_field": "response"}],
-        "steps": [{"quality": {"preset": "fineweb"}}]})
+        "steps": [{"quality": {"preset": "fineweb"}}], "allow_empty_version": True})  # fineweb rejects them all
     assert main(["run", str(p), "--store", str(tmp_path / "store"), "--workers", "1"]) == 0
     err = capsys.readouterr().err
     # 18 short rows: Gopher's 50-word minimum fails every one
@@ -266,7 +266,7 @@ def test_a_web_preset_on_instruction_rows_warns_in_the_run_summary(tmp_path, cap
     # when a rule passes the share
     write_pipeline(p, {"dataset": "s", "inputs": [{"path": "sft.jsonl", "id_field": "id", "prompt_field": "prompt",
                                                     "response_field": "response"}],
-                       "steps": [{"quality": {"preset": "fineweb", "warn_share": None}}]})
+                       "steps": [{"quality": {"preset": "fineweb", "warn_share": None}}], "allow_empty_version": True})
     assert main(["run", str(p), "--store", str(tmp_path / "store"), "--workers", "1"]) == 0
     assert "warning:" not in capsys.readouterr().err
 
