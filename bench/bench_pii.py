@@ -161,8 +161,8 @@ def main() -> None:
     scanner = Pii(PiiConfig(), name="pii", run=RunInfo("bench", 0)).scanner
     per_type: dict[str, list[bool]] = {}
     for i, (kind, value) in planted.items():
-        text, found = scanner.scan(planted_texts[i])
-        assert text == masked[i]
+        _, found = scanner.scan(planted_texts[i])  # which types the patterns find in the row
+        text = masked[i]  # what the stage wrote (one placeholder per value, wherever the value occurs)
         secret_part = value.removeprefix("Bearer ").removeprefix("api_key=")
         per_type.setdefault(kind, []).append(secret_part not in text and found[kind] > 0)
     recall = {k: sum(v) / len(v) for k, v in sorted(per_type.items())}
