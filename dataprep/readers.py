@@ -1093,13 +1093,20 @@ def _decode(raw: bytes, b: RecordBuilder, line: int) -> str | None:
         return None
 
 
+def _without_bom(shard: Shard, lines: list[bytes], first: int) -> list[bytes]:
+    """``lines`` without the byte order mark that may open the file (its first line only)."""
+    if first == 1 and shard.start == 0 and lines and lines[0].startswith(_BOM):
+        lines = [lines[0][len(_BOM):], *lines[1:]]
+    return lines
+
+
 def _read_text(shard: Shard, b: RecordBuilder):
     spec = b.spec
     field = spec.text_field
     try:
         if spec.text_unit == "line":
             for first, lines in iter_line_blocks(shard):
-                for i, raw in enumerate(lines):
+                for i, raw in enumerate(_without_bom(shard, lines, first)):
                     line = first + i
                     text = _decode(raw.rstrip(b"\r"), b, line)
                     if text is not None:
@@ -1108,6 +1115,7 @@ def _read_text(shard: Shard, b: RecordBuilder):
                             yield b.flush()
         elif spec.text_unit == "file":
             data = b"".join(iter_chunks(shard))
+            data = data[len(_BOM):] if data.startswith(_BOM) else data
             text = _decode(data, b, 1)
             if text is not None:
                 b.add({field: text}, 1, data)
@@ -1123,7 +1131,7 @@ def _read_text(shard: Shard, b: RecordBuilder):
                     b.add({field: text}, start, data)
 
             for first, lines in iter_line_blocks(shard):
-                for i, raw in enumerate(lines):
+                for i, raw in enumerate(_without_bom(shard, lines, first)):
                     stripped = raw.rstrip(b"\r")
                     is_sep = (not stripped.strip()) if sep == "" else stripped == sep.encode()
                     if is_sep:

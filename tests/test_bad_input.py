@@ -86,3 +86,17 @@ def test_generated_ids_of_identical_texts_stay_unique(tmp_path, run):
     assert len(set(ids)) == 3
     assert ids[2] == ids[0] + "-2"
     assert result.manifest["counts"]["kept"] == 3
+
+
+def test_a_byte_order_mark_is_not_part_of_a_text_file(tmp_path, run):
+    """Editors on Windows open UTF-8 files with a BOM: it is not the first row's text, in any unit."""
+    bom = "\ufeff".encode()
+    (tmp_path / "lines.txt").write_bytes(bom + "first line\nsecond line\n".encode())
+    (tmp_path / "whole.txt").write_bytes(bom + "a whole file\nof two lines".encode())
+    (tmp_path / "blocks.txt").write_bytes(bom + "block one\n\nblock two\n".encode())
+    texts = {}
+    for name, unit in (("lines", "line"), ("whole", "file"), ("blocks", "block")):
+        r = run({"dataset": name, "inputs": [{"path": f"{name}.txt", "text_unit": unit}]})
+        texts[name] = sorted(r.version.read_split("all").column("text").to_pylist())
+    assert texts == {"lines": ["first line", "second line"], "whole": ["a whole file\nof two lines"],
+                     "blocks": ["block one", "block two"]}
