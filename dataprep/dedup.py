@@ -23,8 +23,9 @@ Reduce (once, in the main process):
 
 A row is rejected once: ``exact_duplicate`` if its key's normal form equals that of a row that
 stays, ``near_duplicate`` otherwise, with ``duplicate_of`` = the id of the kept row of its
-cluster and ``similarity`` = its Jaccard similarity to that row. Kept rows carry
-``cluster_id`` (the id of their cluster's kept row) for the split stage. Decisions depend on
+cluster and ``similarity`` = its Jaccard similarity to that row. Every row carries ``cluster_id``
+(the id of its cluster's kept row), rejected ones too, so grouping rows and rejects by it gives
+the clusters; the split stage keeps a cluster together by it. Decisions depend on
 the rows and their stable order only, never on worker count or batch size.
 
 The version's ``index/<stage>/`` holds, for every kept row (with ``duplicates: group``, every
@@ -522,13 +523,19 @@ class Dedup(ReduceStage):
         if d is None:
             return StageOutput(out)
         local = d.column("row").to_numpy() - info.row_offset
-        if self.config.duplicates == "group":  # every row stays; a group's rows name its representative
-            cluster = pc.replace_with_mask(out.column(CLUSTER_ID).combine_chunks(), pa.array(np.isin(np.arange(n), local)),
-                                           d.column("cluster").combine_chunks())
-            return StageOutput(out.set_column(out.schema.get_field_index(CLUSTER_ID), CLUSTER_ID, cluster))
+        order = np.argsort(local, kind="stable")  # replace_with_mask fills the masked rows in row order
+        local, d = local[order], d.take(pa.array(order))
+        # every row a decision names gets its cluster's id: with ``group`` it stays; otherwise it is
+        # rejected as this stage saw it with its columns (cluster_id included), so the rejects of a
+        # cluster and its kept row share cluster_id whatever steps follow and in every export
+        cluster = pc.replace_with_mask(out.column(CLUSTER_ID).combine_chunks(), pa.array(np.isin(np.arange(n), local)),
+                                       d.column("cluster").combine_chunks())
+        out = out.set_column(out.schema.get_field_index(CLUSTER_ID), pa.field(CLUSTER_ID, pa.string()), cluster)
+        if self.config.duplicates == "group":
+            return StageOutput(out)
         keep = np.ones(n, dtype=bool)
         keep[local] = False
-        dropped = batch.take(pa.array(local))
+        dropped = out.take(pa.array(local))
         rejected = self.reject(
             dropped, d.column("reason").to_pylist(), detail=d.column("detail").to_pylist(),
             duplicate_of=d.column("cluster").to_pylist(), similarity=d.column("similarity").to_pylist(),
