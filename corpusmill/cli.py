@@ -77,16 +77,51 @@ def print_run_warnings(manifest: dict, console) -> None:
     from corpusmill.dataprep.quality import run_notes
 
     lines, warnings = run_notes(manifest)
+    warnings += strata_warnings(manifest)
     for line in lines:
         console.print(escape(line))
     for warning in warnings:
         console.print(f"[bold yellow]warning: {escape(warning)}[/]")
 
 
+def strata_warnings(manifest: dict) -> list[str]:
+    """A stratified split whose worst label is further from its ratio than the step's tolerance
+    (``strata_over_tolerance``): said in the summary, not only in the report."""
+    out = []
+    options = {name: cfg for name, cfg in _step_options(manifest)}
+    for st in manifest.get("stages", []):
+        counters = st.get("counters", {})
+        if counters.get("strata_over_tolerance"):
+            opts = options.get(st["name"], {})
+            gap = counters.get("max_stratum_gap_permille", 0) / 1000
+            out.append(f"split step '{st['name']}': a {opts.get('stratify', 'stratify')} value is {gap:.1%} off its "
+                       f"split ratio, more than tolerance {opts.get('tolerance', 0.02):g} (groups are split whole: a "
+                       "label with few groups cannot follow the ratios); see the report's labels per split, or "
+                       "raise tolerance to accept it")
+    return out
+
+
+def _step_options(manifest: dict):
+    """(step name, options) of the manifest's resolved steps, named as the runner names them
+    (the kind, then kind_2, kind_3... for repeats)."""
+    seen: dict[str, int] = {}
+    for step in manifest.get("config", {}).get("steps", []):
+        if not isinstance(step, dict) or len(step) != 1:
+            continue
+        (kind, options), = step.items()
+        seen[kind] = seen.get(kind, 0) + 1
+        yield (kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"), options or {}
+
+
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_run(args) -> int:
+    profile = None
+    if args.profile:  # first, so the workers' server and its workers are in the tree it measures
+        from corpusmill.profiling import ProcessTreeProfile
+
+        profile = ProcessTreeProfile().start()
     if args.executor == "local":  # (Ray Data has pandas paths of its own: nothing is skipped for it)
         from corpusmill.pipelines.workers import skip_pandas_probe, start_early
 
@@ -96,9 +131,15 @@ def cmd_run(args) -> int:
 
     console = _console()
     result = run_pipeline(args.pipeline, store=args.store, workers=args.workers, tags=tuple(args.tag or ()),
-                          executor=args.executor, quiet=args.quiet, ray_address=args.ray_address)
+                          executor=args.executor, quiet=args.quiet, ray_address=args.ray_address, profile=profile)
     if not args.quiet:
         print_run_summary(result, console)
+    if profile is not None:
+        if not result.created:  # stats.json keeps the figures of the run that built the version
+            profile.snapshot()
+        profile.stop()
+        where = "recorded in stats.json" if result.created else "not recorded: the version was already published"
+        console.print(f"{profile.describe()}; {where}")
     print(result.version.ref, flush=True)
     return 0
 
@@ -163,7 +204,7 @@ def cmd_show(args) -> int:
         return 0
     from corpusmill.report.terminal import show
 
-    show(version, _console(stderr=False))
+    show(version, _console(stderr=False), top=args.labels)
     return 0
 
 
@@ -543,6 +584,69 @@ def add_select_parser(sub, store_help: str) -> None:
     x.set_defaults(func=cmd_select_preview)
 
 
+# ----------------------------------------------------------------------------- mix preview
+# `corpusmill mix preview`: the groups before and after a mix step, without publishing.
+
+
+def cmd_mix_preview(args) -> int:
+    from corpusmill.dataprep.mix import preview_mix
+    from corpusmill.errors import ConfigError
+
+    config = None
+    if args.config is not None:
+        try:
+            config = json.loads(args.config)
+        except ValueError as err:
+            raise ConfigError([f"--config: not JSON ({err}); write it as '{{\"max_per\": {{\"label\": 100}}}}'"],
+                              source="mix preview") from None
+        if not isinstance(config, dict):
+            raise ConfigError(["--config: a JSON object of mix options, e.g. '{\"alpha\": {\"lang\": 0.3}}'"],
+                              source="mix preview")
+    elif args.dataset:
+        raise ConfigError(["--dataset needs --config '{...}': the mix options to preview"], source="mix preview")
+    report = preview_mix(pipeline=args.pipeline, step=args.step, dataset=args.dataset, config=config, store=args.store)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    con = _console(stderr=False)
+    for line in mix_tables(report, top=args.top):
+        con.print(line)
+    return 0
+
+
+def mix_tables(report: dict, top: int = 30) -> list:
+    """The preview's lines and tables: one table per field, the ``top`` biggest groups and an
+    'others' row for the rest."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = report["counters"]
+    out = [f"[bold]mix preview[/bold]: {report['rows']:,} rows from {escape(report['source'])}; "
+           f"{c['rows_mixed']:,} mixed -> {c['rows_out']:,} ({c['repeats']:,} repeats; over_cap "
+           f"{report['rejected']['over_cap']:,}, downsampled {report['rejected']['downsampled']:,}); "
+           f"{c['rows_passed_through']:,} passed through (splits {report['config']['splits']}); nothing published"]
+    if report.get("note"):
+        out.append(escape(report["note"]))
+    for field, groups in report["groups"].items():
+        t = Table(title=f"{field}: {len(groups):,} groups", title_justify="left")
+        for col in ("group", "before", "share", "after", "share ", "target"):
+            t.add_column(col, justify="left" if col == "group" else "right")
+        nb = sum(g["before"] for g in groups) or 1
+        na = sum(g["after"] for g in groups) or 1
+
+        def row(name, b, a, target):
+            t.add_row(escape(name), f"{b:,}", f"{b / nb:.1%}", f"{a:,}", f"{a / na:.1%}",
+                      "" if target is None else f"{target:,}")
+
+        for g in groups[:top]:
+            row(g["group"], g["before"], g["after"], g["target"])
+        rest = groups[top:]
+        if rest:
+            row(f"({len(rest):,} others)", sum(g["before"] for g in rest), sum(g["after"] for g in rest), None)
+        out.append(t)
+    return out
+
+
 # ----------------------------------------------------------------------------- augment preview
 
 
@@ -582,6 +686,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "Ray instance with --workers CPUs")
     r.add_argument("--tag", action="append", help="also point this tag at the version (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no summary table")
+    r.add_argument("--profile", action="store_true",
+                   help="measure CPU seconds (user+system) and peak RSS of the whole process tree (this command, the "
+                        "workers' server and its workers, which time(1) does not see) and record them in the "
+                        "version's stats.json under 'profile'; needs psutil")
     r.set_defaults(func=cmd_run)
 
     r = sub.add_parser("refresh", help="publish REF + new files - removed ids, processing only the new rows; print NAME@VERSION",
@@ -610,6 +718,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="the manifest as JSON on stdout")
     x.add_argument("--verify", action="store_true",
                    help="check every file's sha256 too, not only its size and row count (reads every file)")
+    x.add_argument("--labels", type=whole_number(1), default=12, metavar="N",
+                   help="labels listed one by one, most frequent first; the rest are one 'others' row (default 12)")
     x.set_defaults(func=cmd_show)
     x = dsub.add_parser("verify", help="check versions against their manifests (files, sizes, row counts, sha256), "
                                        "refs.json and leftovers, like git fsck; exit 1 when something is damaged")
@@ -705,6 +815,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("--store", help=store_help)
     a.set_defaults(func=cmd_audit)
     add_select_parser(sub, store_help)
+    m = sub.add_parser("mix", help="mixing tools").add_subparsers(dest="mix_command", required=True, metavar="ACTION")
+    x = m.add_parser("preview", help="the groups before and after a mix step; writes nothing")
+    x.add_argument("--pipeline", help="pipeline YAML with a mix step: its inputs are read (as read: the steps before "
+                                      "mix are not applied) and mixed with its settings")
+    x.add_argument("--step", type=whole_number(0), default=None, help="which mix step (0-based among mix steps; default: the first)")
+    x.add_argument("--dataset", help="NAME@REF in the store: its rows (every split) are mixed with --config")
+    x.add_argument("--config", help="with --dataset: the mix options as JSON, e.g. '{\"alpha\": {\"lang\": 0.3}}'")
+    x.add_argument("--top", type=whole_number(1), default=30, help="groups shown per field, biggest first; the rest "
+                                                                  "are one 'others' row (default 30)")
+    x.add_argument("--store", help=store_help)
+    x.add_argument("--json", action="store_true", help="the preview as JSON on stdout (every group)")
+    x.set_defaults(func=cmd_mix_preview)
     g = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True, metavar="ACTION")
     x = g.add_parser("preview", help="source rows next to the rows the augment stage made from them; writes nothing")
     x.add_argument("--dataset", required=True, help="NAME@REF of a version built with an augment step")

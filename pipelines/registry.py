@@ -14,6 +14,7 @@ STAGES: dict[str, str | type] = {
     "split": "corpusmill.dataprep.split:Split",
     "decontaminate": "corpusmill.dataprep.decontaminate:Decontaminate",
     "select": "corpusmill.dataprep.select:Select",
+    "mix": "corpusmill.dataprep.mix:Mix",
     "pii": "corpusmill.dataprep.pii:Pii",
     "language": "corpusmill.dataprep.language:Language",
     "augment": "corpusmill.augment.stage:Augment",
