@@ -8,7 +8,7 @@ from typing import Any
 
 def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | None = None, workers: int | None = None,
                  tags: tuple[str, ...] = (), base_dir: str | Path | None = None, executor: str = "local",
-                 quiet: bool = False, ray_address: str | None = None):
+                 quiet: bool = False, ray_address: str | None = None, profile=None):
     """Validate and run a pipeline (a YAML path or an already-loaded mapping), publish its version.
 
     Returns a :class:`corpusmill.pipelines.runner.RunResult`. Mirrors ``corpusmill run``.
@@ -30,4 +30,4 @@ def run_pipeline(pipeline: str | Path | dict[str, Any], *, store: str | Path | N
     root = store_root(str(store) if store else None, config, base)
     plan = make_plan(config, steps, base, store_root=root)
     return execute(plan, Store(root), workers=workers or os.cpu_count() or 1, tags=tags, quiet=quiet,
-                   executor=executor, ray_address=ray_address)
+                   executor=executor, ray_address=ray_address, profile=profile)

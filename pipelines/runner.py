@@ -441,6 +441,8 @@ def execute(plan: Plan, store: Store, **options) -> RunResult:
     ``executor="ray"`` runs the segments on Ray Data and the reduce groupings as Ray shuffles
     (see :mod:`corpusmill.pipelines.ray_executor`). ``docs=False`` publishes without report.html
     and card.md (a refresh's intermediate run, whose version is merged into the one that gets them).
+    ``profile``: a started :class:`corpusmill.profiling.ProcessTreeProfile`, whose figures go into
+    stats.json under ``profile``.
     The version's lock is held throughout (:meth:`Store.building`): a second run of the same
     plan waits, then finds the version published; it never shares this run's work folder."""
     with store.building(plan.config.dataset, plan.version_id, quiet=options.get("quiet", False)):
@@ -449,7 +451,7 @@ def execute(plan: Plan, store: Store, **options) -> RunResult:
 
 def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...] = (), quiet: bool = False,
              executor: str = "local", ray_address: str | None = None, docs: bool = True,
-             allow_empty: bool = False) -> RunResult:
+             allow_empty: bool = False, profile=None) -> RunResult:
     from corpusmill.pipelines.executors import make_executor
 
     name, vid = plan.config.dataset, plan.version_id
@@ -517,9 +519,11 @@ def _execute(plan: Plan, store: Store, *, workers: int = 1, tags: tuple[str, ...
     stats = {"created_at": created, "seconds": round(seconds, 3),
              "workers": workers, "segments": timings,
              "rows_per_second": round(manifest["counts"]["input"] / seconds, 1) if seconds else None}
-    atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
     if docs:
         publish_docs(Version(name, vid, p["final"]))
+    if profile is not None:  # corpusmill run --profile: the whole process tree, up to publishing (corpusmill.profiling)
+        stats["profile"] = profile.snapshot()
+    atomic_write_text(p["final"] / "stats.json", json.dumps(stats, indent=2) + "\n")
     version = store.publish(name, vid, p["final"], remote_sources=remote_final)
     for tag in ("latest", *tags):
         store.set_ref(name, tag, vid)
