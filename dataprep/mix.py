@@ -12,7 +12,8 @@ training split after a ``split`` step, so held-out splits keep the natural distr
    is down-sampled to its target; with ``upsample: true`` the total is ``max_rows`` (default:
    the rows left after the caps) and groups short of their target repeat rows. Targets are
    whole rows summing to the total (largest remainder), so every group is within one row of
-   total x share. Rows cut are ``downsampled``.
+   total x share. Rows cut are ``downsampled``. A group that cannot reach its target (a
+   ``max_per`` cap, ``max_repeats``) stays short; its shortfall goes to no other group.
 3. ``max_rows`` without weights or alpha: a total cap over all groups (``downsampled``).
 4. ``min_per: {FIELD: N}`` floors: a group left with fewer than N rows gets its ``downsampled``
    rows back (never its ``over_cap`` rows), then, with ``upsample``, repeats.
@@ -59,8 +60,8 @@ META_PREFIX = "meta."
 class MixConfig(StageConfig):
     max_per: dict[str, int] = Field(
         default_factory=dict,
-        description="FIELD -> the most rows any one group of FIELD keeps, e.g. {label: 2000}; the rest are over_cap. "
-                    "FIELD is a column or meta.NAME")
+        description="FIELD -> the most rows any one group of FIELD keeps, e.g. {label: 2000}; the rest are over_cap, "
+                    "and upsample's repeats never take a group above it. FIELD is a column or meta.NAME")
     min_per: dict[str, int] = Field(
         default_factory=dict,
         description="FIELD -> the fewest rows a group keeps when it has them: down-sampled rows come back to reach "
@@ -214,6 +215,14 @@ def plan_mix(config: MixConfig, facts: pa.Table) -> MixPlan:
         return idx[np.argsort(rank[idx], kind="stable")]
 
     before = {f: np.bincount(codes[f][in_scope], minlength=len(names[f])) for f in codes}
+
+    def room() -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per max_per field: each row's group, and how many more rows each group may take."""
+        out = []
+        for f, cap in config.max_per.items():
+            have = np.bincount(codes[f][in_scope], weights=copies[in_scope], minlength=len(names[f]))
+            out.append((codes[f], cap - have.astype(np.int64)))
+        return out
     targets: dict[str, dict[int, int]] = {}
     counters = {"rows_mixed": int(in_scope.sum()), "rows_passed_through": int((~in_scope).sum())}
 
@@ -253,6 +262,7 @@ def plan_mix(config: MixConfig, facts: pa.Table) -> MixPlan:
                 total = min(total, config.max_rows)
         want = largest_remainder(total, shares, names[f])
         targets[f] = {}
+        short = []
         for g in range(len(names[f])):
             idx = members(f, g, alive)
             t = int(want[g])
@@ -265,7 +275,9 @@ def plan_mix(config: MixConfig, facts: pa.Table) -> MixPlan:
                 for i in drop.tolist():
                     reason[i], detail[i] = DOWNSAMPLED, d
             elif t > len(idx) and config.upsample and len(idx):
-                _repeat(copies, idx, t - len(idx), config.max_repeats)
+                short.append((idx, t - len(idx)))
+        for idx, extra in short:  # after every cut, so caps see the rows that stay
+            _repeat(copies, idx, extra, config.max_repeats, room())
     # 3. a total cap
     elif config.max_rows is not None:
         alive = np.flatnonzero(in_scope & (copies > 0))
@@ -292,7 +304,7 @@ def plan_mix(config: MixConfig, facts: pa.Table) -> MixPlan:
             if have < floor and config.upsample:
                 idx = members(f, g, mask & (copies > 0))
                 if len(idx):
-                    _repeat(copies, idx, floor - have, config.max_repeats)
+                    _repeat(copies, idx, floor - have, config.max_repeats, room())
             targets.setdefault(f, {})[g] = max(targets.get(f, {}).get(g, 0), floor)
     if restored:
         counters["floor_restored"] = restored
@@ -308,15 +320,36 @@ def plan_mix(config: MixConfig, facts: pa.Table) -> MixPlan:
     return MixPlan(copies, reason, detail, groups, counters, total)
 
 
-def _repeat(copies: np.ndarray, idx: np.ndarray, extra: int, max_repeats: int | None) -> None:
+def _repeat(copies: np.ndarray, idx: np.ndarray, extra: int, max_repeats: int | None,
+            caps: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Give ``extra`` more copies to the rows ``idx`` (best first), round robin, each row at most
-    ``max_repeats`` repeats."""
-    base, rest = divmod(extra, len(idx))
-    add = np.full(len(idx), base, dtype=np.int64)
-    add[:rest] += 1
-    if max_repeats is not None:
-        add = np.minimum(add, max_repeats - (copies[idx] - 1))
-    copies[idx] += np.maximum(add, 0)
+    ``max_repeats`` repeats, and no group of a ``max_per`` field above its cap (``caps``: per
+    field, each row's group code and each group's room left, updated here). Short of room, the
+    rows get fewer copies: a cap is never exceeded by repeats."""
+    if not caps:
+        base, rest = divmod(extra, len(idx))
+        add = np.full(len(idx), base, dtype=np.int64)
+        add[:rest] += 1
+        if max_repeats is not None:
+            add = np.minimum(add, max_repeats - (copies[idx] - 1))
+        copies[idx] += np.maximum(add, 0)
+        return
+    while extra > 0:
+        given = 0
+        for i in idx.tolist():
+            if extra == 0:
+                break
+            if max_repeats is not None and copies[i] - 1 >= max_repeats:
+                continue
+            if any(room[codes[i]] <= 0 for codes, room in caps):
+                continue
+            copies[i] += 1
+            for codes, room in caps:
+                room[codes[i]] -= 1
+            extra -= 1
+            given += 1
+        if not given:
+            return
 
 
 class Mix(ReduceStage):

@@ -257,3 +257,18 @@ def test_run_summary_warns_when_a_stratified_split_misses_its_tolerance(tmp_path
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: split step 'split': a label value is" in err
     assert "off its split ratio, more than tolerance 0.02" in err
+
+
+def test_repeats_never_take_a_group_above_its_cap(tmp_path, run):
+    # 10 rows per label; every ga row is 'poems': temperature sampling wants 24 ga rows, the cap allows 15
+    rows = _rows({"en": 100, "de": 30, "ga": 10}, field="lang")
+    for i, r in enumerate(rows):
+        r["label"] = "poems" if r["lang"] == "ga" else f"l{i // 10}"
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    result = run(_pipeline([{"mix": {"alpha": {"meta.lang": 0.5}, "upsample": True, "max_per": {"label": 15}}}]))
+    kept = _kept(result)
+    labels = _count(kept, lambda r: r["label"])
+    assert labels["poems"] == 15 and max(labels.values()) == 15
+    assert _count(kept, lambda r: _meta(r, "lang")) == {"en": 75, "de": 41, "ga": 15}  # ga stays short
+    c = result.manifest["counts"]
+    assert c["input"] + c["added"] == c["kept"] + sum(sum(r.values()) for r in c["rejected"].values())
