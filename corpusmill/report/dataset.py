@@ -9,6 +9,8 @@ from corpusmill.report.facts import VersionFacts
 from corpusmill.report.page import Page, esc, table
 
 TOP_LANGUAGES = 15
+#: labels drawn and listed one by one; the rest are one 'others' row (all of them in a folded table)
+TOP_LABELS = 12
 
 
 def render(manifest: dict, stats: dict, facts: VersionFacts, warnings: list[str]) -> str:
@@ -112,14 +114,22 @@ def _dedup(page: Page, m: dict, f: VersionFacts) -> None:
     if lsh:
         b, r, t = lsh["bands"], lsh["rows"], lsh["threshold"]
         pts = [(i / 100, 1 - (1 - (i / 100) ** r) ** b) for i in range(101)]
-        rug = [(s, 0.02) for s in f.near_similarities]
+        direct = [(x, 0.02) for x in f.near_similarities if x >= t]
+        chained = [(x, 0.05) for x in f.near_similarities if x < t]
+        groups = [(f"rejected near duplicates ({len(direct):,})", direct, svg.colour(1))]
+        why = ("Dots on the floor are the rejected near duplicates, at their Jaccard similarity to the kept row of "
+               "their cluster.")
+        if chained:
+            groups.append((f"joined through another row ({len(chained):,})", chained, svg.colour(4)))
+            why += (f" {len(chained):,} of them sit left of the threshold, raised a little: a cluster is every row "
+                    "linked by a chain of pairs verified at or above the threshold, so a row can join through a "
+                    "third row (A~B and B~C put C with A) while its own similarity to the kept row is lower.")
         page.plot("MinHash S-curve", f"The chance that two texts of a given Jaccard similarity share at least one of the "
                   f"{b} LSH bands of {r} slots and so are compared at all: 1 - (1 - s^{r})^{b}. Left of the threshold "
                   f"({t:g}) the curve should be low (few wasted comparisons), right of it high (few missed duplicates; "
-                  f"miss rate at the threshold {lsh.get('miss_rate_at_threshold', 0):.1%}). Dots on the floor are the "
-                  "similarities of the near duplicates that were rejected.",
+                  f"miss rate at the threshold {lsh.get('miss_rate_at_threshold', 0):.1%}). " + why,
                   svg.line_plot([("P(candidate)", pts, svg.KEPT)], title="MinHash S-curve", xlabel="Jaccard similarity",
-                                ylabel="P(candidate pair)", markers=[(t, f"threshold {t:g}")], points=rug))
+                                ylabel="P(candidate pair)", markers=[(t, f"threshold {t:g}")], point_groups=groups))
 
 
 def _splits(page: Page, m: dict, f: VersionFacts) -> None:
@@ -128,20 +138,7 @@ def _splits(page: Page, m: dict, f: VersionFacts) -> None:
         return
     page.section("splits", "Splits")
     if labels:
-        names = sorted({y for c in labels.values() for y in c})
-        colours = {y: svg.colour(i) for i, y in enumerate(names)}
-        rows = []
-        for split, c in labels.items():
-            total = sum(c.values()) or 1
-            rows.append((split, [(y or "(no label)", 100 * c.get(y, 0) / total, colours[y]) for y in names]))
-        notes = {s: f"{sum(c.values()):,} rows" for s, c in labels.items()}
-        page.plot("Labels per split", "Share of each label within each split (each bar is 100%). With stratified "
-                  "splitting the bars should look alike; a label missing from a split cannot be evaluated there.",
-                  svg.hbar_stack(rows, title="labels per split", note=notes,
-                                 legend_items=[(y or "(no label)", colours[y]) for y in names]))
-        head = ["label"] + list(labels)
-        page.html(table(head, [[y or "(no label)"] + [labels[s].get(y, 0) for s in labels] for y in names],
-                        numeric=tuple(range(1, len(head)))))
+        _labels(page, labels)
     if f.leakage:
         L = f.leakage
         sp = L["splits"]
@@ -161,6 +158,57 @@ def _splits(page: Page, m: dict, f: VersionFacts) -> None:
                   + (f"; {st['counters'].get('rows_cut', 0):,} rows had overlapping spans cut" if st["counters"] else ""))
 
 
+def top_labels(labels: dict[str, dict], n: int = TOP_LABELS) -> tuple[list, list]:
+    """Labels by rows over every split, most first (ties by name): (the first ``n``, the rest).
+    With one more label than ``n`` every label is shown: an 'others' row of one label hides it."""
+    total: dict = {}
+    for counts in labels.values():
+        for y, k in counts.items():
+            total[y] = total.get(y, 0) + k
+    names = sorted(total, key=lambda y: (-total[y], "" if y is None else str(y)))
+    if len(names) <= n + 1:
+        return names, []
+    return names[:n], names[n:]
+
+
+def _labels(page: Page, labels: dict[str, dict]) -> None:
+    shown, rest = top_labels(labels)
+    colours = {y: svg.colour(i) for i, y in enumerate(shown)}
+    others = f"{len(rest)} other labels"
+    rows = []
+    for split, c in labels.items():
+        total = sum(c.values()) or 1
+        segs = [(y or "(no label)", 100 * c.get(y, 0) / total, colours[y]) for y in shown]
+        if rest:
+            segs.append((others, 100 * sum(c.get(y, 0) for y in rest) / total, svg.MUTED))
+        rows.append((split, segs))
+    notes = {s: f"{sum(c.values()):,} rows" for s, c in labels.items()}
+    keys = [(y or "(no label)", colours[y]) for y in shown] + ([(others, svg.MUTED)] if rest else [])
+    how = ("Share of each label within each split (each bar is 100%). With stratified splitting the bars should "
+           "look alike; a label missing from a split cannot be evaluated there.")
+    if rest:
+        how += (f" The {len(shown)} most frequent of {len(shown) + len(rest)} labels are drawn; the other "
+                f"{len(rest)} are one grey part, listed in the full table below the first.")
+    page.plot("Labels per split", how, svg.hbar_stack(rows, title="labels per split", note=notes, legend_items=keys))
+    head = ["label"] + list(labels) + (["share"] if rest else [])
+    grand = sum(sum(c.values()) for c in labels.values()) or 1
+
+    def row(y) -> list:
+        cells = [y or "(no label)"] + [labels[s].get(y, 0) for s in labels]
+        return cells + ([f"{sum(cells[1:]) / grand:.1%}"] if rest else [])
+
+    numeric = tuple(range(1, len(head)))
+    if not rest:
+        page.html(table(head, [row(y) for y in shown], numeric=numeric))
+        return
+    folded = [others] + [sum(labels[s].get(y, 0) for y in rest) for s in labels]
+    folded.append(f"{sum(folded[1:]) / grand:.1%}")
+    page.html(table(head, [row(y) for y in shown] + [folded], numeric=numeric))
+    page.html(f"<details><summary>all {len(shown) + len(rest):,} labels, rows per split (also in "
+              "'corpusmill datasets show --json', under label_counts)</summary>"
+              + table(head, [row(y) for y in shown + rest], numeric=numeric) + "</details>")
+
+
 def _signals(page: Page, m: dict, f: VersionFacts) -> None:
     if not f.signals:
         return
@@ -176,30 +224,29 @@ def _signals(page: Page, m: dict, f: VersionFacts) -> None:
                       "reject rule names the reason); orange, kept but failing an annotate rule (listed in q_flags).",
                       svg.hbar_stack(rows, title="quality rules", legend_items=[("rejected", svg.colour(3)),
                                                                                 ("flagged, kept", svg.colour(1))]))
-    # the signals of rules that acted, and the other stages' signals, first; the rest folded
+    # one small plot per signal that varies, the signals of rules that acted and of other stages first
     acted = set(quality["rejected"]) | {k[: -len("_flagged")] for k in quality["counters"]} if quality else set()
-    first = [c for c, h in f.signals.items()
-             if not c.startswith("q_") or any(label.split()[0] in acted for _, label in h["thresholds"])]
-    rest = [c for c in f.signals if c not in first]
-    for col in first:
-        _signal_plot(page, col, f.signals[col], f.data_sampled or f.rejects_sampled)
-    if rest:
-        page.html(f"<details><summary>{len(rest)} more signal columns (rules that rejected and flagged nothing)"
-                  "</summary>")
-        for col in rest:
-            _signal_plot(page, col, f.signals[col], f.data_sampled or f.rejects_sampled)
-        page.html("</details>")
+    constant = {c: h for c, h in f.signals.items() if h.get("min") == h.get("max")}
+    varying = [c for c in f.signals if c not in constant]
+    varying.sort(key=lambda c: (c.startswith("q_") and not any(label.split()[0] in acted
+                                                              for _, label in f.signals[c]["thresholds"]), c))
+    sampled = " (first rows of the files)" if f.data_sampled or f.rejects_sampled else ""
+    if varying:
+        page.grid("Signal distributions", f"One plot per signal column: its values over kept rows (blue) and over "
+                  f"rejected rows that carry the column (red, rejected by the stage that computed it or a later "
+                  f"one){sampled}, stacked. Dashed lines are the configured rule bounds: rows beyond a reject bound "
+                  "are gone, beyond an annotate bound flagged. Signals of rules that rejected or flagged rows come "
+                  "first.", [(col, _signal_plot(col, f.signals[col])) for col in varying])
+    if constant:
+        page.text(f"{len(constant)} signal column(s) hold one value on every row and are not plotted: "
+                  + ", ".join(f"{c} = {svg.fmt_tick(h['min'])}" for c, h in sorted(constant.items())) + ".")
 
 
-def _signal_plot(page: Page, col: str, h: dict, sampled: bool) -> None:
-    note = " (first rows of the files)" if sampled else ""
-    page.plot(col, f"Distribution of {col} over kept rows (blue) and rejected rows that carry the column (red, "
-              f"rejected by the stage that computed it or a later one){note}, stacked. Dashed lines are the "
-              "configured rule bounds: rows beyond a reject bound are gone, beyond an annotate bound flagged.",
-              svg.histogram([("kept", h["kept"], svg.KEPT), ("rejected", h["rejected"], svg.colour(3))],
-                            h["edges"], title=col, xlabel=col, stacked=True,
-                            tick_labels=[svg.fmt_count(e) if abs(e) >= 100 else f"{e:.3g}" for e in h["edges"]],
-                            markers=[tuple(x) for x in h["thresholds"]]))
+def _signal_plot(col: str, h: dict) -> str:
+    return svg.histogram([("kept", h["kept"], svg.KEPT), ("rejected", h["rejected"], svg.colour(3))],
+                         h["edges"], title=col, xlabel=col, stacked=True, width=310, height=150,
+                         tick_labels=[svg.fmt_tick(e) for e in h["edges"]],
+                         markers=[tuple(x) for x in h["thresholds"]])
 
 
 def _changes(page: Page, m: dict) -> None:
@@ -214,7 +261,7 @@ def _changes(page: Page, m: dict) -> None:
     page.section("changes", "What stages counted")
     page.plot(None, "Counters the stages report besides rejections: texts changed by cleaning, PII masked, clusters "
               "found, spans cut. A row can be counted under several.",
-              svg.hbar_stack(rows[:40], title="stage counters", label_width=260))
+              svg.hbar_stack(rows[:40], title="stage counters"))
 
 
 def _samples(page: Page, f: VersionFacts) -> None:

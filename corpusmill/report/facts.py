@@ -13,6 +13,8 @@ that text again. The figures are the same either way.
 
 from __future__ import annotations
 
+import math
+
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -363,6 +365,20 @@ def _signal_thresholds(manifest: dict) -> dict[str, list[tuple[float, str]]]:
     return out
 
 
+def round_edges(lo: float, hi: float, bins: int = 20) -> list[float]:
+    """At most about ``bins`` equal bins covering [lo, hi] whose edges are round numbers (a step of
+    1, 2 or 5 times a power of ten), so the axis reads 0.05, 0.1, 0.15 and not 0.0854."""
+    from corpusmill.report.svg import nice_ticks
+
+    ticks = nice_ticks(lo, hi, bins)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    start = math.floor(lo / step + 1e-9) * step
+    edges = [round(start, 10)]
+    while edges[-1] <= hi:  # the last bin is [e, e + step): hi falls inside it
+        edges.append(round(start + len(edges) * step, 10))
+    return edges
+
+
 def _signal_hist(kept: np.ndarray, rejected: np.ndarray, integer: bool) -> dict:
     both = np.concatenate([kept, rejected])
     both = both[np.isfinite(both)]
@@ -377,8 +393,8 @@ def _signal_hist(kept: np.ndarray, rejected: np.ndarray, integer: bool) -> dict:
     elif hi == lo:
         edges = [lo, lo + 1.0]
     else:
-        edges = [lo + i * (hi - lo) / 20 for i in range(21)]
-    return {"edges": edges, "kept": _bin(kept[np.isfinite(kept)], edges),
+        edges = round_edges(lo, hi)
+    return {"edges": edges, "min": lo, "max": hi, "kept": _bin(kept[np.isfinite(kept)], edges),
             "rejected": _bin(rejected[np.isfinite(rejected)], edges)}
 
 

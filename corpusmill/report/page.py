@@ -27,6 +27,8 @@ code{background:#f3f3f3;padding:0 3px}
 details{margin:4px 0}summary{cursor:pointer}
 nav a{margin-right:10px}
 svg{display:block;margin:6px 0;max-width:100%;height:auto}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:2px 18px}
+.grid figure{margin:0;min-width:0}.grid figcaption{font-size:.85em;font-weight:600;overflow-wrap:anywhere}
 """
 
 
@@ -65,6 +67,14 @@ class Page:
         if heading:
             self.parts.append(f"<h3>{esc(heading)}</h3>")
         self.parts.append(f'<p class="how">{esc(how)}</p>{svg}')
+
+    def grid(self, heading: str | None, how: str, plots: list[tuple[str, str]]) -> None:
+        """Small plots side by side, as many per line as the page is wide, under one reading guide;
+        each plot is (caption, svg)."""
+        if heading:
+            self.parts.append(f"<h3>{esc(heading)}</h3>")
+        cells = "".join(f"<figure><figcaption>{esc(c)}</figcaption>{svg}</figure>" for c, svg in plots)
+        self.parts.append(f'<p class="how">{esc(how)}</p><div class="grid">{cells}</div>')
 
     def text(self, s: str, cls: str = "how") -> None:
         self.parts.append(f'<p class="{cls}">{esc(s)}</p>')

@@ -1,8 +1,14 @@
-"""Hand-written inline SVG plots: a few chart shapes, no plotting library.
+"""Hand-written SVG charts, the one chart kit of corpusmill: no plotting library.
 
-Every function returns one ``<svg>`` element as a string, sized in CSS pixels, with text in the
-page's font and colours from :data:`PALETTE`. The output depends only on the arguments (numbers
-are printed with fixed precision), so a report is the same bytes every time it is rendered.
+Every chart (the version report, ``eval.html``, a run's loss curves, a sweep's figure) is drawn
+here with one set of ticks (:func:`nice_ticks`, printed by :func:`fmt_tick`), one legend, one
+palette and one estimate of how wide a text is (:func:`text_width`), which places labels so that
+they neither overprint each other nor leave their SVG's viewBox. Every function returns one
+``<svg>`` element as a string, sized in CSS pixels; the output depends only on the arguments
+(numbers are printed with fixed precision), so a page is the same bytes every time.
+
+Why no library: the pages must open offline with no script, be written in milliseconds at the
+end of a run, and diff in git; the few chart shapes needed fit in this file.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from html import escape
 
 #: categorical colours (Okabe-Ito, distinguishable with the common colour-vision deficiencies)
@@ -20,8 +27,28 @@ INK = "#222"
 GRID = "#ddd"
 
 
+#: width of one character as a share of the font size: a generous average for sans-serif text, so
+#: that a label measured with it fits in the browser (the Chromium test checks every text's box)
+CHAR_EM = 0.62
+
+
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def text_width(s: str, size: float = 12) -> float:
+    """Estimated width in CSS pixels of ``s`` at font size ``size`` (an upper bound in practice)."""
+    return len(s) * size * CHAR_EM
+
+
+def fmt_tick(v: float) -> str:
+    """A tick or bin edge as people write it: 0.05, 0.1, 2.5, 1,200, 15k (never 0.0854000001)."""
+    v = round(float(v), 10)
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return fmt_count(v)
+    return f"{v:.4g}"
 
 
 def _n(x: float) -> str:
@@ -80,43 +107,75 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return out
 
 
-def legend(items: Sequence[tuple[str, str]], x: float, y: float, max_x: float = 740) -> tuple[list[str], float]:
-    """Colour keys left to right, wrapping before ``max_x``. Returns (elements, height used)."""
+def legend(items: Sequence[tuple[str, str] | tuple[str, str, str]], x: float, y: float,
+           max_x: float = 740) -> tuple[list[str], float]:
+    """Colour keys left to right, wrapping before ``max_x``. An item is (label, colour) drawn as a
+    square, or (label, colour, "dot" | "hollow") drawn as a filled or an open dot. Returns
+    (elements, height used)."""
     out, cx, cy = [], x, y
-    for label, fill in items:
-        w = 24 + 6.5 * len(label)
+    for label, fill, *shape in items:
+        w = 24 + text_width(label, 11)
         if cx > x and cx + w > max_x:
             cx, cy = x, cy + 16
-        out.append(_rect(cx, cy - 9, 10, 10, fill))
+        if shape:
+            out.append(f'<circle cx="{_n(cx + 5)}" cy="{_n(cy - 4)}" r="4" '
+                       f'fill="{"none" if shape[0] == "hollow" else fill}" stroke="{fill}"/>')
+        else:
+            out.append(_rect(cx, cy - 9, 10, 10, fill))
         out.append(_text(cx + 14, cy, label, size=11))
         cx += w
     return out, cy - y + 16
+
+
+def _marker_labels(markers: Sequence[tuple[float, str]], xpos, top: float, right_edge: float,
+                   left_edge: float) -> tuple[list[str], float]:
+    """Labels of vertical markers, one row each above the plot, so that two thresholds close
+    together never overprint; a label that would pass ``right_edge`` ends at its line instead.
+    Returns (elements, height of the label rows)."""
+    out = []
+    for i, (v, label) in enumerate(markers):
+        x, y, w = xpos(v), top + 11 + 13 * i, text_width(label, 10)
+        if x + 3 + w <= right_edge:
+            out.append(_text(x + 3, y, label, size=10, fill=colour(3)))
+        elif x - 3 - w >= left_edge:
+            out.append(_text(x - 3, y, label, anchor="end", size=10, fill=colour(3)))
+        else:  # wider than either side: start at the left edge of the plot
+            out.append(_text(left_edge, y, label, size=10, fill=colour(3)))
+    return out, 13 * len(markers) + (4 if markers else 0)
 
 
 # ----------------------------------------------------------------------------- charts
 
 
 def hbar_stack(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, title: str, width: int = 760,
-               label_width: int = 170, bar_height: int = 20, note: dict[str, str] | None = None,
+               label_width: int | None = None, bar_height: int = 20, note: dict[str, str] | None = None,
                legend_items: Sequence[tuple[str, str]] = ()) -> str:
     """Horizontal bars, one per row label, each a stack of (segment label, value, colour).
 
-    ``note`` maps a row label to text printed after its bar."""
-    right = 190
-    plot_w = width - label_width - right
+    ``note`` maps a row label to text printed after its bar. The label column is as wide as the
+    longest label (``label_width`` fixes it), up to 45% of ``width``; only a label longer than
+    that is shortened, with the whole label in its tooltip. The space right of the bars is as
+    wide as the longest note, so no text leaves the chart."""
+    notes = {label: (note or {}).get(label, fmt_count(sum(v for _, v, _ in segs))) for label, segs in rows}
+    if label_width is None:
+        label_width = int(min(max((text_width(r[0]) for r in rows), default=40) + 14, width * 0.45))
+    right = int(max((text_width(t, 11) for t in notes.values()), default=30) + 12)
+    plot_w = max(width - label_width - right, 40)
     peak = max((sum(v for _, v, _ in segs) for _, segs in rows), default=0) or 1
-    body, used = legend(legend_items, label_width, 14, width - 10) if legend_items else ([], 0)
+    body, used = legend(legend_items, 6, 14, width - 6) if legend_items else ([], 0)
     top = 6 + used
+    fit = int((label_width - 12) / (12 * CHAR_EM))
     for i, (label, segs) in enumerate(rows):
         y = top + i * (bar_height + 6)
-        body.append(_text(label_width - 6, y + bar_height * 0.7, _clip(label, 26), anchor="end"))
+        shown = _clip(label, fit)
+        tip = f"<title>{escape(label)}</title>" if shown != label else ""
+        body.append(_text(label_width - 6, y + bar_height * 0.7, shown, anchor="end")[:-7] + tip + "</text>")
         x = label_width
         for seg_label, v, fill in segs:
             w = plot_w * v / peak
             body.append(_rect(x, y, w, bar_height, fill, f"{label}: {seg_label} {v:,.0f}"))
             x += w
-        total = sum(v for _, v, _ in segs)
-        body.append(_text(x + 4, y + bar_height * 0.7, (note or {}).get(label, fmt_count(total)), size=11))
+        body.append(_text(x + 4, y + bar_height * 0.7, notes[label], size=11))
     height = top + len(rows) * (bar_height + 6) + 4
     return _svg(width, height, body, title)
 
@@ -146,19 +205,27 @@ def histogram(series: Sequence[tuple[str, Sequence[float], str]], edges: Sequenc
     """Counts per bin for one or more series over the same ``edges`` (len = bins + 1).
 
     Series are drawn side by side within a bin, or stacked; ``markers`` are vertical dashed lines
-    at x positions in the units of ``edges`` (thresholds), with a label. ``categories``: the bins
-    are named by ``tick_labels`` (one per bin, centred) rather than bounded by edges."""
-    left, right, bottom = 56, 14, 44
-    body, used = legend([(name, fill) for name, _, fill in series], left, 14, width - 10) if len(series) > 1 else ([], 0)
-    top = 10 + used
-    pw, ph = width - left - right, height - top - bottom
+    at x positions in the units of ``edges`` (thresholds), each labelled on its own row above the
+    plot. ``categories``: the bins are named by ``tick_labels`` (one per bin, centred) rather than
+    bounded by edges. Tick labels are thinned so that neighbours never touch. ``height`` is the
+    plot's own height; legend and marker rows add to it."""
+    left, right, bottom = 44, 14, 36
+    body, used = legend([(name, fill) for name, _, fill in series], left, 14, width - 6) if len(series) > 1 else ([], 0)
     bins = len(edges) - 1
+    pw = width - left - right
+    shown_markers = [(v, label) for v, label in markers if edges[0] <= v <= edges[-1]]
 
     def xpos(v: float) -> float:
         """Bins are drawn equally wide (edges may double); a value maps into its bin linearly."""
         k = max(0, min(bins - 1, _bin_of(edges, v)))
         inside = (v - edges[k]) / ((edges[k + 1] - edges[k]) or 1)
         return left + pw * (k + min(max(inside, 0.0), 1.0)) / bins
+
+    mark, mark_h = _marker_labels(shown_markers, xpos, 4 + used, width - 2, 2)
+    top = 8 + used + mark_h
+    ph = height - 8 - bottom - (0 if not used else 0)
+    height = top + ph + bottom
+    body += mark
 
     totals = [sum(s[1][b] for s in series) for b in range(bins)] if stacked else \
         [max((s[1][b] for s in series), default=0) for b in range(bins)]
@@ -169,7 +236,7 @@ def histogram(series: Sequence[tuple[str, Sequence[float], str]], edges: Sequenc
             return top + ph * (1 - math.log10(1 + v) / math.log10(1 + peak))
         return top + ph * (1 - v / peak)
 
-    for t in ([0, peak] if log_y else nice_ticks(0, peak, 4)):
+    for t in ([0, peak] if log_y else nice_ticks(0, peak, 4 if ph > 100 else 2)):
         body.append(_line(left, ypos(t), left + pw, ypos(t)))
         body.append(_text(left - 4, ypos(t) + 4, fmt_count(t), anchor="end", size=10))
     for b in range(bins):
@@ -180,56 +247,69 @@ def histogram(series: Sequence[tuple[str, Sequence[float], str]], edges: Sequenc
             c = counts[b]
             if not c:
                 continue
+            tip = f"{name}: {c:,.0f} in [{fmt_tick(edges[b])}, {fmt_tick(edges[b + 1])})"
             if stacked:
                 y0, y1 = ypos(base + c), ypos(base)
-                body.append(_rect(x0, y0, bw, y1 - y0, fill, f"{name}: {c:,.0f} in [{edges[b]:.4g}, {edges[b + 1]:.4g})"))
+                body.append(_rect(x0, y0, bw, y1 - y0, fill, tip))
                 base += c
             else:
                 w = bw / len(series)
-                body.append(_rect(x0 + k * w, ypos(c), w, top + ph - ypos(c), fill,
-                                  f"{name}: {c:,.0f} in [{edges[b]:.4g}, {edges[b + 1]:.4g})"))
+                body.append(_rect(x0 + k * w, ypos(c), w, top + ph - ypos(c), fill, tip))
     body.append(_line(left, top + ph, left + pw, top + ph, INK))
-    labels = tick_labels if tick_labels is not None else [f"{e:.3g}" for e in edges]
-    stride = max(1, math.ceil(len(labels) / 12))
+    labels = list(tick_labels) if tick_labels is not None else [fmt_tick(e) for e in edges]
+    slot = pw / bins
+    widest = max((text_width(x, 10) for x in labels), default=0)
+    stride = max(1, math.ceil((widest + 6) / slot))
     for i in range(0, len(labels), stride):
-        body.append(_text(left + pw * (i + (0.5 if categories else 0)) / bins, top + ph + 14, labels[i], anchor="middle", size=10))
-    for v, label in markers:
-        if edges[0] <= v <= edges[-1]:
-            body.append(_line(xpos(v), top, xpos(v), top + ph, colour(3), 1.5, "4 3"))
-            body.append(_text(xpos(v) + 3, top + 10, label, size=10, fill=colour(3)))
-    body.append(_text(left + pw / 2, height - 6, xlabel, anchor="middle", size=11))
+        x = left + pw * (i + (0.5 if categories else 0)) / bins
+        anchor = "middle"
+        if x + text_width(labels[i], 10) / 2 > width - 1:
+            anchor, x = "end", width - 1
+        body.append(_text(x, top + ph + 14, labels[i], anchor=anchor, size=10))
+    for v, _ in shown_markers:
+        body.append(_line(xpos(v), top, xpos(v), top + ph, colour(3), 1.5, "4 3"))
+    body.append(_text(left + pw / 2, height - 6, _clip(xlabel, int(width / (11 * CHAR_EM))), anchor="middle", size=11))
     return _svg(width, height, body, title)
 
 
 def line_plot(curves: Sequence[tuple[str, Sequence[tuple[float, float]], str]], *, title: str, xlabel: str,
               ylabel: str, width: int = 520, height: int = 260, markers: Sequence[tuple[float, str]] = (),
-              points: Sequence[tuple[float, float]] = ()) -> str:
-    """Curves on x, y in [0, 1] (probabilities), with dashed vertical markers and optional dots."""
-    left, right, top, bottom = 50, 14, 24, 44
-    pw, ph = width - left - right, height - top - bottom
+              points: Sequence[tuple[float, float]] = (),
+              point_groups: Sequence[tuple[str, Sequence[tuple[float, float]], str]] = ()) -> str:
+    """Curves on x, y in [0, 1] (probabilities), with dashed vertical markers and dots: ``points``
+    unnamed, ``point_groups`` as (name, points, colour), named in the legend."""
+    left, right, bottom = 50, 14, 44
+    keys = [(n, c) for n, _, c in curves] if len(curves) > 1 or point_groups else []
+    keys += [(n, c) for n, _, c in point_groups]
+    body, used = legend(keys, left, 14, width - 6) if keys else ([], 0)
+    top = 14 + used
+    ph = height - 24 - bottom
+    height = top + ph + bottom
+    pw = width - left - right
 
     def xy(x: float, y: float) -> tuple[float, float]:
         return left + pw * x, top + ph * (1 - y)
 
-    body = legend([(n, c) for n, _, c in curves], left, 14)[0] if len(curves) > 1 else []
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         x, y = xy(t, t)
         body.append(_line(left, y, left + pw, y))
-        body.append(_text(left - 4, y + 4, f"{t:g}", anchor="end", size=10))
-        body.append(_text(x, top + ph + 14, f"{t:g}", anchor="middle", size=10))
+        body.append(_text(left - 4, y + 4, fmt_tick(t), anchor="end", size=10))
+        body.append(_text(x, top + ph + 14, fmt_tick(t), anchor="end" if t == 1.0 else "middle", size=10))
     for name, pts, fill in curves:
         d = " ".join(("M" if i == 0 else "L") + "{} {}".format(*map(_n, xy(px, py))) for i, (px, py) in enumerate(pts))
         body.append(f'<path d="{d}" fill="none" stroke="{fill}" stroke-width="2"><title>{escape(name)}</title></path>')
-    for px, py in points:
-        x, y = xy(px, py)
-        body.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="2.5" fill="{colour(1)}" fill-opacity="0.6"/>')
-    for v, label in markers:
+    for _, pts, fill in [("", points, colour(1)), *point_groups]:
+        for px, py in pts:
+            x, y = xy(px, py)
+            body.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="2.5" fill="{fill}" fill-opacity="0.6"/>')
+    mark, _ = _marker_labels(markers, lambda v: xy(v, 0)[0], top - 10, width - 2, left)
+    for v, _label in markers:
         x, _ = xy(v, 0)
         body.append(_line(x, top, x, top + ph, colour(3), 1.5, "4 3"))
-        body.append(_text(x + 3, top + 12, label, size=10, fill=colour(3)))
+    body += mark
     body.append(_line(left, top + ph, left + pw, top + ph, INK))
     body.append(_text(left + pw / 2, height - 6, xlabel, anchor="middle", size=11))
-    body.append(_text(12, top + ph / 2, ylabel, anchor="middle", size=11, rotate=-90))
+    body.append(_text(14, top + ph / 2, ylabel, anchor="middle", size=11, rotate=-90))
     return _svg(width, height, body, title)
 
 
@@ -304,3 +384,127 @@ def _bin_of(edges: Sequence[float], v: float) -> int:
 
 def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- figures of panels (training)
+
+
+@dataclass
+class Series:
+    """One series of a :class:`Panel`: points drawn as a line or as dots."""
+
+    label: str
+    x: list  # numbers, or any values on a categorical axis
+    y: list[float]
+    style: str = "line"  # line | dots | hollow (dots drawn as rings: e.g. pruned trials)
+    colour: str | None = None
+
+
+@dataclass
+class Panel:
+    """One plot of a :func:`figure`: its series on a linear, log or categorical x axis."""
+
+    xlabel: str
+    ylabel: str
+    series: list[Series] = field(default_factory=list)
+    xscale: str = "linear"  # linear | log | category
+    categories: list | None = None  # category axis: the order of its values (default: as they appear)
+
+
+def _fmt_value(v) -> str:
+    """An axis value: categories as they are, learning rates as 3e-04, the rest as :func:`fmt_tick`."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+        return f"{v:.0e}"
+    return fmt_tick(v)
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _panel(p: Panel, ox: float, oy: float, w: float, h: float) -> list[str]:
+    """SVG elements of one panel whose plot area is (ox, oy, w, h)."""
+    out = [f'<rect x="{_n(ox)}" y="{_n(oy)}" width="{_n(w)}" height="{_n(h)}" fill="none" stroke="#999"/>']
+    ys = _finite(y for s in p.series for y in s.y)
+    if not ys:
+        return out + [_text(ox + w / 2, oy + h / 2, "no data", anchor="middle")]
+    ylo, yhi = min(ys), max(ys)
+    pad = (yhi - ylo) * 0.05 or abs(yhi) * 0.05 or 1.0
+    ylo, yhi = ylo - pad, yhi + pad
+    if p.xscale == "category":
+        cats = list(dict.fromkeys([_fmt_value(c) for c in p.categories or []]
+                                  + [_fmt_value(x) for s in p.series for x in s.x]))
+        xpos = {c: (i + 0.5) / len(cats) for i, c in enumerate(cats)}
+        to_x = lambda x: ox + w * xpos[_fmt_value(x)]  # noqa: E731
+        xticks = [(to_x(c), c) for c in cats]
+    else:
+        log = p.xscale == "log"
+        xs = [math.log10(x) if log else x for x in _finite(x for s in p.series for x in s.x) if not log or x > 0]
+        xlo, xhi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+        xpad = (xhi - xlo) * 0.05 or 0.5
+        xlo, xhi = xlo - xpad, xhi + xpad
+
+        def to_x(x):
+            v = math.log10(x) if log else x
+            return ox + w * (v - xlo) / (xhi - xlo)
+
+        if log:  # 1-2-5 steps per decade, or every digit when the range is under a decade
+            decades = range(math.floor(xlo), math.ceil(xhi) + 1)
+            for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+                vals = [m * 10.0 ** e for e in decades for m in mantissas if xlo <= math.log10(m * 10.0 ** e) <= xhi]
+                if len(vals) >= 3:
+                    break
+            xticks = [(to_x(v), _fmt_value(v)) for v in vals]
+        else:
+            xticks = [(to_x(t), _fmt_value(t)) for t in nice_ticks(xlo, xhi)]
+    to_y = lambda y: oy + h * (1 - (y - ylo) / (yhi - ylo))  # noqa: E731
+    for t in nice_ticks(ylo, yhi):
+        y = to_y(t)
+        out.append(_line(ox, y, ox + w, y, "#eee"))
+        out.append(_text(ox - 4, y + 4, _fmt_value(t), anchor="end", size=10))
+    widest = max((text_width(label, 10) for _, label in xticks), default=0)
+    stride = max(1, math.ceil((widest + 6) / (w / max(len(xticks), 1))))
+    for x, label in xticks[::stride]:
+        out.append(_text(x, oy + h + 14, label, anchor="middle", size=10))
+    out.append(_text(ox + w / 2, oy + h + 30, p.xlabel, anchor="middle", size=11))
+    out.append(_text(ox - 42, oy + h / 2, p.ylabel, anchor="middle", size=11, rotate=-90))
+    for i, s in enumerate(p.series):
+        fill = s.colour or colour(i)
+        pts = [(to_x(x), to_y(y)) for x, y in zip(s.x, s.y)
+               if isinstance(y, (int, float)) and math.isfinite(y) and (p.xscale != "log" or x > 0)]
+        if s.style == "line" and len(pts) > 1:
+            path = " ".join(f"{_n(x)},{_n(y)}" for x, y in pts)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{fill}" stroke-width="1.5"/>')
+            if len(pts) <= 30:  # few points (evaluations): mark them
+                out += [f'<circle cx="{_n(x)}" cy="{_n(y)}" r="2" fill="{fill}"/>' for x, y in pts]
+        else:
+            hollow = "none" if s.style == "hollow" else fill
+            out += [f'<circle cx="{_n(x)}" cy="{_n(y)}" r="3.5" fill="{hollow}" stroke="{fill}"/>' for x, y in pts]
+    return out
+
+
+def figure(panels: list[Panel], title: str, panel_width: int = 300, panel_height: int = 220, columns: int = 3) -> str:
+    """One standalone SVG document (a file of its own: white background, its own font) with the
+    panels in rows of ``columns`` and one legend for all of them in its header."""
+    cols = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    left, gap_x, gap_y = 60, 70, 56
+    width = left + cols * (panel_width + gap_x)
+    keys: dict[str, tuple[str, str]] = {}
+    for p in panels:
+        for i, s in enumerate(p.series):
+            keys.setdefault(s.label, (s.colour or colour(i), "hollow" if s.style == "hollow" else "dot"))
+    keys_svg, used = legend([(label, c, shape) for label, (c, shape) in keys.items()], left, 40, width - 6)
+    top = 36 + used
+    height = top + rows * (panel_height + gap_y)
+    body = [f'<rect width="{width}" height="{height}" fill="white"/>',
+            _text(left, 20, title, size=14, weight="bold"), *keys_svg]
+    for i, p in enumerate(panels):
+        r, c = divmod(i, cols)
+        body += _panel(p, left + c * (panel_width + gap_x), top + r * (panel_height + gap_y), panel_width, panel_height)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif">\n' + "\n".join(body) + "\n</svg>\n")

@@ -12,6 +12,8 @@ from corpusmill.report import CARD, REPORT, write_version_docs
 from corpusmill.report.card import card_license, license_warnings
 
 BAR = 24
+#: labels listed one by one in ``datasets show`` (``--labels N``); the rest are one 'others' row
+TOP_LABELS = 12
 
 
 def _bar(share: float, width: int = BAR) -> str:
@@ -19,8 +21,36 @@ def _bar(share: float, width: int = BAR) -> str:
     return "█" * full + "·" * (width - full)
 
 
-def show(version, console) -> None:
-    """Print the version as rich tables: inputs, stages, splits with labels, languages, dedup."""
+def label_table(labels: dict[str, dict], top: int = TOP_LABELS, ref: str = "REF"):
+    """Labels as rows, splits as columns: the ``top`` most frequent labels and one row for the
+    rest, so the table is as wide as the splits are many, whatever the number of labels."""
+    from rich.table import Table
+
+    from corpusmill.report.dataset import top_labels
+
+    shown, rest = top_labels(labels, top)
+    n = len(shown) + len(rest)
+    title = f"labels ({n:,})" if not rest else f"labels: the {len(shown)} most frequent of {n:,}"
+    t = Table(title=title, title_justify="left")
+    t.add_column("label", overflow="fold")
+    for split in labels:
+        t.add_column(split, justify="right")
+    t.add_column("share", justify="right")
+    grand = sum(sum(cnt.values()) for cnt in labels.values()) or 1
+    for y in shown:
+        per = [labels[s].get(y, 0) for s in labels]
+        t.add_row("(no label)" if y is None else str(y), *[f"{k:,}" for k in per], f"{sum(per) / grand:.1%}")
+    if rest:
+        per = [sum(labels[s].get(y, 0) for y in rest) for s in labels]
+        t.add_row(f"{len(rest):,} others", *[f"{k:,}" for k in per], f"{sum(per) / grand:.1%}", style="dim")
+        t.caption = f"every label: corpusmill datasets show {ref} --labels {n} (or --json, under label_counts)"
+        t.caption_justify = "left"
+    return t
+
+
+def show(version, console, top: int = TOP_LABELS) -> None:
+    """Print the version as rich tables: inputs, stages, splits, labels (the ``top`` most frequent
+    and one row for the rest), languages, dedup."""
     from rich.table import Table
 
     m = version.manifest
@@ -63,13 +93,11 @@ def show(version, console) -> None:
     t.add_column("split")
     t.add_column("rows", justify="right")
     t.add_column("share")
-    names = sorted({y for cnt in labels.values() for y in cnt})
-    for y in names:
-        t.add_column(y or "(no label)", justify="right")
     for split, n in m["splits"].items():
-        cnt = labels.get(split, {})
-        t.add_row(split, f"{n:,}", _bar(n / (c["kept"] or 1)), *[f"{cnt.get(y, 0):,}" for y in names])
+        t.add_row(split, f"{n:,}", _bar(n / (c["kept"] or 1)))
     console.print(t)
+    if labels:
+        console.print(label_table(labels, top, version.ref))
 
     lang = next((st for st in m["stages"] if st["name"].startswith("language")), None)
     if lang:
