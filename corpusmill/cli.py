@@ -638,9 +638,10 @@ def mix_tables(report: dict, top: int = 30) -> list:
             t.add_row(escape(name), f"{b:,}", f"{b / nb:.1%}", f"{a:,}", f"{a / na:.1%}",
                       "" if target is None else f"{target:,}")
 
-        for g in groups[:top]:
+        shown = groups if len(groups) <= top + 1 else groups[:top]  # never an 'others' row of one group
+        for g in shown:
             row(g["group"], g["before"], g["after"], g["target"])
-        rest = groups[top:]
+        rest = groups[len(shown):]
         if rest:
             row(f"({len(rest):,} others)", sum(g["before"] for g in rest), sum(g["after"] for g in rest), None)
         out.append(t)
