@@ -272,3 +272,16 @@ def test_repeats_never_take_a_group_above_its_cap(tmp_path, run):
     assert _count(kept, lambda r: _meta(r, "lang")) == {"en": 75, "de": 41, "ga": 15}  # ga stays short
     c = result.manifest["counts"]
     assert c["input"] + c["added"] == c["kept"] + sum(sum(r.values()) for r in c["rejected"].values())
+
+
+def test_preview_of_a_pipeline_mixes_its_inputs_as_read_and_says_so(tmp_path, capsys):
+    from tests.conftest import write_pipeline
+
+    write_jsonl(tmp_path / "rows.jsonl", _rows({"ops": 30, "billing": 10, "app": 5}))
+    split = {"split": {"ratios": {"train": 0.8, "test": 0.2}, "near": False}}
+    p = write_pipeline(tmp_path / "p.yaml", _pipeline([split, {"mix": {"max_per": {"label": 8}}}]))
+    assert main(["mix", "preview", "--pipeline", str(p), "--store", str(tmp_path / "store"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "the 1 step(s) before 'mix' are not applied" in report["note"]
+    assert report["config"]["splits"] == "all" and report["counters"]["rows_out"] == 8 + 8 + 5
+    assert not (tmp_path / "store").exists()
