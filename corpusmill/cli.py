@@ -200,6 +200,11 @@ def cmd_show(args) -> int:
         version.check()
     s = summary(version)
     if args.json:
+        from corpusmill.report.facts import mix_steps
+
+        mix = mix_steps(version)
+        if mix:  # each mix step's groups before and after, every group (the tables show the biggest)
+            s["mix"] = mix
         print(json.dumps(s, indent=2))
         return 0
     from corpusmill.report.terminal import show
@@ -720,7 +725,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--verify", action="store_true",
                    help="check every file's sha256 too, not only its size and row count (reads every file)")
     x.add_argument("--labels", type=whole_number(1), default=12, metavar="N",
-                   help="labels listed one by one, most frequent first; the rest are one 'others' row (default 12)")
+                   help="labels (and a mix step's groups) listed one by one, most frequent first; the rest are one "
+                        "'others' row (default 12)")
     x.set_defaults(func=cmd_show)
     x = dsub.add_parser("verify", help="check versions against their manifests (files, sizes, row counts, sha256), "
                                        "refs.json and leftovers, like git fsck; exit 1 when something is damaged")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import yaml
 
 from corpusmill import schema as S
+from corpusmill.report.dataset import mix_line
 from corpusmill.report.facts import VersionFacts
 
 #: the Hub's size_categories, upper bounds exclusive
@@ -117,6 +118,9 @@ def render(manifest: dict, stats: dict, facts: VersionFacts) -> str:
     for st in m["stages"]:
         reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(st["rejected"].items(), key=lambda kv: -kv[1])) or "-"
         out.append(f"| {st['name']} | {st['in']:,} | {st['kept']:,} | {reasons} |")
+    if facts.mix:
+        out += ["", "Mixing (groups before and after each mix step are in `report.html`):", ""]
+        out += [f"- {_md(mix_line(step))}." for step in facts.mix]
     out += ["", "Pipeline steps, as configured:", "", "```yaml",
             yaml.safe_dump({"steps": m["config"].get("steps", [])}, sort_keys=False, allow_unicode=True).rstrip(),
             "```", ""]

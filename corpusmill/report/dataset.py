@@ -31,6 +31,7 @@ def render(manifest: dict, stats: dict, facts: VersionFacts, warnings: list[str]
     _languages(page, facts)
     _dedup(page, m, facts)
     _splits(page, m, facts)
+    _mix(page, facts)
     _signals(page, m, facts)
     _changes(page, m)
     _samples(page, facts)
@@ -207,6 +208,68 @@ def _labels(page: Page, labels: dict[str, dict]) -> None:
     page.html(f"<details><summary>all {len(shown) + len(rest):,} labels, rows per split (also in "
               "'corpusmill datasets show --json', under label_counts)</summary>"
               + table(head, [row(y) for y in shown + rest], numeric=numeric) + "</details>")
+
+
+def top_groups(groups: list[dict], n: int = TOP_LABELS) -> tuple[list[dict], list[dict]]:
+    """A mix field's groups (already biggest first, as mix.json holds them): (the first ``n``, the
+    rest). With one more group than ``n`` every group is shown, as for labels."""
+    if len(groups) <= n + 1:
+        return list(groups), []
+    return list(groups[:n]), list(groups[n:])
+
+
+def mix_line(step: dict) -> str:
+    """One sentence on a mix step: its fields, rows mixed -> rows out, repeats, rejects by reason (the report
+    and the card both print it)."""
+    c = step.get("counters", {})
+    splits = step.get("config", {}).get("splits")
+    scope = "every row" if splits in (None, "all") else "split " + ", ".join(splits)
+    rej = step.get("rejected", {})
+    fields = ", ".join(step.get("groups", {})) or "no field"
+    return (f"{step['stage']} by {fields} ({scope}): {c.get('rows_mixed', 0):,} rows -> {c.get('rows_out', 0):,}, "
+            f"{c.get('repeats', 0):,} repeats added; over_cap {rej.get('over_cap', 0):,}, downsampled "
+            f"{rej.get('downsampled', 0):,}; {c.get('rows_passed_through', 0):,} rows of other splits passed through")
+
+
+def _mix(page: Page, f: VersionFacts) -> None:
+    if not f.mix:
+        return
+    page.section("mix", "Mix")
+    for step in f.mix:
+        page.text(mix_line(step) + ("." if not step.get("missing") else f" ({step['missing']})."))
+        for field, groups in step.get("groups", {}).items():
+            shown, rest = top_groups(groups)
+            nb = sum(g["before"] for g in groups) or 1
+            na = sum(g["after"] for g in groups) or 1
+            others = f"{len(rest):,} other groups"
+            bars = [(str(g["group"]), [("before", g["before"], svg.MUTED), ("after", g["after"], svg.KEPT)])
+                    for g in shown]
+            if rest:
+                bars.append((others, [("before", sum(g["before"] for g in rest), svg.MUTED),
+                                      ("after", sum(g["after"] for g in rest), svg.KEPT)]))
+            how = (f"Rows per group of {field} in the mixed rows, before the step (grey) and after it (blue), "
+                   f"biggest group first; 'after' counts repeats. A group above its target was cut (over_cap by a "
+                   f"max_per cap, downsampled to its share); one below it kept every row, or repeated rows with "
+                   f"upsample. {len(groups):,} groups, {nb:,} rows before, {na:,} after.")
+            if rest:
+                how += f" The {len(shown)} biggest are drawn; the other {len(rest):,} are one pair, listed in the full table."
+            page.plot(f"{step['stage']}: {field}", how,
+                      svg.paired_bars(bars, title=f"{step['stage']} {field} before and after",
+                                      legend_items=[("before", svg.MUTED), ("after", svg.KEPT)]))
+            head = ["group", "before", "share", "after", "share ", "target"]
+
+            def row(name, b, a, target) -> list:
+                return [name, b, f"{b / nb:.1%}", a, f"{a / na:.1%}", "" if target is None else target]
+
+            rows = [row(str(g["group"]), g["before"], g["after"], g["target"]) for g in shown]
+            if rest:
+                rows.append(row(others, sum(g["before"] for g in rest), sum(g["after"] for g in rest), None))
+            page.html(table(head, rows, numeric=(1, 2, 3, 4, 5)))
+            if rest:
+                page.html(f"<details><summary>all {len(groups):,} groups of {esc(field)} (also in "
+                          "'corpusmill datasets show --json', under mix)</summary>"
+                          + table(head, [row(str(g["group"]), g["before"], g["after"], g["target"]) for g in groups],
+                                  numeric=(1, 2, 3, 4, 5)) + "</details>")
 
 
 def _signals(page: Page, m: dict, f: VersionFacts) -> None:

@@ -13,9 +13,10 @@ that text again. The figures are the same either way.
 
 from __future__ import annotations
 
+import json
 import math
-
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class VersionFacts:
     leakage: dict | None = None
     signals: dict[str, dict] = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
+    #: one entry per mix step, as :func:`mix_steps` reads it
+    mix: list[dict] = field(default_factory=list)
     data_sampled: bool = False
     rejects_sampled: bool = False
 
@@ -402,7 +405,7 @@ def gather(version) -> VersionFacts:
     """Read what the report needs from a version (a published one or one being assembled)."""
     m = version.manifest
     splits = list(m["splits"])
-    facts = VersionFacts()
+    facts = VersionFacts(mix=mix_steps(version))
     schema = {c["name"]: c["type"] for c in m["schema"]}
     signal_cols = _signal_columns(m)
     sha = {rel: entry.get("sha256") for rel, entry in m.get("files", {}).items()}
@@ -478,6 +481,33 @@ def gather(version) -> VersionFacts:
                 "duplicate_of": r.get(S.DUPLICATE_OF), "similarity": r.get(S.SIMILARITY),
                 "text": _clip(r.get(S.TEXT))} for r in rows]})
     return facts
+
+
+#: a mix step's stage name: ``mix``, then ``mix_2``, ``mix_3``... for later mix steps of one pipeline
+MIX_STAGE = re.compile(r"mix(_[0-9]+)?")
+
+
+def mix_steps(version) -> list[dict]:
+    """Each mix step of a version, in pipeline order: its groups before and after, as the stage
+    wrote them to ``index/<stage>/mix.json`` (config, total, counters, and per field a list of
+    {group, before, after, target}, biggest group first), plus ``stage`` and the manifest's
+    ``rejected`` (over_cap, downsampled) and ``added`` (repeats) for that stage.
+
+    A mix step that saw no rows writes no table: its entry has ``groups`` {} and says so in
+    ``missing``. Reads one small JSON file per mix step, never data."""
+    out = []
+    for st in version.manifest["stages"]:
+        if not MIX_STAGE.fullmatch(st["name"]):
+            continue
+        entry = {"stage": st["name"], "rejected": dict(st["rejected"]), "added": int(st.get("added", 0))}
+        path = version.path / "index" / st["name"] / "mix.json"
+        if path.is_file():
+            entry.update(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            entry.update({"groups": {}, "counters": dict(st["counters"]),
+                          "missing": f"no index/{st['name']}/mix.json: the step mixed no rows"})
+        out.append(entry)
+    return out
 
 
 def _value_counts(col) -> dict[str, int]:

@@ -180,6 +180,35 @@ def hbar_stack(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, 
     return _svg(width, height, body, title)
 
 
+def paired_bars(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, title: str, width: int = 760,
+                bar_height: int = 11, legend_items: Sequence[tuple[str, str]] = ()) -> str:
+    """Per row label, a few thin bars under each other on one scale, each with its value after it:
+    a group's rows before and after a mix step, say.
+
+    ``rows``: [(label, [(series, value, colour)])]. Label column and the space right of the bars
+    are measured as in :func:`hbar_stack`, so no text leaves the chart."""
+    notes = [[fmt_count(v) for _, v, _ in bars] for _, bars in rows]
+    label_width = int(min(max((text_width(r[0]) for r in rows), default=40) + 14, width * 0.45))
+    right = int(max((text_width(t, 10) for ns in notes for t in ns), default=30) + 12)
+    plot_w = max(width - label_width - right, 40)
+    peak = max((v for _, bars in rows for _, v, _ in bars), default=0) or 1
+    body, used = legend(legend_items, 6, 14, width - 6) if legend_items else ([], 0)
+    y = 6 + used
+    fit = int((label_width - 12) / (12 * CHAR_EM))
+    for (label, bars), ns in zip(rows, notes):
+        block = len(bars) * (bar_height + 2) - 2
+        shown = _clip(label, fit)
+        tip = f"<title>{escape(label)}</title>" if shown != label else ""
+        body.append(_text(label_width - 6, y + block / 2 + 4, shown, anchor="end")[:-7] + tip + "</text>")
+        for j, ((series, v, fill), note) in enumerate(zip(bars, ns)):
+            yy = y + j * (bar_height + 2)
+            w = plot_w * v / peak
+            body.append(_rect(label_width, yy, w, bar_height, fill, f"{label}: {series} {v:,.0f}"))
+            body.append(_text(label_width + w + 4, yy + bar_height - 1.5, note, size=10))
+        y += block + 8
+    return _svg(width, y + 2, body, title)
+
+
 def waterfall(stages: Sequence[dict], *, title: str, width: int = 760) -> str:
     """Rows through the pipeline: per stage, the rows it kept, then what it rejected, by reason.
 

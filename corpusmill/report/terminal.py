@@ -1,6 +1,7 @@
 """``corpusmill datasets show`` and ``datasets report``: a version in the terminal, and its report files.
 
-The terminal summary reads the manifest only (no data file), so it is instant on any corpus.
+The terminal summary reads the manifest and each mix step's small ``index/<stage>/mix.json`` (no data
+file), so it is instant on any corpus.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from corpusmill.report import CARD, REPORT, write_version_docs
 from corpusmill.report.card import card_license, license_warnings
+from corpusmill.report.facts import mix_steps
 
 BAR = 24
 #: labels listed one by one in ``datasets show`` (``--labels N``); the rest are one 'others' row
@@ -48,9 +50,43 @@ def label_table(labels: dict[str, dict], top: int = TOP_LABELS, ref: str = "REF"
     return t
 
 
+def mix_block(step: dict, top: int = TOP_LABELS) -> list:
+    """A mix step in ``datasets show``: one line of totals, then per field a table of the ``top``
+    biggest groups, before -> after, and one row for the rest."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from corpusmill.report.dataset import mix_line, top_groups
+
+    out = [escape(mix_line(step)) + (f" [yellow]({escape(step['missing'])})[/yellow]" if step.get("missing") else "")]
+    for field, groups in step.get("groups", {}).items():
+        shown, rest = top_groups(groups, top)
+        nb = sum(g["before"] for g in groups) or 1
+        na = sum(g["after"] for g in groups) or 1
+        title = (f"{step['stage']}: {field} ({len(groups):,} groups)" if not rest
+                 else f"{step['stage']}: {field}, the {len(shown)} biggest of {len(groups):,} groups")
+        t = Table(title=escape(title), title_justify="left")
+        for col in ("group", "before", "share", "after", "share ", "target"):
+            t.add_column(col, justify="left" if col == "group" else "right", overflow="fold" if col == "group" else None)
+
+        def row(name, b, a, target, **kw):
+            t.add_row(escape(name), f"{b:,}", f"{b / nb:.1%}", f"{a:,}", f"{a / na:.1%}",
+                      "" if target is None else f"{target:,}", **kw)
+
+        for g in shown:
+            row(str(g["group"]), g["before"], g["after"], g["target"])
+        if rest:
+            row(f"{len(rest):,} others", sum(g["before"] for g in rest), sum(g["after"] for g in rest), None,
+                style="dim")
+            t.caption = "every group: --json, under mix"
+            t.caption_justify = "left"
+        out.append(t)
+    return out
+
+
 def show(version, console, top: int = TOP_LABELS) -> None:
     """Print the version as rich tables: inputs, stages, splits, labels (the ``top`` most frequent
-    and one row for the rest), languages, dedup."""
+    and one row for the rest), each mix step's groups before and after (as many), languages, dedup."""
     from rich.table import Table
 
     m = version.manifest
@@ -98,6 +134,10 @@ def show(version, console, top: int = TOP_LABELS) -> None:
     console.print(t)
     if labels:
         console.print(label_table(labels, top, version.ref))
+
+    for step in mix_steps(version):
+        for line in mix_block(step, top):
+            console.print(line)
 
     lang = next((st for st in m["stages"] if st["name"].startswith("language")), None)
     if lang:
