@@ -112,18 +112,20 @@ def run_datatrove(data: Path, workdir: Path) -> set[str]:
     _xxhash_takes_text()
     cfg = MinhashConfig()
     w = workdir / "datatrove"
-    common = {"logging_dir": None, "skip_completed": False}
+    def common(step: int) -> dict:  # logging_dir=None would write a logs/ folder in the current directory
+        return {"logging_dir": str(w / f"logs-{step}"), "skip_completed": False}
+
     LocalPipelineExecutor([JsonlReader(str(data.parent), glob_pattern=data.name),
                            MinhashDedupSignature(output_folder=str(w / "sigs"), config=cfg)],
-                          tasks=1, **common).run()
+                          tasks=1, **common(1)).run()
     LocalPipelineExecutor([MinhashDedupBuckets(input_folder=str(w / "sigs"), output_folder=str(w / "buckets"),
-                                               config=cfg)], tasks=cfg.num_buckets, workers=2, **common).run()
+                                               config=cfg)], tasks=cfg.num_buckets, workers=2, **common(2)).run()
     LocalPipelineExecutor([MinhashDedupCluster(input_folder=str(w / "buckets"), output_folder=str(w / "remove"),
-                                               config=cfg)], tasks=1, **common).run()
+                                               config=cfg)], tasks=1, **common(3)).run()
     LocalPipelineExecutor([JsonlReader(str(data.parent), glob_pattern=data.name),
                            MinhashDedupFilter(input_folder=str(w / "remove"),
                                               exclusion_writer=JsonlWriter(str(w / "removed"), compression=None))],
-                          tasks=1, **common).run()
+                          tasks=1, **common(4)).run()
     return {orjson.loads(line)["id"] for f in (w / "removed").glob("*.jsonl") for line in f.read_bytes().splitlines()}
 
 
