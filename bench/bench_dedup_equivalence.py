@@ -14,8 +14,8 @@ corpusmill     word 3-grams (5)     128    0.8     16 x 8 (6)    Jaccard of the 
 
 (1) ``MinhashConfig``: ``simplify_text`` (lower-case, punctuation removed, digits to 0,
 diacritics folded) then spaCy's English word tokenizer; (2) ``minhash.py``: lower-cased, split
-on ``\\W``; (3) ``document_minhash_deduplicator``: ``tokenization="space"`` (split on whitespace,
-punctuation stays on the word), lower-cased, ``window_size=5``; (4) both call datasketch's
+on ``\\W``; (3) ``document_minhash_deduplicator``: ``tokenization="space"`` (split on " " only:
+punctuation and line breaks stay in the word), lower-cased, ``window_size=5``; (4) both call datasketch's
 ``optimal_param(threshold, num_perm)`` with weights 0.5/0.5; corpusmill picks the same layout
 with ``fp_weight: 0.5, fn_weight: 0.5``; (5) lower-cased, punctuation separates words;
 (6) weights 0.05/0.95.
@@ -30,9 +30,14 @@ Each configuration runs ``corpusmill run`` (exact dedup off, so only the near st
 the same corpus, from bench/dedup_corpus.py: base documents of ~400 bytes built from fortunes
 used at most once (two base documents share no text) and 25 % planted copies with 0-20 %
 word edits. datatrove runs its own four-step MinHash pipeline (needs ``pip install
-'corpusmill[bench]'``). text-dedup and Data-Juicer are not run: text-dedup 0.4.0 needs
-``datasets`` with its own version pins and Data-Juicer pulls in hundreds of megabytes of
-dependencies; their rows are corpusmill at their settings.
+'corpusmill[bench]'``). text-dedup and Data-Juicer run, with their default MinHash settings, in
+interpreters of their own, since their pins clash with corpusmill's (text-dedup 0.4.0 needs
+``datasets`` 2.x on numpy 1, Data-Juicer ``datasets`` 4.7 and ``fsspec`` 2026): pass
+``--text-dedup-python`` / ``--data-juicer-python`` (or set ``CORPUSMILL_TEXT_DEDUP_PYTHON`` /
+``CORPUSMILL_DATA_JUICER_PYTHON``), made as docs/dedup.md shows. A small driver reads the corpus
+in that interpreter, runs the tool and writes the ids it removed; the table puts its count next
+to corpusmill at the tool's layout, with how many removed ids the two share and how many of its
+removals fall in a family where corpusmill removes as many (agreement whichever row each keeps).
 
 Scores, from the planted truth (a family: a base document and its copies):
 
@@ -41,12 +46,16 @@ Scores, from the planted truth (a family: a base document and its copies):
   copies), a lower bound on false removals;
 * families merged: families with copies of which exactly one row is left.
 
-    python bench/bench_dedup_equivalence.py [--docs 30000]
+    python bench/bench_dedup_equivalence.py [--docs 30000] \
+        [--text-dedup-python /tmp/venv-textdedup/bin/python] [--data-juicer-python /tmp/venv-datajuicer/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -83,6 +92,69 @@ def score(docs, removed: set[str]) -> dict:
     with_copies = [f for f, s in size.items() if s > 1]
     merged = sum(gone[f] == size[f] - 1 for f in with_copies)
     return {"removed": len(removed), "wrong": wrong, "families_merged": merged, "families_with_copies": len(with_copies)}
+
+
+#: Drivers run in the tool's own interpreter: argv is the corpus (JSONL with ``id`` and ``text``) and
+#: a folder to work in; each writes ``removed.json``: the tool's version, LSH layout and removed ids.
+TEXT_DEDUP_DRIVER = """
+import json, sys
+from importlib.metadata import version
+from datasets import load_from_disk
+from text_dedup.minhash import main
+from text_dedup.utils import optimal_param
+data, work = sys.argv[1], sys.argv[2]
+# minhash.py's defaults: --ngram 5 --num_perm 250 --threshold 0.7 --min_length 5 --hash_func sha1
+main(["--path", "json", "--data_files", data, "--split", "train", "--cache_dir", work + "/cache",
+      "--output", work + "/kept", "--column", "text"], standalone_mode=False)
+kept = set(load_from_disk(work + "/kept")["id"])
+ids = [json.loads(line)["id"] for line in open(data, encoding="utf-8")]
+b, r = optimal_param(0.7, 250, false_positive_weight=0.5, false_negative_weight=0.5)
+json.dump({"version": version("text-dedup"), "layout": f"{b} x {r}",
+           "removed": [i for i in ids if i not in kept]}, open(work + "/removed.json", "w"))
+"""
+
+DATA_JUICER_DRIVER = """
+import json, sys
+from importlib.metadata import version
+from datasets import load_dataset
+from data_juicer.ops.deduplicator.document_minhash_deduplicator import DocumentMinhashDeduplicator
+data, work = sys.argv[1], sys.argv[2]
+ds = load_dataset("json", data_files=data, split="train", cache_dir=work + "/cache")
+op = DocumentMinhashDeduplicator()  # defaults: space tokens, window 5, lower-cased, 256 perms, 0.7
+# what Deduplicator.run does, less its free_models(), which would pull in torch
+kept, _ = op.process(ds.map(op.compute_hash))
+kept = set(kept["id"])
+json.dump({"version": version("py-data-juicer"), "layout": f"{op.num_bands} x {op.num_rows_per_band}",
+           "removed": [i for i in ds["id"] if i not in kept]}, open(work + "/removed.json", "w"))
+"""
+
+#: tool -> (flag, environment variable, driver, venv recipe)
+PEERS = {
+    "text-dedup": ("--text-dedup-python", "CORPUSMILL_TEXT_DEDUP_PYTHON", TEXT_DEDUP_DRIVER,
+                   "python3 -m venv /tmp/venv-textdedup && /tmp/venv-textdedup/bin/pip install --no-deps "
+                   "text-dedup==0.4.0 && /tmp/venv-textdedup/bin/pip install 'datasets==2.19.2' 'numpy<2' "
+                   "'pyarrow<17' click 'click-option-group<0.6' scipy xxhash ftfy regex 'rich<14' tqdm"),
+    "Data-Juicer": ("--data-juicer-python", "CORPUSMILL_DATA_JUICER_PYTHON", DATA_JUICER_DRIVER,
+                    "python3 -m venv /tmp/venv-datajuicer && /tmp/venv-datajuicer/bin/pip install --no-deps "
+                    "py-data-juicer==1.6.1 && /tmp/venv-datajuicer/bin/pip install 'datasets>=4.7' loguru pillow "
+                    "regex 'pydantic>=2' tqdm scipy 'jsonargparse[signatures]' pandas psutil dill==0.3.8 "
+                    "multiprocess==0.70.16 lz4 zstandard jsonlines tabulate tomli aiohttp httpx wget emoji requests "
+                    "beautifulsoup4"),
+}
+
+
+def run_peer(tool: str, python: str, data: Path, workdir: Path) -> dict:
+    """Run ``tool``'s driver in ``python``; its version, layout and removed ids. Raises RuntimeError
+    with the driver's last lines when it fails (a missing dependency names itself there)."""
+    work = workdir / tool
+    work.mkdir()
+    driver = work / "driver.py"
+    driver.write_text(PEERS[tool][2])
+    proc = subprocess.run([python, str(driver), str(data), str(work)], cwd=work, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{tool}'s driver failed in {python} (exit {proc.returncode}):\n{tail}")
+    return json.loads((work / "removed.json").read_text())
 
 
 def run_corpusmill(data: Path, workdir: Path, near: dict, k: int) -> tuple[set[str], dict]:
@@ -139,14 +211,32 @@ def _xxhash_takes_text() -> None:
     dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode() if isinstance(data, str) else data)
 
 
+def _itself(label: str, tool: str, layout: str, docs, removed: set[str], layout_removed: dict) -> dict:
+    """A row for a tool run itself: its scores and how its removals agree with corpusmill's at its
+    layout: ``same_as_layout`` counts the removed ids both share; ``same_family_as_layout`` the
+    removals both make in the same planted family, whichever member each keeps (text-dedup's
+    union-by-rank often keeps a later row of a cluster, corpusmill and datatrove the first)."""
+    ours = layout_removed.get(tool, set())
+    family = {d.id: d.family for d in docs}
+    theirs_by, ours_by = Counter(family[i] for i in removed), Counter(family[i] for i in ours)
+    return {"method": label, "reproduces": tool, "near": None, "layout": layout, **score(docs, removed),
+            "same_as_layout": len(removed & ours),
+            "same_family_as_layout": sum(min(n, ours_by[f]) for f, n in theirs_by.items())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=30_000, help="documents in the corpus (default 30,000)")
     ap.add_argument("--no-datatrove", action="store_true", help="skip the datatrove run")
+    for tool, (flag, env, _, _) in PEERS.items():
+        ap.add_argument(flag, default=os.environ.get(env), metavar="PATH",
+                        help=f"python of a venv with {tool} installed: run it on the corpus too (default ${env})")
     args = ap.parse_args()
+    pythons = {tool: getattr(args, flag[2:].replace("-", "_")) for tool, (flag, *_) in PEERS.items()}
     docs = dedup_corpus.build(args.docs, copy_share=0.25, reuse=False, mean_bytes=400, seed=2)
     copies = sum(d.edit_rate >= 0 for d in docs)
     results = []
+    layout_removed: dict[str, set[str]] = {}  # tool -> ids corpusmill removes at its layout, every candidate
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "in").mkdir()
@@ -156,6 +246,8 @@ def main() -> None:
             removed, lsh = run_corpusmill(data, tmp, near, k)
             results.append({"method": label, "reproduces": tool, "near": near,
                             "layout": f"{lsh['bands']} x {lsh['rows']}", **score(docs, removed)})
+            if label.startswith("corpusmill at "):
+                layout_removed[tool] = removed
             print(f"{label}: removed {len(removed):,}", file=sys.stderr)
         if not args.no_datatrove:
             try:
@@ -163,15 +255,37 @@ def main() -> None:
             except ImportError as err:
                 print(f"datatrove not run ({err}): pip install 'corpusmill[bench]'", file=sys.stderr)
             else:
-                results.append({"method": "datatrove 0.10.1 itself (MinhashConfig defaults)", "reproduces": "datatrove",
-                                "near": None, "layout": "14 x 8", **score(docs, removed)})
+                results.append(_itself("datatrove 0.10.1 itself (MinhashConfig defaults)", "datatrove", "14 x 8",
+                                       docs, removed, layout_removed))
+        for tool, python in pythons.items():
+            flag, env, _, recipe = PEERS[tool]
+            if not python:
+                print(f"{tool} not run: make a venv for it ({recipe}) and pass {flag} PATH or set {env}",
+                      file=sys.stderr)
+                continue
+            try:
+                out = run_peer(tool, python, data, tmp)
+            except (OSError, RuntimeError) as err:
+                print(f"{tool} not run: {err}\n  give {flag} the python of a venv made so: {recipe}", file=sys.stderr)
+                continue
+            removed = set(out["removed"])
+            print(f"{tool} {out['version']} itself: removed {len(removed):,}", file=sys.stderr)
+            results.append(_itself(f"{tool} {out['version']} itself (its defaults)", tool, out["layout"],
+                                   docs, removed, layout_removed))
+    # each tool's own row right after corpusmill at its layout
+    for r in [r for r in results if r.get("same_as_layout") is not None]:
+        results.remove(r)
+        at = next(i for i, c in enumerate(results)
+                  if c["method"].startswith("corpusmill at ") and c["reproduces"] == r["reproduces"])
+        results.insert(at + 1, r)
     print(f"\n{len(docs):,} documents, {copies:,} planted copies (0-20 % word edits); exact dedup off\n")
     print(f"| {'method':52s} | {'reproduces':23s} | {'bands x rows':12s} | {'removed':>7s} | {'wrong':>5s} | "
-          f"{'families merged':>15s} |")
-    print(f"|{'-' * 54}|{'-' * 25}|{'-' * 14}|{'-' * 9}|{'-' * 7}|{'-' * 17}|")
+          f"{'families merged':>15s} | {'agree with corpusmill at its layout: ids / families':>51s} |")
+    print(f"|{'-' * 54}|{'-' * 25}|{'-' * 14}|{'-' * 9}|{'-' * 7}|{'-' * 17}|{'-' * 53}|")
     for r in results:
+        same = "" if r.get("same_as_layout") is None else f"{r['same_as_layout']:,} / {r['same_family_as_layout']:,}"
         print(f"| {r['method']:52s} | {r['reproduces']:23s} | {r['layout']:12s} | {r['removed']:7,d} | {r['wrong']:5,d} | "
-              f"{r['families_merged']:7,d} of {r['families_with_copies']:,} |")
+              f"{r['families_merged']:7,d} of {r['families_with_copies']:,} | {same:>51s} |")
     save_result("dedup_equivalence", {"documents": len(docs), "planted_copies": copies, "results": results})
 
 
