@@ -519,6 +519,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_models_compare(args) -> int:
+    from corpusmill.train.config import require_train_extra
+
+    version = _store(args).resolve(args.dataset)
+    require_train_extra()
+    from corpusmill.evaluate.models import compare_models, print_comparison
+    from corpusmill.train.system import quiet_libraries
+
+    quiet_libraries()
+    report = compare_models(version, args.model, report=args.report, task=args.task, split=args.split,
+                            max_rows=args.max_rows, max_train_rows=args.max_train_rows, label_field=args.label_field,
+                            batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed, device=args.device,
+                            console=_console())
+    print_comparison(report, _console(stderr=False))
+    _console().print(f"report: {args.report} and {Path(args.report).with_suffix('.html')}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     if args.sft:
         from corpusmill.demo_sft import run_sft_demo
@@ -888,6 +906,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     w.add_argument("--config", help="YAML file of train options shared by every trial")
     add_config_flags(w, skip=("output", "resume"))
     w.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("models", help="choose the model to fine-tune").add_subparsers(dest="models_command", required=True,
+                                                                                 metavar="ACTION")
+    x = c.add_parser("compare", help="candidate models on a version's data: size, tokenizer fit, perplexity or a linear "
+                                     "probe, speed, memory, licence; a ranked table and a recommendation",
+                     description="Measure each --model on one split of NAME@REF and rank them (probe macro-F1 for "
+                                 "classification, perplexity for causal-lm; ties by speed). Writes OUT.json and "
+                                 "OUT.html. See docs/models.md.")
+    x.add_argument("--dataset", required=True, help="NAME@REF of the data the model will be fine-tuned on")
+    x.add_argument("--model", action="append", required=True,
+                   help="a model folder (or a Hugging Face hub id, which needs the network); repeat for each candidate")
+    x.add_argument("--task", default="auto", choices=["auto", "classification", "causal-lm"],
+                   help="classification: linear probe; causal-lm: perplexity (default: auto = classification where "
+                        "the version has the label field)")
+    x.add_argument("--split", default="validation", help="split compared on (default: validation); the probe trains on train")
+    x.add_argument("--max-rows", type=whole_number(0), default=0,
+                   help="compare on at most N rows of the split, a stable sample by row id (default: 0 = all)")
+    x.add_argument("--max-train-rows", type=whole_number(1), default=2000,
+                   help="rows of the train split the probe learns from (default: 2000)")
+    x.add_argument("--label-field", default="label", help="label column, or meta.KEY (default: label)")
+    x.add_argument("--batch-size", type=whole_number(1), default=32, help="rows per inference batch (default: 32)")
+    x.add_argument("--bootstrap", type=whole_number(1), default=1000, help="bootstrap resamples for intervals (default: 1000)")
+    x.add_argument("--seed", type=int, default=0, help="seed of the row samples and resamples (default: 0)")
+    x.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)")
+    x.add_argument("--report", required=True, help="where the JSON report goes; the HTML page is written beside it")
+    x.add_argument("--store", help=store_help)
+    x.set_defaults(func=cmd_models_compare)
 
     m = sub.add_parser("demo", help="build the demo corpus from Debian's fortunes, run the demo pipeline, fine-tune and evaluate")
     m.add_argument("--workdir", default="corpusmill-demo", help="where the corpus, pipeline and store go")
