@@ -422,7 +422,8 @@ def recommendation(ranked: list[dict], task: str) -> dict:
             f" vs {second['quality'][metric]:.2f} ({second['name']})"
         a, b = best["speed"].get("rows_per_second") or 0, second["speed"].get("rows_per_second") or 0
         if a and b:
-            reasons.append(f"{a / b:.1f}x faster" if a >= b else f"{b / a:.1f}x slower")
+            reasons.append(f"{a / b:.1f}x faster than {second['name']}" if a >= b else
+                           f"{b / a:.1f}x slower than {second['name']}")
         lo, hi = best["quality"][f"{metric}_ci"]
         if lo <= second["quality"][metric] <= hi and b > a:
             alternative = (f"{second['name']} is inside {best['name']}'s interval ({label} "
@@ -480,12 +481,17 @@ def compare_models(version, models: list[str], *, report: str | Path, task: str 
     dev = resolve_device(device)
     results = []
     for i, path in enumerate(models, 1):
+        started = time.perf_counter()
         if console:
             console.print(f"[{i}/{len(models)}] {path}")
         results.append(measure_candidate(path, version, task=task, split=split, labels=labels, label_field=label_field,
                                          fmt=fmt, max_rows=max_rows, max_train_rows=max_train_rows,
                                          batch_size=batch_size, bootstrap=bootstrap, seed=seed, device=dev,
                                          trust_remote_code=trust_remote_code))
+        if console:
+            c, metric = results[-1], RANKED_BY[task][0]
+            console.print(f"      {metric} {_metric_text(c, metric)}, {_fmt(c['speed']['rows_per_second'], ',.0f')} "
+                          f"rows/s, {time.perf_counter() - started:.0f}s")
     ranked = rank(results, task)
     out = {"dataset": version.ref, "split": split, "task": task, "labels": labels,
            "ranked_by": {"metric": RANKED_BY[task][0], "higher_is_better": RANKED_BY[task][1],
@@ -510,23 +516,19 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    """The ranked table, as the terminal and the page show it."""
+    """The ranked table, as the terminal and the page show it (the ranking metric with its interval)."""
     metric = report["ranked_by"]["metric"]
-    head = ["rank", "model", "params", "layers", "hidden", "heads", "context", "tok/word", "unk", "truncated",
-            "probe acc", "probe macro-F1" if metric == "macro_f1" else "perplexity", "ms/row", "rows/s", "peak MiB",
-            "licence"]
-    if metric != "macro_f1":
-        head.remove("probe acc")
+    head = ["rank", "model", "params", "layers x hidden", "heads", "context", "tok/word", "unk", "truncated",
+            *(["probe acc", "probe macro-F1 [95% CI]"] if metric == "macro_f1" else ["perplexity [95% CI]"]),
+            "ms/row", "rows/s", "peak MiB", "licence"]
     rows = []
     for c in report["candidates"]:
         q, f, s = c["quality"], c["tokenizer_fit"], c["speed"]
-        row = [str(c["rank"]), c["name"], f"{c['parameters'] / 1e6:.1f}M", str(c["layers"]), str(c["hidden_size"]),
+        row = [str(c["rank"]), c["name"], f"{c['parameters'] / 1e6:.1f}M", f"{c['layers']} x {c['hidden_size']}",
                str(c["heads"]), str(c["context_length"]), _fmt(f["tokens_per_word"], ".2f"),
                _fmt(f["unknown_token_rate"], ".2%"), _fmt(f["truncated_share"], ".1%")]
-        if metric == "macro_f1":
-            row += [_metric_text(c, "accuracy"), _metric_text(c, "macro_f1")]
-        else:
-            row += [_metric_text(c, "perplexity")]
+        row += [_fmt(q["accuracy"]), _metric_text(c, "macro_f1")] if metric == "macro_f1" else \
+            [_metric_text(c, "perplexity")]
         row += [_fmt(s["latency_ms_per_row"], ".2f"), _fmt(s["rows_per_second"], ",.0f"),
                 _fmt(s["peak_memory_mb"], ",.0f"), (c["licence"]["licence"] or "none found")
                 + (" (!)" if c["licence"]["warning"] else "")]
@@ -535,15 +537,23 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def print_comparison(report: dict, console) -> None:
+    """The ranked table (shape columns moved to one line per model, so the table fits 160 columns),
+    then licence warnings and the recommendation."""
     from rich.table import Table
 
     t = Table(title=f"models on {report['dataset']} ({report['split']}, {report['task']})", title_justify="left")
     head, rows = table_rows(report)
-    for h in head:
-        t.add_column(h, justify="left" if h in ("model", "licence") else "right")
+    keep = [i for i, h in enumerate(head) if h not in ("layers x hidden", "heads", "context")]
+    for i in keep:
+        t.add_column(head[i], justify="left" if head[i] in ("model", "licence") else "right",
+                     no_wrap=head[i] in ("model", "licence") or "CI" in head[i])
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*[r[i] for i in keep])
     console.print(t)
+    for c in report["candidates"]:
+        kv = f" ({c['kv_heads']} KV)" if c.get("kv_heads") and c["kv_heads"] != c["heads"] else ""
+        console.print(f"{c['name']}: {c['architecture']}, {c['parameters']:,} parameters, {c['layers']} layers x "
+                      f"{c['hidden_size']}, {c['heads']} heads{kv}, context {c['context_length']}, {c['dtype']}")
     for w in report["warnings"]:
         console.print(f"warning: {w}")
     rec = report["recommendation"]
@@ -569,11 +579,18 @@ def html_page(report: dict) -> str:
         page.warn(w)
     page.section("candidates", "Candidates")
     head, rows = table_rows(report)
-    page.html(table(head, rows, numeric=list(range(2, len(head) - 1))))
+    shape_cols = ("layers x hidden", "heads", "context")
+    keep = [i for i, h in enumerate(head) if h not in shape_cols]
+    page.html(table([head[i] for i in keep], [[r[i] for i in keep] for r in rows], numeric=list(range(2, len(keep) - 1))))
     page.text("tok/word: tokens per whitespace word (lower: the vocabulary fits the data); unk: share of tokens that "
               "are the unknown token; truncated: rows longer than the model's context. Speed and memory were measured "
-              "on this machine on the compared split: " + ", ".join(
-                  f"{c['name']} {c['speed']['memory_measured_as']}" for c in report["candidates"][:1]) + ".")
+              f"on this machine over the compared split, batches of {report['candidates'][0]['speed']['batch_size']}; "
+              f"peak memory is the {report['candidates'][0]['speed']['memory_measured_as']}.")
+    page.html(table(["model", "architecture", "parameters", "layers", "hidden", "heads", "context", "dtype"],
+                    [[c["name"], c["architecture"], c["parameters"], c["layers"], c["hidden_size"],
+                      f"{c['heads']}" + (f" ({c['kv_heads']} KV)" if c.get("kv_heads") and c["kv_heads"] != c["heads"]
+                                         else ""), c["context_length"], c["dtype"]] for c in report["candidates"]],
+                    numeric=[2, 3, 4, 5, 6]))
     page.section("quality", "Quality before fine-tuning")
     metrics = ["accuracy", "macro_f1"] if metric == "macro_f1" else ["perplexity"]
     groups = [(m, [(c["name"], c["quality"][m], *c["quality"][f"{m}_ci"], svg.colour(i))
