@@ -142,7 +142,8 @@ def _load(path: str, task: str, device, trust_remote_code: bool):
     from corpusmill.train.modeling import ModelError, load_tokenizer
 
     hub = "" if _local_folder(path) else (" (a hub id: it needs the network, or the model in the Hugging Face "
-                                          "cache; offline, download it elsewhere and pass its folder)")
+                                          "cache; offline, download it elsewhere and pass its folder; HF_HUB_OFFLINE=1 skips the "
+                                          "network retries)")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = load_tokenizer(path, trust_remote_code)
