@@ -7,9 +7,14 @@ Which model is "base":
 * classification: a pre-trained encoder has no head for the run's labels, so scoring it "as is"
   would compare against chance. The fair base is the frozen encoder with a linear head trained on
   the same training rows, with the same steps budget, batch size, learning rate and seed (the
-  run's config with ``method: head``). It is trained on first use and kept in
-  ``RUN_DIR/eval/base-head/`` (reused while the run's config is unchanged). The difference to it
-  is what adapting the encoder bought.
+  run's config with ``method: head``). It is trained once per dataset version, base model, task,
+  settings and seed and kept in the user cache, ``$CORPUSMILL_CACHE/base-heads/<key>/`` (see
+  :func:`base_head_run`), so a second evaluation, of this run or of another run with the same
+  settings, reuses it. The difference to it is what adapting the encoder bought.
+
+The report's ``timings`` split the wall time: ``load`` (dataset rows, tokenizer), ``base`` (the
+base model: the head trained or taken from the cache, then scored), ``fine_tuned`` (loaded,
+checked, scored), ``previous`` where asked, and ``bootstrap`` (intervals and paired tests).
 
 Guard: the fine-tuned model must not compute what the untrained model computes. For an adapter,
 its outputs are compared with the adapter switched off; for full/head runs, with the base
@@ -19,7 +24,9 @@ behind when keys do not match) or training changed nothing: an error, not a repo
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -44,26 +51,115 @@ DISAGREEMENTS = 20
 # ----------------------------------------------------------------------------- models
 
 
-def base_head_run(run_dir: Path, run: dict, store: str | None) -> Path:
-    """Train (or reuse) the frozen-encoder + linear-head baseline of a classification run."""
+#: config keys that do not change what the base head learns: left out of its cache key
+_NOT_IN_HEAD_KEY = ("output", "store", "dataset", "log_every", "resume", "merge", "save_every", "keep_checkpoints", "lora",
+                    "from_run", "new_rows_only", "device")
+#: how much of each model file goes into the model's fingerprint (start and end); whole files below twice this
+_FINGERPRINT_BYTES = 1 << 20
+
+
+def model_fingerprint(model: str) -> str:
+    """A local model folder's content fingerprint (every file's path, size, and its first and last MiB),
+    or a hub id as written. Cheap for multi-GB weights; a re-saved or edited model changes it."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return model
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file() and not any(x.startswith(".") for x in q.relative_to(folder).parts)):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            if size <= 2 * _FINGERPRINT_BYTES:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(_FINGERPRINT_BYTES))
+                fh.seek(size - _FINGERPRINT_BYTES)
+                h.update(fh.read())
+    return "sha256:" + h.hexdigest()
+
+
+def base_head_key(run: dict, device_type: str) -> dict:
+    """What the base head depends on: the dataset version id, the base model's content, the task, the
+    head's training settings (the run's config with ``method: head``), the seed, the device kind and
+    corpusmill's version. Equal keys give the same head."""
+    from corpusmill import __version__
+
+    settings = {k: v for k, v in run["config"].items() if k not in _NOT_IN_HEAD_KEY}
+    settings.update(method="head")
+    return {"kind": "base-head", "dataset_version": run["dataset"]["version"],
+            "model": model_fingerprint(run["model"]["base"]), "task": run["task"], "settings": settings,
+            "seed": run["config"]["seed"], "device": device_type, "corpusmill": __version__}
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {f.relative_to(folder).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != CACHE_ENTRY}
+
+
+CACHE_ENTRY = "cache-entry.json"
+
+
+def _entry_problem(entry: Path, key: dict) -> str | None:
+    """Why a cached base head cannot be used (None: it can): missing, another key, unfinished, or files
+    that differ from the digests recorded when it was stored."""
+    if not entry.is_dir():
+        return "not cached"
+    try:
+        meta = json.loads((entry / CACHE_ENTRY).read_text())
+        run = json.loads((entry / "run.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__})"
+    if meta.get("key") != key:
+        return "stored under another key"
+    if run.get("status") != "completed":
+        return f"unfinished (status: {run.get('status')})"
+    files = meta.get("files") or {}
+    now = _file_digests(entry)
+    if not files or now != files:
+        changed = sorted(set(files) ^ set(now) | {f for f in files if now.get(f) != files[f]})
+        return f"corrupt: {len(changed)} file(s) differ from when it was stored ({', '.join(changed[:3])})"
+    return None
+
+
+def base_head_run(run_dir: Path, run: dict, store: str | None, device_type: str = "cpu", say=None) -> tuple[Path, dict]:
+    """The frozen-encoder + linear-head baseline of a classification run: (its run folder, a cache note).
+
+    Cached in ``$CORPUSMILL_CACHE/base-heads/<24 hex of sha256(key)>/`` (see :func:`base_head_key`),
+    with a sha256 of every file; an entry that is unreadable, unfinished or whose files changed is
+    trained again and replaced. A new entry is trained in a temporary folder and renamed into place,
+    so an interrupted evaluation never leaves half an entry."""
+    from corpusmill.remote_store import cache_base
     from corpusmill.train.config import TrainConfig
     from corpusmill.train.run import train
 
-    out = run_dir / "eval" / "base-head"
+    say = say or (lambda *a, **k: None)
+    key = base_head_key(run, device_type)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    entry = cache_base() / "base-heads" / digest
+    problem = _entry_problem(entry, key)
+    if problem is None:
+        return entry, {"path": str(entry), "key": digest, "status": "reused"}
+    status = "trained" if problem == "not cached" else "retrained"
+    if status == "retrained":
+        say(f"cached base head at {entry} is {problem}: training it again")
+    tmp = entry.with_name(f"{digest}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     # the base is the pre-trained encoder: a continued run's starting weights are the "previous" baseline
-    cfg = TrainConfig(**{**run["config"], "method": "head", "output": str(out), "merge": False, "resume": None,
-                         "from_run": None, "new_rows_only": False,
-                         "store": store, "dataset": run["dataset"]["reference"]})
-    done = out / "run.json"
-    if done.is_file():
-        prev = json.loads(done.read_text())
-        same = {k: v for k, v in prev.get("config", {}).items() if k not in ("store", "log_every")} == \
-               {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("store", "log_every")}
-        if prev.get("status") == "completed" and same:
-            return out
-    shutil.rmtree(out, ignore_errors=True)
-    train(cfg)
-    return out
+    cfg = TrainConfig(**{**run["config"], "method": "head", "output": str(tmp), "merge": False, "resume": None,
+                         "from_run": None, "new_rows_only": False, "store": store,
+                         "dataset": run["dataset"]["reference"]})
+    try:
+        train(cfg)
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # resumable state: not needed to score
+        (tmp / CACHE_ENTRY).write_text(json.dumps({"key": key, "files": _file_digests(tmp)}, indent=2) + "\n")
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    note = {"path": str(entry), "key": digest, "status": status}
+    if status == "retrained":
+        note["reason"] = problem
+    return entry, note
 
 
 def untrained_outputs(run: dict, model, model_dir: Path, inputs: dict):
@@ -138,7 +234,7 @@ def score_forward(model, ex, pad_id: int, causal: bool, device, batch_size: int)
     nll = np.zeros(len(ex))
     ntok = np.zeros(len(ex))
     latencies, tokens = [], 0
-    with PeakMemory(device) as peak, torch.no_grad():
+    with PeakMemory(device) as peak, torch.inference_mode():
         forward_logits(model, collate(ex, order[:batch_size], pad_id, causal).to_torch(device))  # warm-up, untimed
         for start in range(0, len(ex), batch_size):
             rows = order[start : start + batch_size]
@@ -183,7 +279,7 @@ def generate_answers(model, tokenizer, prompts: list[str], device, batch_size: i
             enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
             _sync(device)
             t0 = time.perf_counter()
-            with torch.no_grad():
+            with torch.inference_mode():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             _sync(device)
@@ -213,6 +309,7 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
     from corpusmill.train.run import build_examples, load_run
     from corpusmill.train.system import code_version, hardware, library_versions, resolve_device
 
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     cfg = TrainConfig(**run["config"])
@@ -244,6 +341,8 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
     say = console.print if console else (lambda *a, **k: None)
     say(f"evaluating on {version.ref} split '{split}': {len(ex):,} rows"
         + (f" (a stable sample of {version.manifest['splits'][split]:,})" if max_rows else ""))
+    timings = {"load": time.perf_counter() - started}
+    head_note = None
 
     def load(name: str):
         if name == "fine_tuned":
@@ -252,14 +351,16 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
             return modeling.load_trained(previous, Path(baseline) / "model")
         if causal:
             return modeling.load_base(run["model"]["base"], cfg.task, trust_remote_code=cfg.trust_remote_code)
-        say("base = frozen encoder + linear head trained on the same rows and steps (eval/base-head/)")
-        head_dir = base_head_run(run_dir, run, store_root)
+        nonlocal head_note
+        head_dir, head_note = base_head_run(run_dir, run, store_root, dev.type, say)
+        say(f"base = frozen encoder + linear head trained on the same rows and steps ({head_note['status']}: {head_dir})")
         return modeling.load_trained(json.loads((head_dir / "run.json").read_text()), head_dir / "model")
 
     names = ["base", "fine_tuned"] + (["previous"] if previous else [])
     scored: dict[str, dict] = {}
     guard = None
     for name in names:
+        t0 = time.perf_counter()
         model = load(name).to(dev).eval()
         if name == "fine_tuned":
             guard = check_loaded(run, model, run_dir / "model", ex, pad_id, causal, dev)
@@ -276,8 +377,10 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+        timings[name] = time.perf_counter() - t0
         say(f"scored {name}")
 
+    t0 = time.perf_counter()
     idx = M.resamples(len(ex), bootstrap, seed)
     sets = {name: _metric_set(r, ex, labels, causal) for name, r in scored.items()}
     models_out = {}
@@ -302,6 +405,11 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         if previous:
             comparison["fine_tuned_vs_previous"]["mcnemar_accuracy"] = M.mcnemar(scored["previous"]["preds"] == y,
                                                                                  scored["fine_tuned"]["preds"] == y)
+    timings["bootstrap"] = time.perf_counter() - t0
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["total"] = round(time.perf_counter() - started, 3)
+    say("time: " + " | ".join(f"{k.replace('_', '-')} {v:.1f} s" for k, v in timings.items())
+        + (f" (base head {head_note['status']})" if head_note else ""))
     out = {
         "format": REPORT_FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -322,6 +430,10 @@ def evaluate_run(run_dir, *, baseline: str = "base", split: str = "test", report
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": 0.95,
                       "method": "percentile intervals over rows resampled with replacement; paired tests share resamples"},
         "adapter_check": guard,
+        "base_head": head_note,
+        "timings": {**timings, "unit": "seconds",
+                    "parts": "load: dataset rows and tokenizer; base/fine_tuned/previous: model obtained (base head "
+                             "trained or reused), loaded, checked and scored; bootstrap: intervals and paired tests"},
         "general": forgetting.forgetting_report(general, {n: r["general"] for n, r in scored.items()}, len(general_texts),
                                                 bootstrap, seed) if general_ex is not None else None,
         "hardware": hardware(dev),
@@ -392,7 +504,7 @@ def _metric_set(r: dict, ex, labels, causal: bool) -> M.MetricSet:
 def _base_definition(run: dict) -> str:
     if run["task"] == "classification":
         return (f"{run['model']['base']} frozen, with a linear head trained on the same training rows and steps "
-                "(method: head; eval/base-head/)")
+                "(method: head; cached in $CORPUSMILL_CACHE/base-heads/)")
     return f"{run['model']['base']} as pre-trained"
 
 

@@ -68,7 +68,9 @@ class TrainConfig(BaseModel):
     max_seq_len: int = Field(512, ge=8, description="tokens per example (per packed row when packing); longer rows are cut on the right and counted in run.json")
     packing: bool = Field(False, description="causal-lm: concatenate examples into rows of max_seq_len; attention never crosses an example boundary (position ids restart per example)")
     max_train_rows: int = Field(0, ge=0, description="use at most this many training rows, a stable sample by row id and seed; 0 = all")
-    max_eval_rows: int = Field(0, ge=0, description="evaluate on at most this many rows of eval_split, a stable sample; 0 = all")
+    max_eval_rows: int = Field(512, ge=0, description="evaluate during training on at most this many rows of eval_split, a stable "
+                                                      "sample by a hash of (seed, row id): the same rows at every evaluation and "
+                                                      "whatever the batch size; 0 = the whole split")
 
     # -- method
     method: Literal["lora", "full", "head"] = Field(
@@ -97,9 +99,11 @@ class TrainConfig(BaseModel):
 
     # -- evaluation, stopping, checkpoints
     eval_every: int = Field(-1, ge=-1, description="evaluate on eval_split every N optimizer steps; 0 = only after the last step; "
-                                                   "-1 = auto: about 10 evaluations per run (every max(1, steps // 10) steps), "
-                                                   "so early stopping and the overfitting warning have something to watch")
-    eval_batch_size: int = Field(0, ge=0, description="rows per evaluation batch; 0 = 2 x batch_size")
+                                                   "-1 = auto: every max(steps // 10, ceil(evaluated rows / rows per step)) steps, "
+                                                   "so at most about 10 evaluations, and between two of them the model trains on at "
+                                                   "least as many rows as one scores (evaluation stays under about a third of the "
+                                                   "training time); a short run is evaluated only after its last step")
+    eval_batch_size: int = Field(0, ge=0, description="rows per evaluation batch (inference mode: no activations kept); 0 = 4 x batch_size")
     early_stopping_metric: str = Field("val_loss", description="metric that picks the best model and stops early: val_loss, val_perplexity, val_accuracy or val_macro_f1")
     early_stopping_patience: int = Field(3, ge=0, description="stop after this many evaluations without improvement; 0 = never stop early. "
                                                               "On by default (with eval_every's default, auto): more steps past the best "

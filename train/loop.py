@@ -75,6 +75,7 @@ class LoopState:
     tokens: int = 0                 # non-padding input tokens seen (all ranks)
     target_tokens: int = 0
     train_seconds: float = 0.0      # time in training steps, evaluation excluded
+    eval_seconds: float = 0.0       # time in evaluations (all of them)
     train_loss: list = field(default_factory=list)  # one value per optimizer step
     step_seconds: list = field(default_factory=list)  # wall time of each step (data, forward, backward, update)
     step_tokens: list = field(default_factory=list)   # non-padding input tokens of each step (all ranks)
@@ -95,9 +96,24 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(batches_per_epoch * cfg.epochs / cfg.grad_accum))
 
 
-def eval_interval(cfg: TrainConfig, total: int) -> int:
-    """Steps between evaluations: eval_every, or for -1 (auto) about 10 evaluations per run; 0 = only the last step."""
-    return cfg.eval_every if cfg.eval_every >= 0 else max(1, total // 10)
+def eval_interval(cfg: TrainConfig, total: int, eval_rows: int = 0, world: int = 1) -> int:
+    """Steps between evaluations: ``eval_every``; 0 = only after the last step.
+
+    For -1 (auto): every ``max(total // 10, ceil(eval_rows / rows per optimizer step))`` steps. The
+    first term caps a long run at about 10 evaluations; the second makes the model train on at least
+    as many rows between two evaluations as one evaluation scores, and a forward pass without
+    gradients costs about a third of a training step's forward + backward, so evaluation stays under
+    about a third of the training time. An interval past the last step means one evaluation, after it.
+    """
+    if cfg.eval_every >= 0:
+        return cfg.eval_every
+    rows_per_step = cfg.batch_size * cfg.grad_accum * max(world, 1)
+    return max(1, total // 10, math.ceil(eval_rows / rows_per_step))
+
+
+def eval_batch_size(cfg: TrainConfig) -> int:
+    """Rows per evaluation batch: ``eval_batch_size``, or 4 x batch_size (no activations are kept)."""
+    return cfg.eval_batch_size or 4 * cfg.batch_size
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -165,7 +181,7 @@ def fit(s: Setup) -> LoopState:
     cfg, dist, device = s.cfg, s.dist, s.device
     order = BatchOrder(len(s.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
     total = total_steps(cfg, order.batches_per_epoch)
-    every = eval_interval(cfg, total)
+    every = eval_interval(cfg, total, len(s.val) if s.val is not None else 0, dist.world)
     optimizer = make_optimizer(s.raw_model, cfg, device)
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -183,6 +199,9 @@ def fit(s: Setup) -> LoopState:
     log = TrainLog(total, state.step, cfg.log_every, enabled=dist.main)
     if state.step:
         log.line(f"resumed from {s.resume_from} at step {state.step}/{total}")
+    if s.val is not None:
+        when = f"every {every} steps and after the last" if every and every < total else "after the last step"
+        log.line(f"evaluation: {len(s.val):,} rows of '{cfg.eval_split}', {when}, {eval_batch_size(cfg)} rows per batch")
     s.model.train()
     peak = PeakMemory(device)
     with peak:
@@ -266,12 +285,16 @@ def _check_targets(micro: list[Batch], step: int) -> None:
 
 def _evaluate_and_select(s: Setup, state: LoopState, amp, log: TrainLog, last: bool, every: int) -> None:
     cfg = s.cfg
+    t0 = time.perf_counter()
     metrics = evaluate(s.raw_model, s.val, s.causal, s.pad_id, s.device, amp,
-                       cfg.eval_batch_size or 2 * cfg.batch_size, s.raw_model.config.num_labels if not s.causal else 0)
+                       eval_batch_size(cfg), s.raw_model.config.num_labels if not s.causal else 0)
     s.model.train()
+    seconds = time.perf_counter() - t0
+    state.eval_seconds += seconds
     recent = state.train_loss[-(every or len(state.train_loss)):]
     record = {"step": state.step, "train_loss": float(np.mean(recent)), **metrics,
-              "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1)}
+              "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1),
+              "eval_rows": len(s.val), "eval_seconds": round(seconds, 3)}
     state.evals.append(record)
     name = cfg.early_stopping_metric
     value = metrics[name]
@@ -319,9 +342,11 @@ def overfitting_signal(evals: list[dict], n: int) -> dict | None:
                         "more data or more regularisation (weight_decay, lora.dropout) would help")}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, ex: Examples, causal: bool, pad_id: int, device, amp, batch_size: int, num_labels: int) -> dict:
-    """Validation loss (token-weighted) and perplexity, or loss, accuracy and macro-F1."""
+    """Validation loss (token-weighted) and perplexity, or loss, accuracy and macro-F1, in inference
+    mode (no autograd bookkeeping). The rows are scored in order of length, so the batch size changes
+    only the padding, never which rows are scored."""
     from corpusmill.evaluate.metrics import classification_scores
 
     model.eval()

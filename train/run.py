@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -98,7 +99,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
 
     from corpusmill.train import checkpoint, distributed, modeling
     from corpusmill.train.data import data_warnings, pack
-    from corpusmill.train.loop import Setup, fit, total_steps
+    from corpusmill.train.loop import Setup, eval_batch_size, eval_interval, fit, total_steps
     from corpusmill.train.system import code_version, hardware, library_versions, resolve_device
 
     dist = distributed.init()
@@ -182,6 +183,15 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
     finally:
         distributed.shutdown(dist)
     steps_planned = total_steps(cfg, setup_batches_per_epoch(train_ex, cfg, dist))
+    evaluation = None
+    if val_ex is not None:
+        every = eval_interval(cfg, steps_planned, len(val_ex), dist.world)
+        in_split = version.manifest["splits"].get(cfg.eval_split, 0)
+        evaluation = {"split": cfg.eval_split, "rows": len(val_ex), "rows_in_split": in_split,
+                      "sampled": val_rows < in_split, "every": every if every and every < steps_planned else None,
+                      "ids_sha256": hashlib.sha256("\n".join(sorted(val_ex.ids)).encode()).hexdigest(),
+                      "batch_size": eval_batch_size(cfg), "evaluations": len(state.evals),
+                      "seconds": round(state.eval_seconds, 3)}
     record.update({
         "status": "completed",
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -196,11 +206,13 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
         "step_tokens": state.step_tokens,
         "step_cpu_seconds": state.step_cpu_seconds,
         "evals": state.evals,
+        "evaluation": evaluation,
         "best": state.best,
         "summary": {
             "tokens": state.tokens,
             "target_tokens": state.target_tokens,
             "train_seconds": round(state.train_seconds, 3),
+            "eval_seconds": round(state.eval_seconds, 3),
             "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1),
             "peak_memory_mb": state.peak_memory_mb,
             "wall_seconds": round(time.perf_counter() - started, 3),

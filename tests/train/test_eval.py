@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_classification_report_contract(runs, capsys):
     assert comp["macro_f1"]["difference"] == pytest.approx(r["models"]["fine_tuned"]["macro_f1"] - r["models"]["base"]["macro_f1"])
     assert 0 <= comp["macro_f1"]["p_value"] <= 1 and {"only_first_correct", "p_value"} <= set(comp["mcnemar_accuracy"])
     # the fair base: frozen encoder + a head trained with the run's budget
-    head = json.loads((runs / "cls" / "eval" / "base-head" / "run.json").read_text())
+    head = json.loads((Path(r["base_head"]["path"]) / "run.json").read_text())
     assert head["config"]["method"] == "head" and head["steps"] == run["steps"]
     assert head["model"]["trainable_parameters"] == 32 * 3 + 3  # the linear head only
     assert "frozen" in r["model_sources"]["base"]

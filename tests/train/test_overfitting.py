@@ -53,11 +53,13 @@ def test_warning_fires_on_a_run_made_to_overfit(tiny, train_config, tmp_path, ca
 
 def test_default_early_stopping_stops_a_diverging_run(tiny, train_config, tmp_path):
     out = tmp_path / "run"
-    # neither eval_every nor a patience given: auto evaluations (every 20 // 10 = 2 steps) and patience 3
+    # neither eval_every nor a patience given: auto evaluations and patience 3; with 8 evaluated rows
+    # and 4 rows per step, every max(20 // 10, 8 / 4) = 2 steps
     train(train_config(dataset="tickets", model=str(tiny["bert"]), task="classification", output=str(out),
-                       method="full", lr=3.0, max_steps=20))
+                       method="full", lr=3.0, max_steps=20, max_eval_rows=8))
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["early_stopping_patience"] == 3 and run["config"]["eval_every"] == -1
+    assert run["evaluation"]["every"] == 2 and run["evaluation"]["rows"] == 8
     assert [e["step"] for e in run["evals"]] == list(range(2, run["steps"] + 1, 2))
     assert run["stopped_early"] and run["steps"] < 20 and not run["pruned"]
     after_best = [e for e in run["evals"] if e["step"] > run["best"]["step"]]
