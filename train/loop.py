@@ -111,6 +111,17 @@ def eval_interval(cfg: TrainConfig, total: int, eval_rows: int = 0, world: int =
     return max(1, total // 10, math.ceil(eval_rows / rows_per_step))
 
 
+def eval_due(cfg: TrainConfig, every: int, total: int) -> Callable[[int], bool]:
+    """Whether a step (before the last, which is always evaluated) is evaluated: every ``every``
+    steps; with the auto interval not when the last step is less than half an interval away (an
+    evaluation at step 19 of 20 would cost a second pass for one step of training)."""
+    auto = cfg.eval_every < 0
+
+    def due(step: int) -> bool:
+        return bool(every) and step % every == 0 and not (auto and total - step < every / 2)
+    return due
+
+
 def eval_batch_size(cfg: TrainConfig) -> int:
     """Rows per evaluation batch: ``eval_batch_size``, or 4 x batch_size (no activations are kept)."""
     return cfg.eval_batch_size or 4 * cfg.batch_size
@@ -182,6 +193,7 @@ def fit(s: Setup) -> LoopState:
     order = BatchOrder(len(s.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
     total = total_steps(cfg, order.batches_per_epoch)
     every = eval_interval(cfg, total, len(s.val) if s.val is not None else 0, dist.world)
+    due = eval_due(cfg, every, total)
     optimizer = make_optimizer(s.raw_model, cfg, device)
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -200,7 +212,7 @@ def fit(s: Setup) -> LoopState:
     if state.step:
         log.line(f"resumed from {s.resume_from} at step {state.step}/{total}")
     if s.val is not None:
-        when = f"every {every} steps and after the last" if every and every < total else "after the last step"
+        when = f"every {every} steps and after the last" if every < total and due(every) else "after the last step"
         log.line(f"evaluation: {len(s.val):,} rows of '{cfg.eval_split}', {when}, {eval_batch_size(cfg)} rows per batch")
     s.model.train()
     peak = PeakMemory(device)
@@ -241,7 +253,7 @@ def fit(s: Setup) -> LoopState:
             log.step(state.step, step_loss, lr, tokens / dt)
 
             last = state.step == total
-            if s.val is not None and ((every and state.step % every == 0) or last):
+            if s.val is not None and (due(state.step) or last):
                 _evaluate_and_select(s, state, amp, log, last, every)
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or state.stopped_early:
                 if dist.main:

@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
 
     from corpusmill.train import checkpoint, distributed, modeling
     from corpusmill.train.data import data_warnings, pack
-    from corpusmill.train.loop import Setup, eval_batch_size, eval_interval, fit, total_steps
+    from corpusmill.train.loop import Setup, eval_batch_size, eval_due, eval_interval, fit, total_steps
     from corpusmill.train.system import code_version, hardware, library_versions, resolve_device
 
     dist = distributed.init()
@@ -186,6 +186,7 @@ def train(cfg: TrainConfig, on_eval=None) -> dict:
     evaluation = None
     if val_ex is not None:
         every = eval_interval(cfg, steps_planned, len(val_ex), dist.world)
+        every = every if eval_due(cfg, every, steps_planned)(every) else 0  # 0: only after the last step
         in_split = version.manifest["splits"].get(cfg.eval_split, 0)
         evaluation = {"split": cfg.eval_split, "rows": len(val_ex), "rows_in_split": in_split,
                       "sampled": val_rows < in_split, "every": every if every and every < steps_planned else None,

@@ -11,7 +11,7 @@ import pytest
 
 from corpusmill.cli import main
 from corpusmill.train.config import TrainConfig
-from corpusmill.train.loop import eval_batch_size, eval_interval
+from corpusmill.train.loop import eval_batch_size, eval_due, eval_interval
 from corpusmill.train.run import train
 
 
@@ -28,6 +28,9 @@ def test_auto_interval_grows_with_the_run_and_the_evaluated_rows():
     assert eval_interval(_cfg(batch_size=8), 200, eval_rows=512) == 64
     assert eval_interval(_cfg(batch_size=8, grad_accum=2), 200, eval_rows=512) == 32
     assert eval_interval(_cfg(batch_size=8), 200, eval_rows=512, world=4) == 20
+    # auto: no evaluation less than half an interval before the last step (which is always evaluated)
+    assert not eval_due(_cfg(), 19, 20)(19) and eval_due(_cfg(), 19, 40)(19) and not eval_due(_cfg(), 19, 40)(38)
+    assert eval_due(_cfg(eval_every=19), 19, 20)(19) and not eval_due(_cfg(eval_every=0), 0, 20)(5)
     # set by hand: as given
     assert eval_interval(_cfg(eval_every=3), 5000, eval_rows=512) == 3
     assert eval_interval(_cfg(eval_every=0), 5000, eval_rows=512) == 0
