@@ -16,12 +16,24 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corpusmill.datasets import DEFAULT_PROMPT_TEMPLATE, parse_prompt_template, template_from_flag
 from corpusmill.errors import ConfigError, CorpusmillError
 
 TASKS = ("classification", "causal-lm")
+
+#: what the options left null (lr, head_lr, warmup_ratio, batch_size) become, per task. Classification's
+#: were chosen by measurement (bench/bench_train_defaults.py, docs/train-and-eval.md "Defaults"): with
+#: the earlier 2e-4 for adapters and head alike, a 60-step run predicted one class; lr applies to
+#: method lora only (full and head keep 2e-4); the head's rate is HEAD_LR_FACTOR x lr
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {"lr": 1e-3, "warmup_ratio": 0.1, "batch_size": 16},
+    "causal-lm": {"lr": 2e-4, "head_lr": 0.0, "warmup_ratio": 0.05, "batch_size": 8},
+}
+#: classification's head_lr left null is this many times lr (3e-2 at the LoRA default 1e-3), so a sweep
+#: or a hand-set lr moves the head's rate with it
+HEAD_LR_FACTOR = 30
 
 
 class LoraSettings(BaseModel):
@@ -82,13 +94,18 @@ class TrainConfig(BaseModel):
     # -- optimisation
     epochs: float = Field(1.0, gt=0, description="passes over the training rows; ignored when max_steps > 0")
     max_steps: int = Field(0, ge=0, description="optimizer steps; 0 = as many as epochs take")
-    batch_size: int = Field(8, ge=1, description="rows per micro-batch per device")
+    batch_size: int | None = Field(None, ge=1, description="rows per micro-batch per device; null = per task: 16 for classification, 8 for causal-lm")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step; the loss is weighted by target tokens across them")
-    lr: float = Field(2e-4, gt=0, description="peak learning rate; 1e-4..5e-4 suits LoRA, 1e-5..5e-5 full fine-tuning")
-    head_lr: float = Field(0.0, ge=0, description="classification: learning rate of the newly initialised head (peak, same schedule); 0 = lr. "
-                                                  "A fresh head learns faster than adapters may move: 10-30x lr is typical")
+    lr: float | None = Field(None, gt=0, description="peak learning rate; null = per task: 1e-3 for classification with LoRA (a 60-step run "
+                                                     "learns; see docs/train-and-eval.md, Defaults), else 2e-4. 1e-4..5e-4 suits LoRA "
+                                                     "on a causal LM, 1e-5..5e-5 full fine-tuning")
+    head_lr: float | None = Field(None, ge=0, description="classification: learning rate of the newly initialised head (peak, same "
+                                                          "schedule); null = 30 x lr for classification (3e-2 with the LoRA "
+                                                          "default lr: a fresh head learns faster than adapters may "
+                                                          "move), unused for causal-lm; 0 = lr")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_ratio")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps with linear warm-up from 0 to lr")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="fraction of the steps with linear warm-up from 0 to lr; null = per "
+                                                                    "task: 0.1 for classification, 0.05 for causal-lm")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     max_grad_norm: float = Field(1.0, ge=0, description="clip the global gradient norm to this; 0 = no clipping")
@@ -122,6 +139,24 @@ class TrainConfig(BaseModel):
         False, description="with from_run: fit only on the train_split rows that the previous run's dataset version did "
                            "not hold (the refresh's new rows); evaluation still uses the whole eval_split")
     log_every: int = Field(10, ge=1, description="steps between log lines (and progress-bar updates of the loss)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """Fill the options left null with their per-task default (:data:`TASK_DEFAULTS`), so run.json
+        and hyperparameters.yaml record the values a run used."""
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task")
+        defaults = TASK_DEFAULTS.get(task, TASK_DEFAULTS["causal-lm"]) if isinstance(task, str) else TASK_DEFAULTS["causal-lm"]
+        filled = {k: v for k, v in defaults.items() if data.get(k) is None}
+        if "lr" in filled and task == "classification" and data.get("method", "lora") != "lora":
+            filled["lr"] = TASK_DEFAULTS["causal-lm"]["lr"]  # full/head: 1e-3 is an adapter rate, not an encoder's
+        if task == "classification" and data.get("head_lr") is None:
+            lr = filled.get("lr", data.get("lr"))
+            if isinstance(lr, (int, float)) and not isinstance(lr, bool):  # else pydantic reports lr itself
+                filled["head_lr"] = HEAD_LR_FACTOR * lr
+        return {**data, **filled} if filled else data
 
     def output_dir(self) -> Path:
         if self.output:

@@ -20,7 +20,7 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
     f.write_text(yaml.safe_dump({"dataset": "tickets@v1", "model": "m", "task": "classification", "lr": 1e-3,
                                  "lora": {"r": 4, "alpha": 8}, "max_steps": 50}))
     cfg = build_config(f, {"max_steps": 7, "lora.r": 16})
-    assert (cfg.lr, cfg.max_steps, cfg.lora.r, cfg.lora.alpha, cfg.batch_size) == (1e-3, 7, 16, 8.0, 8)
+    assert (cfg.lr, cfg.max_steps, cfg.lora.r, cfg.lora.alpha, cfg.batch_size) == (1e-3, 7, 16, 8.0, 16)  # batch_size: the classification default
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
