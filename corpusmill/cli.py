@@ -102,15 +102,11 @@ def strata_warnings(manifest: dict) -> list[str]:
 
 
 def _step_options(manifest: dict):
-    """(step name, options) of the manifest's resolved steps, named as the runner names them
-    (the kind, then kind_2, kind_3... for repeats)."""
-    seen: dict[str, int] = {}
-    for step in manifest.get("config", {}).get("steps", []):
-        if not isinstance(step, dict) or len(step) != 1:
-            continue
-        (kind, options), = step.items()
-        seen[kind] = seen.get(kind, 0) + 1
-        yield (kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"), options or {}
+    """(step name, options) of the manifest's resolved steps, named as the runner names them."""
+    from corpusmill.stage import manifest_steps
+
+    for name, _, options in manifest_steps(manifest):
+        yield name, options
 
 
 # ----------------------------------------------------------------------------- commands

@@ -246,6 +246,18 @@ def write_decisions(decisions: Path, per_shard: dict[int, pa.Table]) -> None:
         pq.write_table(table, decision_path(decisions, shard), compression="zstd")
 
 
+def manifest_steps(manifest: dict):
+    """(name, kind, resolved options) of each step a manifest records, named as the runner names
+    stages (the kind, then ``kind_2``, ``kind_3``... for repeats)."""
+    seen: dict[str, int] = {}
+    for step in manifest.get("config", {}).get("steps", []):
+        if not isinstance(step, dict) or len(step) != 1:
+            continue
+        (kind, options), = step.items()
+        seen[kind] = seen.get(kind, 0) + 1
+        yield (kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"), kind, options or {}
+
+
 def merge_counts(into: dict, other: dict) -> dict:
     """Merge nested count dicts: numbers add up, dicts merge recursively."""
     for k, v in other.items():

@@ -1369,16 +1369,12 @@ FAILED = "_failed"
 
 def _quality_steps(manifest: dict):
     """(stage entry, resolved options) of each quality step of a manifest, named as the runner names them."""
+    from corpusmill.stage import manifest_steps
+
     stages = {s["name"]: s for s in manifest.get("stages", [])}
-    seen: dict[str, int] = {}
-    for step in manifest.get("config", {}).get("steps", []):
-        if not isinstance(step, dict) or len(step) != 1:
-            continue
-        (kind, options), = step.items()
-        seen[kind] = seen.get(kind, 0) + 1
-        name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
+    for name, kind, options in manifest_steps(manifest):
         if kind == Quality.kind and name in stages:
-            yield stages[name], options or {}
+            yield stages[name], options
 
 
 def run_notes(manifest: dict) -> tuple[list[str], list[str]]:
