@@ -488,24 +488,16 @@ def preview_mix(*, pipeline: str | None = None, step: int | None = None, dataset
     (``NAME@REF``, all splits). Returns the plan's tables and counters."""
     from pydantic import ValidationError
 
-    from corpusmill.pipelines.config import format_errors, load_pipeline, store_root
+    from corpusmill.pipelines.config import format_errors, pipeline_step, store_root
     from corpusmill.stage import RunInfo
 
     if bool(pipeline) == bool(dataset):
         raise ConfigError(["mix preview: give --pipeline P.yaml, or --dataset NAME@REF with --config '{...}'"])
     note = ""
     if pipeline:
-        from corpusmill.dataprep.readers import record_schema_for
         from corpusmill.pipelines.registry import REGISTRY
 
-        pconfig, steps, base = load_pipeline(pipeline, REGISTRY)
-        mixes = [(i, name, cfg) for i, (name, kind, cfg) in enumerate(steps) if kind == "mix"]
-        if not mixes:
-            raise ConfigError([f"{pipeline}: no mix step to preview"])
-        k = step or 0
-        if not 0 <= k < len(mixes):
-            raise ConfigError([f"--step {k}: the pipeline has {len(mixes)} mix step(s) (0-based)"])
-        position, name, cfg = mixes[k]
+        pconfig, _, base, position, name, cfg = pipeline_step(pipeline, "mix", step, REGISTRY)
         if position:
             note = (f"note: the {position} step(s) before '{name}' are not applied here; rows are mixed as read, all "
                     f"splits together (a run mixes what those steps keep); for the exact picture preview a published "

@@ -456,7 +456,7 @@ def preview_select(*, pipeline: str | None = None, step: int | None = None, data
     and what the cuts would keep. Fits on the sample itself; writes nothing."""
     import time
 
-    from corpusmill.pipelines.config import load_pipeline, store_root
+    from corpusmill.pipelines.config import pipeline_step, store_root
     from corpusmill.stage import RunInfo
 
     if bool(pipeline) == bool(dataset):
@@ -465,14 +465,7 @@ def preview_select(*, pipeline: str | None = None, step: int | None = None, data
     if pipeline:
         from corpusmill.pipelines.registry import REGISTRY
 
-        config, steps, base = load_pipeline(pipeline, REGISTRY)
-        selects = [(i, name, cfg) for i, (name, kind, cfg) in enumerate(steps) if kind == "select"]
-        if not selects:
-            raise ConfigError([f"{pipeline}: no select step to preview"])
-        k = step or 0
-        if not 0 <= k < len(selects):
-            raise ConfigError([f"--step {k}: the pipeline has {len(selects)} select step(s) (0-based)"])
-        position, name, cfg = selects[k]
+        config, _, base, position, name, cfg = pipeline_step(pipeline, "select", step, REGISTRY)
         if position:
             note = (f"note: the {position} step(s) before '{name}' are not applied here; rows are scored as read "
                     f"(a run scores what those steps keep)")

@@ -280,6 +280,21 @@ def _resolve_dialects(config: PipelineConfig, base_dir: Path) -> tuple[PipelineC
     return config.model_copy(update={"inputs": inputs}), problems
 
 
+def pipeline_step(path: str | Path, kind: str, step: int | None, registry: dict[str, type]):
+    """A preview's step: the pipeline file loaded and validated, and its ``step``-th (0-based) step of
+    ``kind``. Returns (config, steps, base_dir, position in steps, stage name, stage config); a
+    pipeline without such a step, or a step number out of range, is a ConfigError."""
+    config, steps, base = load_pipeline(path, registry)
+    found = [(i, name, cfg) for i, (name, k, cfg) in enumerate(steps) if k == kind]
+    if not found:
+        raise ConfigError([f"{path}: no {kind} step to preview"])
+    k = step or 0
+    if not 0 <= k < len(found):
+        raise ConfigError([f"--step {k}: the pipeline has {len(found)} {kind} step(s) (0-based)"])
+    position, name, cfg = found[k]
+    return config, steps, base, position, name, cfg
+
+
 def store_root(cli_store: str | None, config: PipelineConfig | None, base_dir: Path | None) -> Path | str:
     """--store, then the pipeline's ``store:``, then $CORPUSMILL_STORE, then ./corpusmill-store.
     A remote URL (``s3://bucket/corpora``) is returned as a string; a local path or ``file://``
