@@ -94,20 +94,22 @@ def score(docs, removed: set[str]) -> dict:
     return {"removed": len(removed), "wrong": wrong, "families_merged": merged, "families_with_copies": len(with_copies)}
 
 
-#: Drivers run in the tool's own interpreter: argv is the corpus (JSONL with ``id`` and ``text``) and
-#: a folder to work in; each writes ``removed.json``: the tool's version, LSH layout and removed ids.
+#: Drivers run in the tool's own interpreter: argv is the corpus (JSONL with ``id`` and ``text``), a
+#: folder to work in and optionally a process count; each writes ``removed.json``: the tool's version,
+#: LSH layout and removed ids. bench/bench_peers.py runs them too.
 TEXT_DEDUP_DRIVER = """
 import json, sys
 from importlib.metadata import version
-from datasets import load_from_disk
+from datasets import load_dataset, load_from_disk
 from text_dedup.minhash import main
 from text_dedup.utils import optimal_param
 data, work = sys.argv[1], sys.argv[2]
+procs = ["--num_proc", sys.argv[3]] if len(sys.argv) > 3 else []  # default: os.cpu_count()
 # minhash.py's defaults: --ngram 5 --num_perm 250 --threshold 0.7 --min_length 5 --hash_func sha1
 main(["--path", "json", "--data_files", data, "--split", "train", "--cache_dir", work + "/cache",
-      "--output", work + "/kept", "--column", "text"], standalone_mode=False)
+      "--output", work + "/kept", "--column", "text", *procs], standalone_mode=False)
 kept = set(load_from_disk(work + "/kept")["id"])
-ids = [json.loads(line)["id"] for line in open(data, encoding="utf-8")]
+ids = load_dataset("json", data_files=data, split="train", cache_dir=work + "/cache")["id"]  # main's cache
 b, r = optimal_param(0.7, 250, false_positive_weight=0.5, false_negative_weight=0.5)
 json.dump({"version": version("text-dedup"), "layout": f"{b} x {r}",
            "removed": [i for i in ids if i not in kept]}, open(work + "/removed.json", "w"))
@@ -119,10 +121,11 @@ from importlib.metadata import version
 from datasets import load_dataset
 from data_juicer.ops.deduplicator.document_minhash_deduplicator import DocumentMinhashDeduplicator
 data, work = sys.argv[1], sys.argv[2]
+procs = int(sys.argv[3]) if len(sys.argv) > 3 else None  # Data-Juicer's np; default one process
 ds = load_dataset("json", data_files=data, split="train", cache_dir=work + "/cache")
 op = DocumentMinhashDeduplicator()  # defaults: space tokens, window 5, lower-cased, 256 perms, 0.7
 # what Deduplicator.run does, less its free_models(), which would pull in torch
-kept, _ = op.process(ds.map(op.compute_hash))
+kept, _ = op.process(ds.map(op.compute_hash, num_proc=procs))
 kept = set(kept["id"])
 json.dump({"version": version("py-data-juicer"), "layout": f"{op.num_bands} x {op.num_rows_per_band}",
            "removed": [i for i in ds["id"] if i not in kept]}, open(work + "/removed.json", "w"))
@@ -173,32 +176,13 @@ def run_corpusmill(data: Path, workdir: Path, near: dict, k: int) -> tuple[set[s
 
 
 def run_datatrove(data: Path, workdir: Path) -> set[str]:
-    """datatrove's MinHash pipeline with its defaults (MinhashConfig()), as its example runs it."""
-    import orjson
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
+    """datatrove's MinHash pipeline with its defaults (MinhashConfig()), as its example runs it
+    (bench/peers/datatrove_minhash.py, one task, here in corpusmill's environment)."""
+    from bench.peers import datatrove_minhash
 
     _xxhash_takes_text()
-    cfg = MinhashConfig()
-    w = workdir / "datatrove"
-    def common(step: int) -> dict:  # logging_dir=None would write a logs/ folder in the current directory
-        return {"logging_dir": str(w / f"logs-{step}"), "skip_completed": False}
-
-    LocalPipelineExecutor([JsonlReader(str(data.parent), glob_pattern=data.name),
-                           MinhashDedupSignature(output_folder=str(w / "sigs"), config=cfg)],
-                          tasks=1, **common(1)).run()
-    LocalPipelineExecutor([MinhashDedupBuckets(input_folder=str(w / "sigs"), output_folder=str(w / "buckets"),
-                                               config=cfg)], tasks=cfg.num_buckets, workers=2, **common(2)).run()
-    LocalPipelineExecutor([MinhashDedupCluster(input_folder=str(w / "buckets"), output_folder=str(w / "remove"),
-                                               config=cfg)], tasks=1, **common(3)).run()
-    LocalPipelineExecutor([JsonlReader(str(data.parent), glob_pattern=data.name),
-                           MinhashDedupFilter(input_folder=str(w / "remove"),
-                                              exclusion_writer=JsonlWriter(str(w / "removed"), compression=None))],
-                          tasks=1, **common(4)).run()
-    return {orjson.loads(line)["id"] for f in (w / "removed").glob("*.jsonl") for line in f.read_bytes().splitlines()}
+    removed, _ = datatrove_minhash.run(data.parent, workdir / "datatrove", glob=data.name, tasks=1, workers=2)
+    return set(removed)
 
 
 def _xxhash_takes_text() -> None:
