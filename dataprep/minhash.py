@@ -20,11 +20,20 @@ The pieces, in the order a batch goes through them:
   shingle into one random slot, so filling all slots costs about ``num_perm * ln(num_perm)``
   throws per document instead of ``num_perm`` hashes per shingle.
 * :func:`sequence_hash` -- a 128-bit hash of a token sequence (exact duplicates).
+
+Two implementations give the same values, bit for bit: numba-compiled kernels
+(:mod:`corpusmill.dataprep._minhash_kernels`, one pass per document), and the numpy code below,
+the fallback and the reference. Every function taking ``backend`` chooses with it: ``"numba"``,
+``"numpy"``, ``"auto"``, or ``None`` for ``$CORPUSMILL_MINHASH_BACKEND``, else ``auto`` (see
+:func:`_kernels`).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -38,6 +47,83 @@ _MUL_SHINGLE = U64(0x9FB21C651E98DF25)
 EMPTY = np.uint32(0xFFFFFFFF)  # a slot of a document without shingles
 _ROUNDS = 255  # bucketing rounds; round code 255 marks a slot filled by the fallback hash
 _RANK_BITS = 24
+
+
+#: environment variable choosing the backend of every call that does not name one: ``numba``
+#: (an error when numba cannot be imported), ``numpy``, or ``auto`` (the default; see
+#: :func:`_kernels`)
+BACKEND_ENV = "CORPUSMILL_MINHASH_BACKEND"
+BACKENDS = ("auto", "numba", "numpy")
+#: documents a process signs on the numpy path under ``auto`` before it loads the kernels:
+#: importing numba and loading the cached kernels (~0.6 s on one core of the reference machine)
+#: costs what the kernels save on about 180,000 documents (~3.3 us each), so a process that
+#: signs fewer never pays for numba, and one that signs more pays at most twice the best choice
+AUTO_AFTER_DOCS = 200_000
+_signed_on_numpy = 0
+
+
+@dataclass(frozen=True)
+class KernelLoad:
+    """How this process got the compiled kernels: ``module`` is None when it could not
+    (``reason`` says why); the seconds are wall time, importing numba apart from compiling or
+    loading the kernels from numba's on-disk cache (``cache_dir``)."""
+
+    module: object | None
+    reason: str = ""
+    import_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    cache_dir: str = ""
+
+
+@lru_cache(maxsize=1)
+def load_kernels() -> KernelLoad:
+    """Import numba and the kernels, once per process and never at import time: a run without
+    near-duplicate detection does not pay for numba."""
+    t0 = time.perf_counter()
+    try:
+        import numba
+    except ImportError as exc:
+        return KernelLoad(None, f"numba cannot be imported ({exc}); pip install numba")
+    if numba.config.DISABLE_JIT:
+        return KernelLoad(None, "NUMBA_DISABLE_JIT is set: the kernels would run as plain Python")
+    t1 = time.perf_counter()
+    from corpusmill.dataprep import _minhash_kernels as kernels
+
+    return KernelLoad(kernels, "", t1 - t0, time.perf_counter() - t1, kernels.cache_dir())
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """``backend`` if given, else ``$CORPUSMILL_MINHASH_BACKEND``, else ``auto``; a ValueError
+    names an unknown one."""
+    choice = backend or os.environ.get(BACKEND_ENV) or "auto"
+    if choice not in BACKENDS:
+        where = "backend" if backend else f"${BACKEND_ENV}"
+        raise ValueError(f"{where} is {choice!r}; expected one of {', '.join(BACKENDS)}")
+    return choice
+
+
+def _kernels(backend: str | None, sign_docs: int = 0):
+    """The kernel module a call uses, or None for the numpy path.
+
+    ``numba`` loads the kernels (a RuntimeError says why when they cannot be loaded), ``numpy``
+    never does. ``auto`` uses them once they are loaded, and loads them when this process has
+    signed :data:`AUTO_AFTER_DOCS` documents on the numpy path (``sign_docs``: the documents
+    this call signs; shingling alone never triggers the load); without numba it stays on numpy.
+    Both paths give the same values, so which one a batch takes changes nothing but the time.
+    """
+    global _signed_on_numpy
+    choice = resolve_backend(backend)
+    if choice == "numpy":
+        return None
+    if choice == "numba":
+        load = load_kernels()
+        if load.module is None:
+            raise RuntimeError(f"the numba MinHash backend was asked for, but {load.reason}")
+        return load.module
+    if load_kernels.cache_info().currsize or _signed_on_numpy + sign_docs > AUTO_AFTER_DOCS:
+        return load_kernels().module
+    _signed_on_numpy += sign_docs
+    return None
 
 
 def splitmix64(seed: int, n: int, stream: int = 0) -> np.ndarray:
@@ -63,7 +149,7 @@ def fmix64(h: np.ndarray) -> np.ndarray:
 _TAIL_MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [MASK64], dtype=U64)
 
 
-def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, backend: str | None = None) -> np.ndarray:
     """A 64-bit hash of the bytes ``data[s:e]`` of every span, read eight bytes at a time.
 
     The state starts as the span's length times the golden ratio; each step xors in the next
@@ -71,6 +157,9 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     constant and xor-shifts right by 29. Spans of up to eight bytes (most words) take one step.
     Callers combine these values and finish with :func:`fmix64`.
     """
+    kernels = _kernels(backend)
+    if kernels is not None:
+        return kernels.span_hashes(*_contiguous(data, starts, ends))
     n = len(starts)
     if n == 0:
         return np.zeros(0, U64)
@@ -94,6 +183,12 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
         step += 8
         long = long[length[long] > step]
     return h
+
+
+def _contiguous(data: np.ndarray, *index: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A byte buffer and int64 index arrays as the kernels' signatures take them."""
+    return (np.ascontiguousarray(data, dtype=np.uint8),
+            *(np.ascontiguousarray(a, dtype=np.int64) for a in index))
 
 
 @dataclass
@@ -120,22 +215,30 @@ class Shingles:
         return Shingles(self.hashes[src], offsets)
 
 
-def token_hashes(tokens: TokenSpans) -> np.ndarray:
-    return span_hashes(tokens.data, tokens.starts, tokens.ends)
+def token_hashes(tokens: TokenSpans, *, backend: str | None = None) -> np.ndarray:
+    return span_hashes(tokens.data, tokens.starts, tokens.ends, backend=backend)
 
 
-def word_shingles(tokens: TokenSpans, n: int) -> Shingles:
+def word_shingles(tokens: TokenSpans, n: int, *, backend: str | None = None) -> Shingles:
     """Hashes of every run of ``n`` consecutive words of each document; a document of fewer
     than ``n`` words (but at least one) is one shingle of all its words.
 
     A shingle hash is ``fmix64((...(t1 * c + t2) * c + ... + tk) ^ k)`` over its word hashes.
     """
-    t = token_hashes(tokens)
+    if n < 1:
+        raise ValueError(f"a shingle has at least one word, got n={n}")
     counts = tokens.counts
-    total = len(t)
     per_doc = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(per_doc, out=offsets[1:])
+    kernels = _kernels(backend)
+    if kernels is not None:
+        out = np.empty(offsets[-1], dtype=U64)
+        data, starts, ends, doc_offsets = _contiguous(tokens.data, tokens.starts, tokens.ends, tokens.doc_offsets)
+        kernels.word_shingles(data, starts, ends, doc_offsets, n, offsets, out)
+        return Shingles(out, offsets)
+    t = token_hashes(tokens, backend="numpy")
+    total = len(t)
     # every window of n consecutive words, then keep those inside one document
     width = max(total - n + 1, 0)
     acc = t[:width].copy()
@@ -161,7 +264,7 @@ def word_shingles(tokens: TokenSpans, n: int) -> Shingles:
     return Shingles(fmix64(out), offsets)
 
 
-def char_shingles(normalised, n: int) -> Shingles:
+def char_shingles(normalised, n: int, *, backend: str | None = None) -> Shingles:
     """Hashes of every run of ``n`` consecutive characters of each normalised document
     (words joined by one space); a shorter, non-empty document is one shingle."""
     data, doc_offsets = normalised.data, normalised.offsets
@@ -176,7 +279,7 @@ def char_shingles(normalised, n: int) -> Shingles:
     first = char_offsets[:-1][doc] + (np.arange(offsets[-1]) - offsets[doc])
     last = first + np.minimum(counts[doc], n)  # exclusive, in characters
     char_end = np.append(char_pos, len(data))
-    return Shingles(fmix64(span_hashes(data, char_pos[first], char_end[last])), offsets)
+    return Shingles(fmix64(span_hashes(data, char_pos[first], char_end[last], backend=backend)), offsets)
 
 
 @dataclass(frozen=True)
@@ -186,12 +289,12 @@ class Shingling:
     kind: str = "word"
     n: int = 3
 
-    def shingles(self, texts) -> Shingles:
+    def shingles(self, texts, *, backend: str | None = None) -> Shingles:
         """Shingles of every text of a string column."""
         form = NormalForm.words()
         if self.kind == "word":
-            return word_shingles(tokenize(texts, form), self.n)
-        return char_shingles(normalise(texts, form), self.n)
+            return word_shingles(tokenize(texts, form), self.n, backend=backend)
+        return char_shingles(normalise(texts, form), self.n, backend=backend)
 
 
 class MinHasher:
@@ -206,11 +309,15 @@ class MinHasher:
     classic MinHash. ``0xFFFFFFFF`` in every slot marks a document without shingles.
     """
 
-    def __init__(self, num_perm: int, seed: int, *, chunk_shingles: int = 1 << 17, chunk_docs: int = 4096) -> None:
+    def __init__(self, num_perm: int, seed: int, *, chunk_shingles: int = 1 << 17, chunk_docs: int = 4096,
+                 backend: str | None = None) -> None:
         if not 1 <= num_perm <= 4096:
             raise ValueError(f"num_perm must be in 1..4096, got {num_perm}")
+        if backend is not None:
+            resolve_backend(backend)  # an unknown name fails here, not on the first batch
         self.num_perm = num_perm
         self.seed = seed
+        self.backend = backend
         self.chunk_shingles = chunk_shingles
         self.chunk_docs = chunk_docs
         self.round_mult = (splitmix64(seed, _ROUNDS, stream=1) | U64(1)).astype(np.uint32)
@@ -229,6 +336,13 @@ class MinHasher:
         """[documents x num_perm] uint32 signatures."""
         n, p = len(shingles), self.num_perm
         sig = np.full((n, p), EMPTY, dtype=np.uint32)
+        kernels = _kernels(self.backend, sign_docs=n)
+        if kernels is not None:
+            kernels.signatures(np.ascontiguousarray(shingles.hashes, dtype=U64),
+                               np.ascontiguousarray(shingles.offsets, dtype=np.int64), self.round_mult,
+                               self.fallback_mult, self.fallback_add, int(self._slot_shift) if self._pow2 else 0,
+                               int(np.ceil(self.num_perm * np.log(self.num_perm))), sig)
+            return sig
         counts = shingles.counts
         docs = np.flatnonzero(counts > 0)
         if not docs.size:
