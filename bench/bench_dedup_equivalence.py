@@ -34,7 +34,8 @@ word edits. datatrove runs its own four-step MinHash pipeline (needs ``pip insta
 interpreters of their own, since their pins clash with corpusmill's (text-dedup 0.4.0 needs
 ``datasets`` 2.x on numpy 1, Data-Juicer ``datasets`` 4.7 and ``fsspec`` 2026): pass
 ``--text-dedup-python`` / ``--data-juicer-python`` (or set ``CORPUSMILL_TEXT_DEDUP_PYTHON`` /
-``CORPUSMILL_DATA_JUICER_PYTHON``), made as docs/dedup.md shows. A small driver reads the corpus
+``CORPUSMILL_DATA_JUICER_PYTHON``), made as docs/dedup.md shows; by default the venvs
+bench/bench_peers.py builds under bench/data/peer-envs/, when they are there. A small driver reads the corpus
 in that interpreter, runs the tool and writes the ids it removed; the table puts its count next
 to corpusmill at the tool's layout, with how many removed ids the two share and how many of its
 removals fall in a family where corpusmill removes as many (agreement whichever row each keeps).
@@ -66,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402
 
 from bench import dedup_corpus  # noqa: E402
-from bench.common import save_result  # noqa: E402
+from bench.common import DATA_DIR, save_result  # noqa: E402
 
 #: (label, tool whose default it reproduces, near options)
 CONFIGS = [
@@ -131,19 +132,22 @@ json.dump({"version": version("py-data-juicer"), "layout": f"{op.num_bands} x {o
            "removed": [i for i in ds["id"] if i not in kept]}, open(work + "/removed.json", "w"))
 """
 
-#: tool -> (flag, environment variable, driver, venv recipe)
+#: tool -> (flag, environment variable, driver, venv recipe). bench/bench_peers.py builds the same venvs
+#: under bench/data/peer-envs/<tool in lower case>; when there, they are the default.
 PEERS = {
     "text-dedup": ("--text-dedup-python", "CORPUSMILL_TEXT_DEDUP_PYTHON", TEXT_DEDUP_DRIVER,
                    "python3 -m venv /tmp/venv-textdedup && /tmp/venv-textdedup/bin/pip install --no-deps "
-                   "text-dedup==0.4.0 && /tmp/venv-textdedup/bin/pip install 'datasets==2.19.2' 'numpy<2' "
-                   "'pyarrow<17' click 'click-option-group<0.6' scipy xxhash ftfy regex 'rich<14' tqdm"),
+                   "-r bench/peers/text-dedup.txt (or run bench/bench_peers.py once)"),
     "Data-Juicer": ("--data-juicer-python", "CORPUSMILL_DATA_JUICER_PYTHON", DATA_JUICER_DRIVER,
                     "python3 -m venv /tmp/venv-datajuicer && /tmp/venv-datajuicer/bin/pip install --no-deps "
-                    "py-data-juicer==1.6.1 && /tmp/venv-datajuicer/bin/pip install 'datasets>=4.7' loguru pillow "
-                    "regex 'pydantic>=2' tqdm scipy 'jsonargparse[signatures]' pandas psutil dill==0.3.8 "
-                    "multiprocess==0.70.16 lz4 zstandard jsonlines tabulate tomli aiohttp httpx wget emoji requests "
-                    "beautifulsoup4"),
+                    "-r bench/peers/data-juicer.txt (or run bench/bench_peers.py once)"),
 }
+
+
+def _peer_env_python(tool: str) -> str | None:
+    """The python of the venv bench/bench_peers.py built for ``tool``, if it did."""
+    python = DATA_DIR / "peer-envs" / tool.lower() / "bin" / "python"
+    return str(python) if python.is_file() else None
 
 
 def run_peer(tool: str, python: str, data: Path, workdir: Path) -> dict:
@@ -213,8 +217,9 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=30_000, help="documents in the corpus (default 30,000)")
     ap.add_argument("--no-datatrove", action="store_true", help="skip the datatrove run")
     for tool, (flag, env, _, _) in PEERS.items():
-        ap.add_argument(flag, default=os.environ.get(env), metavar="PATH",
-                        help=f"python of a venv with {tool} installed: run it on the corpus too (default ${env})")
+        ap.add_argument(flag, default=os.environ.get(env) or _peer_env_python(tool), metavar="PATH",
+                        help=f"python of a venv with {tool} installed: run it on the corpus too (default ${env}, "
+                             f"else bench/data/peer-envs/{tool.lower()} if bench_peers.py built it)")
     args = ap.parse_args()
     pythons = {tool: getattr(args, flag[2:].replace("-", "_")) for tool, (flag, *_) in PEERS.items()}
     docs = dedup_corpus.build(args.docs, copy_share=0.25, reuse=False, mean_bytes=400, seed=2)

@@ -1,5 +1,6 @@
 """bench/bench_peers.py: the scores against planted families, a peer whose environment cannot be
-built is skipped with a message while corpusmill still runs, and a tool past its time is stopped."""
+built is skipped with a message while corpusmill still runs, and a tool past its time or memory is
+stopped."""
 
 from __future__ import annotations
 
@@ -46,10 +47,13 @@ def test_a_peer_that_cannot_be_built_is_skipped_and_corpusmill_still_runs(tmp_pa
     assert rows[0]["seconds"] > 0 and rows[0]["peak_rss_mb"] > 0
 
 
-def test_a_tool_past_its_time_is_stopped(tmp_path):
+def test_a_tool_past_its_time_or_memory_is_stopped(tmp_path):
     m = bench_peers.measure([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "log.txt",
                             timeout=1)
-    assert m["stopped"] and m["seconds"] < 10
+    assert m["stopped"] == "> 1 s" and m["seconds"] < 10
+    m = bench_peers.measure([sys.executable, "-c", "import time; b = bytearray(400 << 20); time.sleep(60)"],
+                            log=tmp_path / "log.txt", max_mb=100)
+    assert m["stopped"] == "> 100 MB" and m["seconds"] < 10
     m = bench_peers.measure([sys.executable, "-c", "raise SystemExit('no such corpus')"], log=tmp_path / "log.txt",
                             timeout=10)
     assert "no such corpus" in m["failed"]
