@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -208,18 +209,15 @@ def test_auto_loads_the_kernels_only_after_many_documents(monkeypatch):
 
 
 @pytest.mark.skipif("not numba_available()", reason="numba is not installed")
-def test_kernels_are_cached_under_the_user_cache(tmp_path):
-    """The compiled kernels go to ``$CORPUSMILL_CACHE/numba``, not next to the installed code
-    (which may be read-only), and a second process loads them from there."""
-    env = {"CORPUSMILL_CACHE": str(tmp_path / "cache")}
-    env_without = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    code = ("from corpusmill.dataprep import minhash as m\n"
-            "load = m.load_kernels(); assert load.module is not None, load.reason\n"
-            "print(load.cache_dir)")
-    for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**env_without, **env}, timeout=300)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == str(tmp_path / "cache" / "numba")
-    cached = sorted(p.name for p in (tmp_path / "cache" / "numba").rglob("*.nbi"))
-    assert [name.split(".")[1].split("-")[0] for name in cached] == ["signatures", "span_hashes", "word_shingles"]
+def test_kernels_are_cached_under_the_user_cache():
+    """The compiled kernels go to ``$CORPUSMILL_CACHE/numba`` (here the test session's), not
+    next to the installed code, which may be read-only; a new process loads them from there."""
+    cache = Path(os.environ["CORPUSMILL_CACHE"]) / "numba"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", "from corpusmill.dataprep import minhash as m\n"
+                           "load = m.load_kernels(); assert load.module is not None, load.reason\n"
+                           "print(load.cache_dir)"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(cache)
+    cached = sorted(p.name.split(".")[1].split("-")[0] for p in cache.rglob("_minhash_kernels.*.nbi"))
+    assert cached == ["signatures", "span_hashes", "word_shingles"]
