@@ -18,6 +18,7 @@ import re
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -326,7 +327,16 @@ class EmbeddingScorer:
         self.encoder = SentenceEncoder(model, max_tokens=max_tokens)
         self.batch_rows = batch_rows
         self.threads = threads
-        self.centroid = self._encode(target_texts).mean(axis=0)
+        self.target_texts = target_texts
+
+    @cached_property
+    def centroid(self) -> np.ndarray:
+        """The target examples' mean vector (computed when first needed: hybrid's map never needs it)."""
+        return self._encode(self.target_texts).mean(axis=0)
+
+    def encode(self, texts) -> np.ndarray:
+        """Embeddings of ``texts`` (an Arrow array or a list), float32, one row per text."""
+        return self._encode(texts.to_pylist() if hasattr(texts, "to_pylist") else list(texts))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         from threadpoolctl import threadpool_limits
@@ -337,3 +347,106 @@ class EmbeddingScorer:
     def score(self, texts) -> np.ndarray:
         values = texts.to_pylist() if hasattr(texts, "to_pylist") else list(texts)
         return (self._encode(values) @ self.centroid).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- the hybrid scorer
+
+
+def logistic_newton(X: np.ndarray, y: np.ndarray, l2: float, iters: int = 50) -> np.ndarray:
+    """Class-balanced, L2-penalised logistic regression by Newton's method (float64, from zero
+    weights, so deterministic): each class carries half the loss; the bias is not penalised.
+    Returns the weights with the bias last."""
+    n, d = X.shape
+    Xb = np.hstack([X.astype(np.float64), np.ones((n, 1))])
+    pos = max(float(y.sum()), 1.0)
+    neg = max(n - float(y.sum()), 1.0)
+    sw = np.where(y == 1, 0.5 / pos, 0.5 / neg)
+    reg = np.full(d + 1, l2)
+    reg[-1] = 1e-8  # keeps the Hessian positive definite when a class is empty
+    w = np.zeros(d + 1)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(Xb @ w)))
+        g = Xb.T @ (sw * (p - y)) + reg * w
+        H = (Xb * (sw * p * (1.0 - p))[:, None]).T @ Xb
+        H[np.diag_indices_from(H)] += reg
+        step = np.linalg.solve(H, g)
+        w -= step
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    return w
+
+
+class EmbeddingClassifier:
+    """Logistic regression on sentence embeddings, the target examples (1) against a seeded
+    sample of the pool (0), cross-fitted exactly as :class:`LinearClassifier` (same sample keys,
+    same two folds), fitted by Newton's method: P(in-domain) in [0, 1].
+
+    Where the cosine to the target's mean vector (``embedding``) ranks by everything the examples
+    share, their style and length included, the classifier learns which directions separate them
+    from the pool: on the benchmark's pools it ranks the domain well above the centroid."""
+
+    def __init__(self, target_vectors: np.ndarray, negatives: int, l2: float) -> None:
+        self.target = np.asarray(target_vectors, np.float64)
+        self.negatives = negatives
+        self.l2 = l2
+        self.models: list[np.ndarray] = []
+        self.cut = np.uint64(0)
+
+    def fit(self, pool: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]) -> dict:
+        keys = np.concatenate([k for _, k in pool()] or [np.zeros(0, np.uint64)])
+        n_neg = min(self.negatives, len(keys))
+        if n_neg == 0:
+            raise ValueError("the classifier needs at least one pool row as a negative example")
+        self.cut = np.partition(keys, n_neg - 1)[n_neg - 1]
+        chosen, chosen_keys = [], []
+        for vecs, k in pool():
+            sel = np.flatnonzero(k <= self.cut)
+            chosen.append(np.asarray(vecs[sel], np.float64))
+            chosen_keys.append(k[sel])
+        neg_keys = np.concatenate(chosen_keys)
+        order = np.argsort(neg_keys, kind="stable")  # by key: independent of the shard layout
+        neg, neg_keys = np.concatenate(chosen)[order], neg_keys[order]
+        self.models = []
+        for fold in (0, 1):
+            mine = neg[_fold(neg_keys) == fold]
+            X = np.vstack([self.target, mine])
+            y = np.concatenate([np.ones(len(self.target)), np.zeros(len(mine))])
+            self.models.append(logistic_newton(X, y, self.l2))
+        return {"train_positives": len(self.target), "train_negatives": int(len(neg))}
+
+    def score(self, vecs: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        X = np.asarray(vecs, np.float64)
+        p = [1.0 / (1.0 + np.exp(-(X @ w[:-1] + w[-1]))) for w in self.models]
+        out = (p[0] + p[1]) / 2
+        if keys is not None:
+            sampled = keys <= self.cut
+            fold = _fold(keys)
+            out = np.where(sampled & (fold == 0), p[1], np.where(sampled & (fold == 1), p[0], out))
+        return out
+
+
+class HybridScorer:
+    """The mean of two cross-fitted classifiers' P(in-domain): :class:`LinearClassifier` on hashed
+    n-grams (which words and phrases the domain uses) and :class:`EmbeddingClassifier` on
+    sentence embeddings (what the text is about, in other words too). Both train on the same
+    pool sample and folds. The pool yields ``(features, keys, vectors)`` per chunk; the map phase
+    computes the vectors with :meth:`vectors`."""
+
+    def __init__(self, ngrams: LinearClassifier, encoder: "EmbeddingScorer", embedding_l2: float) -> None:
+        self.ngrams = ngrams
+        self.encoder = encoder
+        self.embedding_l2 = embedding_l2
+        self.embeddings: EmbeddingClassifier | None = None
+
+    def vectors(self, texts) -> np.ndarray:
+        return self.encoder.encode(texts)
+
+    def fit(self, pool: Callable[[], Iterator[tuple[Features, np.ndarray, np.ndarray]]]) -> dict:
+        self.embeddings = EmbeddingClassifier(self.encoder.encode(self.encoder.target_texts), self.ngrams.negatives,
+                                              self.embedding_l2)
+        stats = self.ngrams.fit(lambda: ((f, k) for f, k, _ in pool()))
+        stats_e = self.embeddings.fit(lambda: ((v, k) for _, k, v in pool()))
+        return {**stats, "embedding_train_negatives": stats_e["train_negatives"]}
+
+    def score(self, feats: Features, keys: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+        return (self.ngrams.score(feats, keys) + self.embeddings.score(vecs, keys)) / 2

