@@ -416,7 +416,9 @@ class EmbeddingClassifier:
 
     def score(self, vecs: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         X = np.asarray(vecs, np.float64)
-        p = [1.0 / (1.0 + np.exp(-(X @ w[:-1] + w[-1]))) for w in self.models]
+        # a row-wise sum, not X @ w: BLAS may round a row differently with the chunk's size, and a
+        # row's score must not depend on which rows share its shard
+        p = [1.0 / (1.0 + np.exp(-((X * w[:-1]).sum(axis=1) + w[-1]))) for w in self.models]
         out = (p[0] + p[1]) / 2
         if keys is not None:
             sampled = keys <= self.cut

@@ -115,6 +115,7 @@ def _scores(result) -> dict[str, tuple[float, bool]]:
 @pytest.mark.parametrize("method", [
     "ngram_importance", "classifier", "keywords",
     pytest.param("embedding", marks=needs_model),
+    pytest.param("hybrid", marks=needs_model),
 ])
 def test_a_clear_domain_is_ranked_above_the_rest(tmp_path, run, method):
     rows = _pool(tmp_path)
@@ -197,6 +198,7 @@ def test_top_k_top_fraction_and_min_score_cut_exactly(tmp_path, run):
 @pytest.mark.parametrize("select", [
     {"method": "classifier", "keep": {"top_fraction": 0.25}},
     {"method": "ngram_importance", "keep": {"top_k": 9}, "ngram_importance": {"resample": True}},
+    pytest.param({"keep": {"top_fraction": 0.25}}, marks=needs_model, id="the-default-hybrid"),
 ])
 def test_worker_count_does_not_change_a_byte(tmp_path, run, select):
     _pool(tmp_path)
@@ -315,3 +317,76 @@ def test_select_preview_shows_the_best_and_worst_rows_and_the_histogram(tmp_path
     assert "score histogram" in out and "top 2" in out and "keeps" in out
     assert main(["select", "preview", "--dataset", "nosuch@latest", "--target", str(tmp_path / "target.jsonl"),
                  "--store", str(tmp_path / "store")]) == 2
+
+
+@needs_model
+def test_the_default_is_hybrid_and_gives_the_same_bytes_every_run(tmp_path, run):
+    _pool(tmp_path)
+    write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
+    cfg = _pipeline({"target": "target.jsonl", "keep": {"top_k": len(COOKING)}}, execution={"shard_bytes": 1024})
+    first = run(cfg, store=tmp_path / "s1")
+    again = run(cfg, store=tmp_path / "s2")
+    assert first.manifest["shards"] > 2
+    assert first.version.id == again.version.id
+    assert first.manifest["files"] == again.manifest["files"]  # sha256 of every data, reject and index file
+    cut = json.loads((first.version.path / "index" / "select" / "cut.json").read_text())
+    assert cut["method"] == "hybrid" and cut["requested_method"] == "auto"
+    assert cut["fit"]["train_negatives"] == cut["fit"]["embedding_train_negatives"] == cut["rows"]
+    kept = {r["id"] for r in first.version.read_split("all").to_pylist()}
+    assert sum(i.startswith("c") for i in kept) >= len(COOKING) - 1, sorted(kept)
+    # hybrid's score is the mean of its two classifiers' probabilities, cross-fitted on the same sample
+    explicit = run(_pipeline({"target": "target.jsonl", "method": "hybrid", "keep": {"top_k": len(COOKING)}},
+                             execution={"shard_bytes": 1024}), store=tmp_path / "s3")
+    assert _scores(explicit) == _scores(first)
+
+
+def test_the_default_without_the_embedding_model_is_the_classifier_with_a_note(tmp_path, run, monkeypatch, capfd):
+    from corpusmill.dataprep import select as sel
+
+    monkeypatch.setattr(sel, "embedding_installed", lambda: False)
+    _pool(tmp_path)
+    write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
+    default = run(_pipeline({"target": "target.jsonl", "keep": {"top_k": len(COOKING)}}), workers=1,
+                  store=tmp_path / "s1")
+    assert "method auto runs classifier" in capfd.readouterr().err
+    classifier = run(_pipeline({"target": "target.jsonl", "method": "classifier", "keep": {"top_k": len(COOKING)}}),
+                     workers=1, store=tmp_path / "s2")
+    assert _scores(default) == _scores(classifier)  # the same scores, row for row
+    # but not the same version: the resolved method is part of the version id
+    assert default.version.id != classifier.version.id
+    cut = json.loads((default.version.path / "index" / "select" / "cut.json").read_text())
+    assert cut["method"] == "classifier" and cut["requested_method"] == "auto"
+
+
+def test_hybrid_options_are_checked():
+    from pydantic import ValidationError
+
+    from corpusmill.dataprep.select import SelectConfig
+
+    with pytest.raises(ValidationError, match="hybrid: options given, but method is classifier"):
+        SelectConfig(target="t.jsonl", method="classifier", keep={"top_k": 3}, hybrid={"embedding_l2": 0.01})
+    with pytest.raises(ValidationError, match="embedding_l2"):
+        SelectConfig(target="t.jsonl", keep={"top_k": 3}, hybrid={"embedding_l2": -1})
+    # the default (auto) and hybrid read the classifier's, the embedding's and hybrid's options
+    for method in ("auto", "hybrid"):
+        SelectConfig(target="t.jsonl", method=method, keep={"top_k": 3}, classifier={"steps": 50},
+                     embedding={"batch_rows": 8}, hybrid={"embedding_l2": 0.01})
+
+
+def test_the_embedding_classifier_is_deterministic_and_separates_the_classes():
+    from corpusmill.dataprep.domain_scores import EmbeddingClassifier
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=16)
+    target = centre + rng.normal(scale=0.8, size=(20, 16))
+    pool = np.vstack([centre + rng.normal(scale=0.8, size=(10, 16)), rng.normal(size=(90, 16))])
+    keys = np.arange(100, dtype=np.uint64) * np.uint64(977)
+    scores = []
+    for chunks in ([(pool, keys)], [(pool[:37], keys[:37]), (pool[37:], keys[37:])]):  # any shard layout
+        clf = EmbeddingClassifier(target, negatives=60, l2=1e-3)
+        clf.fit(lambda: iter(chunks))
+        scores.append(np.concatenate([clf.score(v, k) for v, k in chunks]))
+    assert np.array_equal(scores[0], scores[1])
+    assert np.all((scores[0] >= 0) & (scores[0] <= 1))
+    auc = np.mean([a > b for a in scores[0][:10] for b in scores[0][10:]])
+    assert auc >= 0.95, auc
