@@ -592,7 +592,7 @@ def add_select_parser(sub, store_help: str) -> None:
     x.add_argument("--step", type=whole_number(0), default=None, help="which select step (0-based among select steps; default: the first)")
     x.add_argument("--dataset", help="NAME@REF[:split] in the store to score instead of a pipeline's inputs")
     x.add_argument("--target", help="with --dataset: examples of the domain (file or NAME@REF[:split])")
-    x.add_argument("--method", choices=["ngram_importance", "classifier", "embedding", "keywords"], default=None,
+    x.add_argument("--method", choices=["auto", "hybrid", "ngram_importance", "classifier", "embedding", "keywords"], default=None,
                    help="with --dataset: scoring method (default: the stage's default)")
     x.add_argument("--keyword", action="append", help="with --method keywords: a keyword (repeatable)")
     x.add_argument("--limit", type=whole_number(0), default=20000, help="rows scored, from the start (default 20000; 0 = all)")
