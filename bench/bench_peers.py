@@ -94,18 +94,19 @@ EQUIVALENCE_NAMES = {"text-dedup": "text-dedup", "data-juicer": "Data-Juicer"}
 
 @dataclass
 class Run:
+    key: str
     label: str
     env: str | None  # the peer environment; None: corpusmill in this one
     args: list[str] = field(default_factory=list)  # the driver's options
 
 
 RUNS = [
-    Run("corpusmill, exact + near (defaults: 3-grams, 0.8, verified)", None),
-    Run("datatrove, defaults (5-grams)", "datatrove", ["--tasks", "2", "--workers", "2"]),
-    Run("datatrove, tuned to 0.8 (3-grams)", "datatrove",
+    Run("corpusmill", "corpusmill, exact + near (defaults: 3-grams, 0.8, verified)", None),
+    Run("datatrove", "datatrove, defaults (5-grams)", "datatrove", ["--tasks", "2", "--workers", "2"]),
+    Run("datatrove-tuned", "datatrove, tuned to 0.8 (3-grams)", "datatrove",
         ["--tasks", "2", "--workers", "2", "--ngram", "3", "--bands", "9", "--rows", "13"]),
-    Run("text-dedup, defaults (5-grams, 0.7)", "text-dedup", [str(WORKERS)]),
-    Run("Data-Juicer, defaults (5-grams, 0.7)", "data-juicer", [str(WORKERS)]),
+    Run("text-dedup", "text-dedup, defaults (5-grams, 0.7)", "text-dedup", [str(WORKERS)]),
+    Run("data-juicer", "Data-Juicer, defaults (5-grams, 0.7)", "data-juicer", [str(WORKERS)]),
 ]
 
 
@@ -345,7 +346,7 @@ def compare(data: Path, work: Path, runs: list[Run], *, timeout: float | None = 
     docs = load_truth(data)
     rows = []
     for run, m in measured:
-        row = {"method": run.label, "env": run.env, "options": run.args,
+        row = {"run": run.key, "method": run.label, "env": run.env, "options": run.args,
                **{k: m[k] for k in ("seconds", "cpu_seconds", "peak_rss_mb", "peak_pss_mb")}}
         if m.get("stopped") or m.get("failed"):
             row.update(stopped=m.get("stopped"), failed=m.get("failed"))
@@ -390,8 +391,8 @@ def main() -> None:
     unknown = wanted - set(ENV_CHECKS)
     if unknown:
         ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENV_CHECKS)}")
-    runs = [r for r in RUNS if (r.env is None or r.env in wanted)
-            and not (r.env == "datatrove" and args.datatrove != "both" and ("tuned" in r.label) != (args.datatrove == "tuned"))]
+    datatrove = {"both": {"datatrove", "datatrove-tuned"}, "default": {"datatrove"}, "tuned": {"datatrove-tuned"}}
+    runs = [r for r in RUNS if r.env is None or (r.env in wanted and (r.env != "datatrove" or r.key in datatrove[args.datatrove]))]
     for n in args.docs:
         data, text_bytes = corpus(n)
         work = DATA_DIR / "peers-work"
@@ -400,12 +401,15 @@ def main() -> None:
             rows = compare(data, work, runs, timeout=args.timeout, max_mb=args.max_mb)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        planted = rows[0]["planted_copies"] if rows and "planted_copies" in rows[0] else None
+        planted = next((r["planted_copies"] for r in rows if "planted_copies" in r), None)
         print(f"\n{n:,} documents ({text_bytes / 1e6:.0f} MB of text, {planted or 0:,} planted copies), "
               f"{WORKERS} workers, machine: {os.cpu_count()} cores")
         print(table(rows))
         save_result(f"peers_{n}", {"documents": n, "text_mb": round(text_bytes / 1e6, 1), "planted_copies": planted,
                                    "workers": WORKERS, "timeout": args.timeout, "max_mb": args.max_mb, "rows": rows})
+        ours = next(r for r in rows if r["env"] is None)
+        if ours.get("failed") or ours.get("stopped"):  # a peer may fail; corpusmill may not
+            raise SystemExit(f"corpusmill did not finish ({ours.get('stopped') or ''}):\n{ours.get('failed') or ''}")
 
 
 if __name__ == "__main__":
