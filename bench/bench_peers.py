@@ -358,18 +358,21 @@ def compare(data: Path, work: Path, runs: list[Run], *, timeout: float | None = 
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tool, configuration | version | bands x rows | wall s | CPU s | peak RSS MB | peak PSS MB | removed "
-             f"| precision | recall | recall, copies <= {LIGHT_EDITS:.0%} edited |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """The rows as a Markdown table; ``x corpusmill`` is each tool's wall time over corpusmill's."""
+    ours = next((r["seconds"] for r in rows if r["env"] is None and not (r.get("stopped") or r.get("failed"))), None)
+    lines = ["| tool, configuration | version | bands x rows | wall s | x corpusmill | CPU s | peak RSS MB | peak PSS MB "
+             f"| removed | precision | recall | recall, copies <= {LIGHT_EDITS:.0%} edited |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        ratio = f"{r['seconds'] / ours:.1f}x" if ours else ""
         if r.get("stopped") or r.get("failed"):
             why = f"{r['stopped']}, stopped" if r.get("stopped") else "failed"
-            lines.append(f"| {r['method']} | | | {why} | {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | "
+            lines.append(f"| {r['method']} | | | {why} | > {ratio} | {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | "
                          f"{r['peak_pss_mb']:,.0f} | | | | |")
         else:
-            lines.append(f"| {r['method']} | {r['version']} | {r['layout']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-                         f"{r['peak_rss_mb']:,.0f} | {r['peak_pss_mb']:,.0f} | {r['removed']:,} | {r['precision']:.4f} | "
-                         f"{r['recall']:.4f} | {r['recall_light']:.4f} |")
+            lines.append(f"| {r['method']} | {r['version']} | {r['layout']} | {r['seconds']:.1f} | {ratio} | "
+                         f"{r['cpu_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['peak_pss_mb']:,.0f} | {r['removed']:,} | "
+                         f"{r['precision']:.4f} | {r['recall']:.4f} | {r['recall_light']:.4f} |")
     return "\n".join(lines)
 
 
