@@ -183,15 +183,20 @@ def main() -> None:
     results: dict = {}
     speed: dict = {}
     for name in names:
-        src = SOURCES[name]()
+        try:
+            src = SOURCES[name]()
+            all_tasks = list(tasks(src, domains=src.domains[:1] if args.quick else None))
+        except SystemExit as err:  # a source whose Debian data is missing: say what to install, go on
+            print(f"{name}: skipped: {err}", flush=True)
+            continue
         print(f"{name}: {len(src.texts):,} labelled texts ({src.about}); per domain {N_TARGET} targets, pool "
               f"{src.pool_rows:,} with the domain at {src.share:.0%}", flush=True)
-        for task in tasks(src, domains=src.domains[:1] if args.quick else None):
+        for task in all_tasks:
             res = results[f"{name}/{task.domain}"] = run_task(src, task, with_embedding, args.recipes)
             print("  " + task.domain + ": " + ", ".join(
                 f"{m} {res[m]['p_at_share']:.3f}/{res[m]['r_at_25']:.3f}" for m in methods), flush=True)
         if with_embedding and args.speed_docs:
-            sample = [src.texts[i] for i in next(tasks(src)).pool[:args.speed_docs]]
+            sample = [src.texts[i] for i in all_tasks[0].pool[:args.speed_docs]]
             speed[name] = encoder_speed(sample)
             print(f"  encoder: {speed[name]} docs/s on {len(sample)} pool texts", flush=True)
 
@@ -206,6 +211,8 @@ def main() -> None:
     means: dict = {}
     for name in names:
         keys = [k for k in results if k.startswith(name + "/")]
+        if not keys:
+            continue
         means[name] = {m: {"p_at_share": round(float(np.mean([results[k][m]["p_at_share"] for k in keys])), 4),
                            "r_at_25": round(float(np.mean([results[k][m]["r_at_25"] for k in keys])), 4)}
                        for m in methods}
