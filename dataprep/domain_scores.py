@@ -319,12 +319,13 @@ class KeywordScorer:
 
 class EmbeddingScorer:
     """Mean cosine similarity between a document's sentence embedding and the target examples'
-    (= cosine to their mean vector, scaled), with the numpy MiniLM encoder."""
+    (= cosine to their mean vector, scaled), with the MiniLM encoder (:mod:`corpusmill.dataprep.minilm`)."""
 
-    def __init__(self, target_texts: list[str], model: str | None, max_tokens: int, batch_rows: int, threads: int) -> None:
+    def __init__(self, target_texts: list[str], model: str | None, max_tokens: int, batch_rows: int, threads: int,
+                 runtime: str = "onnxruntime", precision: str = "fp32") -> None:
         from corpusmill.dataprep.minilm import SentenceEncoder
 
-        self.encoder = SentenceEncoder(model, max_tokens=max_tokens)
+        self.encoder = SentenceEncoder(model, max_tokens=max_tokens, runtime=runtime, precision=precision, threads=threads)
         self.batch_rows = batch_rows
         self.threads = threads
         self.target_texts = target_texts
