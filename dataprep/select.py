@@ -170,7 +170,8 @@ class SelectConfig(StageConfig):
             if self.keywords is not None:
                 problems.append(f"keywords: is only used by method keywords (method is {self.method})")
         for m in ("ngram_importance", "classifier", "embedding", "hybrid"):
-            if m in self.model_fields_set and m not in _OPTION_BLOCKS[self.method]:
+            # a block equal to its defaults is harmless: a recorded (resolved) config holds them all
+            if m in self.model_fields_set and m not in _OPTION_BLOCKS[self.method] and getattr(self, m) != type(getattr(self, m))():
                 problems.append(f"{m}: options given, but method is {self.method}")
         if self.ngram_importance.resample and self.keep.min_score is not None:
             problems.append("ngram_importance.resample needs a top cut (top_fraction or top_k), not min_score")
@@ -333,9 +334,21 @@ class Select(ReduceStage):
             out["target"] = self.target.fingerprint
         if self.method in ("embedding", "hybrid"):
             out["model"] = self._model_identity()
-        if self.config.method == "auto":  # the same config runs hybrid or classifier: say which
-            out["method"] = self.method
         return out or None
+
+    def resolve(self, schema: pa.Schema) -> SelectConfig:
+        """``auto`` becomes the method it runs, in the recorded config and the version id: the
+        same pipeline without the embedding model is exactly ``classifier`` (same version), and a
+        refresh re-runs what the parent ran."""
+        if self.config.method != "auto":
+            return self.config
+        if self.method == "classifier":
+            print(f"[{self.name}] note: method auto runs classifier: the embedding model for hybrid (the better "
+                  f"method on the benchmark) is not installed; {INSTALL_EMBEDDING}", file=sys.stderr, flush=True)
+            # options of the half that does not run are dropped, so the recorded config validates
+            return self.config.model_copy(update={"method": "classifier", "embedding": EmbeddingOptions(),
+                                                  "hybrid": HybridOptions()})
+        return self.config.model_copy(update={"method": self.method})
 
     def _model_identity(self) -> str:
         if self.config.embedding.model:
@@ -441,9 +454,6 @@ class Select(ReduceStage):
     def reduce(self, facts: list[Path | None], decisions: Path, index: Path) -> dict[str, int]:
         c = self.config
         m = self.method
-        if c.method == "auto" and m == "classifier":
-            print(f"[{self.name}] note: method auto runs classifier: the embedding model for hybrid (the better "
-                  f"method on the benchmark) is not installed; {INSTALL_EMBEDDING}", file=sys.stderr, flush=True)
         shards = [(k, p) for k, p in enumerate(facts) if p is not None]
         fit_stats: dict = {}
         if m in ROW_METHODS:
@@ -473,7 +483,7 @@ class Select(ReduceStage):
             start += len(s)
         write_decisions(decisions, tables)
         summary = {
-            "method": m, "requested_method": c.method, "keep": c.keep.model_dump(exclude_none=True), "rows": int(len(all_scores)),
+            "method": m, "keep": c.keep.model_dump(exclude_none=True), "rows": int(len(all_scores)),
             "kept": int(keep.sum()), "lowest_kept_score": lowest,
             "score_quantiles": {q: float(np.quantile(all_scores, q / 100)) for q in (0, 10, 25, 50, 75, 90, 100)}
             if len(all_scores) else {},

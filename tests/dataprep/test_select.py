@@ -329,8 +329,10 @@ def test_the_default_is_hybrid_and_gives_the_same_bytes_every_run(tmp_path, run)
     assert first.manifest["shards"] > 2
     assert first.version.id == again.version.id
     assert first.manifest["files"] == again.manifest["files"]  # sha256 of every data, reject and index file
+    # auto is recorded as the method it ran, so a refresh re-runs the same
+    assert first.manifest["config"]["steps"][0]["select"]["method"] == "hybrid"
     cut = json.loads((first.version.path / "index" / "select" / "cut.json").read_text())
-    assert cut["method"] == "hybrid" and cut["requested_method"] == "auto"
+    assert cut["method"] == "hybrid"
     assert cut["fit"]["train_negatives"] == cut["fit"]["embedding_train_negatives"] == cut["rows"]
     kept = {r["id"] for r in first.version.read_split("all").to_pylist()}
     assert sum(i.startswith("c") for i in kept) >= len(COOKING) - 1, sorted(kept)
@@ -351,11 +353,23 @@ def test_the_default_without_the_embedding_model_is_the_classifier_with_a_note(t
     assert "method auto runs classifier" in capfd.readouterr().err
     classifier = run(_pipeline({"target": "target.jsonl", "method": "classifier", "keep": {"top_k": len(COOKING)}}),
                      workers=1, store=tmp_path / "s2")
-    assert _scores(default) == _scores(classifier)  # the same scores, row for row
-    # but not the same version: the resolved method is part of the version id
-    assert default.version.id != classifier.version.id
-    cut = json.loads((default.version.path / "index" / "select" / "cut.json").read_text())
-    assert cut["method"] == "classifier" and cut["requested_method"] == "auto"
+    # exactly the classifier: the same scores and the same version (auto is recorded as what ran)
+    assert _scores(default) == _scores(classifier)
+    assert default.version.id == classifier.version.id
+    assert default.manifest["config"]["steps"][0]["select"]["method"] == "classifier"
+
+
+def test_a_recorded_config_validates_again():
+    """The manifest records every option block (defaults filled in); re-reading it, as refresh
+    does, is not an error, and auto is recorded as the method it ran."""
+    from corpusmill.dataprep.select import Select, SelectConfig
+    from corpusmill.stage import RunInfo
+
+    for method in ("classifier", "ngram_importance", "auto"):
+        cfg = SelectConfig(target="t.jsonl", method=method, keep={"top_k": 3})
+        resolved = Select(cfg, name="select", run=RunInfo("d", 0)).resolve(pa.schema([]))
+        again = SelectConfig(**resolved.model_dump(mode="json"))
+        assert again == resolved and again.method != "auto"
 
 
 def test_hybrid_options_are_checked():
