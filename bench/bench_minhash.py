@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import os
 import json
 import re
@@ -49,15 +50,18 @@ def py_shingles(text: str) -> list[str]:
     return [" ".join(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
 
 
-def best_of(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` runs (the machine is shared: the best run is the least disturbed)."""
-    best = float("inf")
+def best_rates(runs: dict, repeats: int) -> dict:
+    """Documents per second of each run, its best of ``repeats`` wall times. The runs take turns
+    (each repeat times every run once), so a burst of load from other work on the shared
+    machine falls on all of them alike rather than on whichever was timed at that moment."""
+    best = {name: float("inf") for name in runs}
     for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for name, (fn, _n) in runs.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: n / best[name] for name, (_fn, n) in runs.items()}
 
 
 _LOAD = """
@@ -169,9 +173,7 @@ def main() -> None:
         "rensa RMinHash.update (text -> signature)": (rensa_from_text, len(docs)),
         "rensa RMinHash.update (pre-built shingles)": (rensa_prebuilt, len(docs)),
     }
-    rates = {}
-    for name, (fn, n) in runs.items():
-        rates[name] = n / best_of(fn, repeats)
+    rates = best_rates(runs, repeats)
     ours_rate = rates[ours_name]
     print(f"\n{len(docs):,} documents, {mean_bytes:.0f} bytes on average, {NUM_PERM} slots, word {NGRAM}-grams, one core;"
           f" shingles per document: corpusmill {ours_count:.1f}, the baselines' pre-built lists {theirs_count:.1f}")
@@ -197,7 +199,7 @@ def main() -> None:
         "shingles_per_doc": {"corpusmill": round(ours_count, 2), "baselines": round(theirs_count, 2)},
         "vs_rensa_sketch_alone": round(headline, 3), "backends_identical": bool(same),
         "kernel_load_s": {k: {n: round(v, 3) for n, v in d.items()} for k, d in loads.items()},
-        "versions": {"datasketch": datasketch.__version__, "rensa": getattr(rensa, "__version__", "0.5"),
+        "versions": {"datasketch": datasketch.__version__, "rensa": importlib.metadata.version("rensa"),
                      "numba": numba.__version__},
     })
 

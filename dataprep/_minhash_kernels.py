@@ -25,6 +25,7 @@ import warnings
 
 import numba
 import numpy as np
+from numba import types as nt
 
 U64 = np.uint64
 _GOLDEN = U64(0x9E3779B97F4A7C15)
@@ -41,6 +42,15 @@ _ROUNDS = 255
 _S8, _S16, _S24, _S29, _S32, _S33, _S40, _S48, _S56 = (U64(k) for k in (8, 16, 24, 29, 32, 33, 40, 48, 56))
 
 
+def _read(dtype, ndim: int = 1):
+    """An input array type: C-contiguous, read-only accepted (a writable array converts)."""
+    return nt.Array(dtype, ndim, "C", readonly=True)
+
+
+def _write(dtype, ndim: int = 1):
+    return nt.Array(dtype, ndim, "C")
+
+
 def cache_dir() -> str:
     """Where the compiled kernels are cached: ``$NUMBA_CACHE_DIR`` if set, else ``<cache>/numba``."""
     if os.environ.get("NUMBA_CACHE_DIR"):
@@ -50,7 +60,7 @@ def cache_dir() -> str:
     return str(cache_base() / "numba")
 
 
-def _compiled(signature: str):
+def _compiled(signature):
     """``numba.njit`` with an explicit signature, cached in :func:`cache_dir`."""
 
     def wrap(fn):
@@ -115,7 +125,7 @@ def _span_hash(data, start, end):
     return h
 
 
-@_compiled("uint64[::1](uint8[::1], int64[::1], int64[::1])")
+@_compiled(_write(nt.uint64)(_read(nt.uint8), _read(nt.int64), _read(nt.int64)))
 def span_hashes(data, starts, ends):
     """:func:`corpusmill.dataprep.minhash.span_hashes`."""
     out = np.empty(starts.size, dtype=np.uint64)
@@ -124,7 +134,8 @@ def span_hashes(data, starts, ends):
     return out
 
 
-@_compiled("void(uint8[::1], int64[::1], int64[::1], int64[::1], int64, int64[::1], uint64[::1])")
+@_compiled(nt.void(_read(nt.uint8), _read(nt.int64), _read(nt.int64), _read(nt.int64), nt.int64, _read(nt.int64),
+                   _write(nt.uint64)))
 def word_shingles(data, starts, ends, doc_offsets, n, offsets, out):
     """:func:`corpusmill.dataprep.minhash.word_shingles` into ``out`` (``offsets`` already made)."""
     t = np.empty(starts.size, dtype=np.uint64)
@@ -154,7 +165,8 @@ def _slot_and_key(x, m, code, pow2, shift, pp):
     return slot, np.uint32(code | (g & _RANK_MASK))
 
 
-@_compiled("void(uint64[::1], int64[::1], uint32[::1], uint32[::1], uint32[::1], int64, int64, uint32[:, ::1])")
+@_compiled(nt.void(_read(nt.uint64), _read(nt.int64), _read(nt.uint32), _read(nt.uint32), _read(nt.uint32), nt.int64,
+                   nt.int64, _write(nt.uint32, 2)))
 def signatures(hashes, offsets, round_mult, fallback_mult, fallback_add, slot_shift, throws, sig):
     """:meth:`corpusmill.dataprep.minhash.MinHasher.signatures` into ``sig`` (filled with EMPTY).
     ``slot_shift``: ``32 - log2(num_perm)`` when ``num_perm`` is a power of two, else 0;
@@ -208,3 +220,4 @@ def signatures(hashes, offsets, round_mult, fallback_mult, fallback_add, slot_sh
                 for i in range(c):
                     best = min(best, (((x[i] * a + b) & _MASK32) >> _S8))
                 keys[j] = np.uint32(_FALLBACK_CODE | best)
+

@@ -25,7 +25,7 @@ Two implementations give the same values, bit for bit: numba-compiled kernels
 (:mod:`corpusmill.dataprep._minhash_kernels`, one pass per document), and the numpy code below,
 the fallback and the reference. Every function taking ``backend`` chooses with it: ``"numba"``,
 ``"numpy"``, ``"auto"``, or ``None`` for ``$CORPUSMILL_MINHASH_BACKEND``, else ``auto`` (see
-:func:`_kernels`).
+:func:`compiled_kernels`).
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ _RANK_BITS = 24
 
 #: environment variable choosing the backend of every call that does not name one: ``numba``
 #: (an error when numba cannot be imported), ``numpy``, or ``auto`` (the default; see
-#: :func:`_kernels`)
+#: :func:`compiled_kernels`)
 BACKEND_ENV = "CORPUSMILL_MINHASH_BACKEND"
 BACKENDS = ("auto", "numba", "numpy")
 #: documents a process signs on the numpy path under ``auto`` before it loads the kernels:
-#: importing numba and loading the cached kernels (~0.6 s on one core of the reference machine)
-#: costs what the kernels save on about 180,000 documents (~3.3 us each), so a process that
-#: signs fewer never pays for numba, and one that signs more pays at most twice the best choice
+#: importing numba and loading the cached kernels (~0.4 s on the reference machine) costs what
+#: the kernels save on about 150,000 documents (~2.6 us each, text to signature; the break-even,
+#: rounded up), so a process that signs fewer never pays for numba, and one that signs more
+#: pays at most about twice what the best choice made in hindsight would have cost
 AUTO_AFTER_DOCS = 200_000
 _signed_on_numpy = 0
 
@@ -102,7 +103,7 @@ def resolve_backend(backend: str | None = None) -> str:
     return choice
 
 
-def _kernels(backend: str | None, sign_docs: int = 0):
+def compiled_kernels(backend: str | None, sign_docs: int = 0):
     """The kernel module a call uses, or None for the numpy path.
 
     ``numba`` loads the kernels (a RuntimeError says why when they cannot be loaded), ``numpy``
@@ -157,7 +158,7 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, backe
     constant and xor-shifts right by 29. Spans of up to eight bytes (most words) take one step.
     Callers combine these values and finish with :func:`fmix64`.
     """
-    kernels = _kernels(backend)
+    kernels = compiled_kernels(backend)
     if kernels is not None:
         return kernels.span_hashes(*_contiguous(data, starts, ends))
     n = len(starts)
@@ -231,7 +232,7 @@ def word_shingles(tokens: TokenSpans, n: int, *, backend: str | None = None) -> 
     per_doc = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(per_doc, out=offsets[1:])
-    kernels = _kernels(backend)
+    kernels = compiled_kernels(backend)
     if kernels is not None:
         out = np.empty(offsets[-1], dtype=U64)
         data, starts, ends, doc_offsets = _contiguous(tokens.data, tokens.starts, tokens.ends, tokens.doc_offsets)
@@ -336,7 +337,7 @@ class MinHasher:
         """[documents x num_perm] uint32 signatures."""
         n, p = len(shingles), self.num_perm
         sig = np.full((n, p), EMPTY, dtype=np.uint32)
-        kernels = _kernels(self.backend, sign_docs=n)
+        kernels = compiled_kernels(self.backend, sign_docs=n)
         if kernels is not None:
             kernels.signatures(np.ascontiguousarray(shingles.hashes, dtype=U64),
                                np.ascontiguousarray(shingles.offsets, dtype=np.int64), self.round_mult,

@@ -154,6 +154,19 @@ def test_compiled_kernels_give_the_numpy_values(kind, n):
                                   minhash.token_hashes(tokens, backend="numpy"))
 
 
+@pytest.mark.skipif("not numba_available()", reason="numba is not installed")
+def test_kernels_take_read_only_buffers():
+    """Arrow hands out its buffers read-only; the kernels accept them as numpy does."""
+    data = np.frombuffer("hello wörld, a longer token: internationalisation".encode(), dtype=np.uint8)
+    starts, ends = np.array([0, 6, 29]), np.array([5, 13, 49])
+    np.testing.assert_array_equal(minhash.span_hashes(data, starts, ends, backend="numba"),
+                                  minhash.span_hashes(data, starts, ends, backend="numpy"))
+    hashes = np.frombuffer(np.arange(1, 40, dtype=np.uint64).tobytes() * 7, dtype=np.uint64)
+    sh = minhash.Shingles(hashes, np.array([0, 100, 100, len(hashes)]))
+    np.testing.assert_array_equal(MinHasher(64, 2, backend="numba").signatures(sh),
+                                  MinHasher(64, 2, backend="numpy").signatures(sh))
+
+
 def test_backend_names_are_checked(monkeypatch):
     with pytest.raises(ValueError, match="expected one of auto, numba, numpy"):
         MinHasher(128, 0, backend="rust")
