@@ -160,7 +160,10 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, backe
     """
     kernels = compiled_kernels(backend)
     if kernels is not None:
-        return kernels.span_hashes(*_contiguous(data, starts, ends))
+        data, starts, ends = _contiguous(data, starts, ends)
+        if len(starts) and (starts.min() < 0 or ends.max() > len(data)):  # the kernel reads unchecked
+            raise ValueError(f"spans outside the {len(data)} bytes given")
+        return kernels.span_hashes(data, starts, ends)
     n = len(starts)
     if n == 0:
         return np.zeros(0, U64)
@@ -236,6 +239,8 @@ def word_shingles(tokens: TokenSpans, n: int, *, backend: str | None = None) -> 
     if kernels is not None:
         out = np.empty(offsets[-1], dtype=U64)
         data, starts, ends, doc_offsets = _contiguous(tokens.data, tokens.starts, tokens.ends, tokens.doc_offsets)
+        if len(starts) and (starts.min() < 0 or ends.max() > len(data) or doc_offsets[-1] > len(starts)):
+            raise ValueError("token spans outside their text")  # the kernel reads unchecked
         kernels.word_shingles(data, starts, ends, doc_offsets, n, offsets, out)
         return Shingles(out, offsets)
     t = token_hashes(tokens, backend="numpy")
@@ -339,8 +344,11 @@ class MinHasher:
         sig = np.full((n, p), EMPTY, dtype=np.uint32)
         kernels = compiled_kernels(self.backend, sign_docs=n)
         if kernels is not None:
-            kernels.signatures(np.ascontiguousarray(shingles.hashes, dtype=U64),
-                               np.ascontiguousarray(shingles.offsets, dtype=np.int64), self.round_mult,
+            hashes = np.ascontiguousarray(shingles.hashes, dtype=U64)
+            offsets = np.ascontiguousarray(shingles.offsets, dtype=np.int64)
+            if n and (offsets[0] < 0 or offsets[-1] > len(hashes) or (offsets[1:] < offsets[:-1]).any()):
+                raise ValueError("shingle offsets out of order or past the hashes")  # the kernel reads unchecked
+            kernels.signatures(hashes, offsets, self.round_mult,
                                self.fallback_mult, self.fallback_add, int(self._slot_shift) if self._pow2 else 0,
                                int(np.ceil(self.num_perm * np.log(self.num_perm))), sig)
             return sig
