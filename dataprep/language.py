@@ -84,8 +84,9 @@ class LanguageConfig(StageConfig):
     )
     min_score: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="a best guess with a lower probability is not trusted: lang = und. Default 0.5: below it "
-                    "the identifier gives the other languages together better odds than its own guess",
+        description="a best guess with a lower probability is not trusted: lang = und (texts from short_chars up to "
+                    "long_chars letters; a value you set here is long_min_score's default too). Default 0.5: below "
+                    "it the identifier gives the other languages together better odds than its own guess",
     )
     min_chars: int = Field(
         4, ge=0,

@@ -16,6 +16,8 @@ depend on its neighbours (docs/domain-selection.md, "Embedding runtime").
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from corpusmill.errors import ConfigError
@@ -120,10 +122,14 @@ def quantize_int8(model):
     with tempfile.TemporaryDirectory(prefix="corpusmill-minilm-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
-                         weight_type=QuantType.QInt8,
-                         # the contrib ops' outputs have no inferred type: they are float32
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        logging.disable(logging.WARNING)  # its advice to run a pre-processing script, at every start
+        try:
+            quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+                             weight_type=QuantType.QInt8,
+                             # the contrib ops' outputs have no inferred type: they are float32
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            logging.disable(logging.NOTSET)
         return onnx.load(str(dst))
 
 
