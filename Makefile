@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fort
 # WordNetCorpusReader; nothing is downloaded at run time). The tests read it too.
 WORDNET_PACKAGES := wordnet-base
 
-.PHONY: demo test test-all bench debian-data sft-data wordnet-data chromium clean
+.PHONY: demo test test-all bench bench-data debian-data sft-data wordnet-data chromium clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,19 @@ wordnet-data:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; \
 	fi
 
+# The benchmarks' extra real text: translated man pages in 20 languages (bench_language's sentence
+# set, bench/lang_sentences.py), the man pages of bench_select's pool (bench/select_pools.py), and
+# the English long descriptions of Debian's packages (the Translation-en index container images
+# skip), bench_select's other pool. Only what is missing is installed.
+bench-data: $(BIN)/.installed sft-data
+	@pkgs="$$($(BIN)/python -c 'from bench.lang_sentences import LANG_DEBIAN_PACKAGES as a; from bench.select_pools import MAN_PACKAGES as b; print(*sorted(set(a) | set(b)))')"; \
+	missing="$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ] || ! ls /var/lib/apt/lists/*Translation-en* >/dev/null 2>&1; then \
+	  echo "installing Debian packages and the English descriptions index: $$missing"; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=300 -o Acquire::Languages=en update -qq && \
+	  { [ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing >/dev/null; }; \
+	fi
+
 # Headless Chromium, for the test that renders each version's report.html and checks its console.
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -75,7 +88,7 @@ test-all: $(BIN)/.installed debian-data wordnet-data chromium
 	$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/pip install -q -e ".[ray]"
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: $(BIN)/.installed debian-data sft-data wordnet-data
+bench: $(BIN)/.installed debian-data sft-data wordnet-data bench-data
 	$(BIN)/pip install -q -e ".[bench,ray]"
 	$(BIN)/python bench/run_all.py
 
