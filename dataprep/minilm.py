@@ -160,7 +160,7 @@ class SentenceEncoder:
 
     ``runtime``: ``onnxruntime`` (the BERT graph built from the weights, run by ONNX Runtime's
     fused kernels; :mod:`corpusmill.dataprep.minilm_onnx`) or ``numpy`` (the reference forward
-    pass, ~10x slower). ``precision``: ``fp32``, or ``int8`` (onnxruntime only: int8 weights,
+    pass, 1.5-2x slower). ``precision``: ``fp32``, or ``int8`` (onnxruntime only: int8 weights,
     each text run on its own). ``threads``: intra-op threads (ONNX Runtime) or BLAS threads
     (numpy); 0 = the library's default (all cores)."""
 

@@ -9,7 +9,7 @@ reference's own numpy code, applied to the graph's last hidden layer.
 
 ``precision="int8"`` quantises the dense layers' weights to int8 after the graph is built
 (ONNX Runtime's dynamic quantisation: activations quantised per call, per tensor). It is faster
-and moves vectors by ~1e-2 in cosine; because an activation's scale is taken over the whole
+and moves vectors by up to ~2.5e-2 in cosine; because an activation's scale is taken over the whole
 tensor of a call, the encoder then runs every text on its own, so a text's vector still does not
 depend on its neighbours (docs/domain-selection.md, "Embedding runtime").
 """
@@ -34,7 +34,7 @@ def _need_onnx():
     except ImportError:
         raise ConfigError([
             "embedding.runtime onnxruntime needs onnxruntime and onnx: pip install 'corpusmill[select-embedding]' "
-            "(or set embedding.runtime: numpy, ~10x slower)"
+            "(or set embedding.runtime: numpy, about 2x slower)"
         ]) from None
     return onnx, onnxruntime
 
