@@ -37,6 +37,26 @@ def write_pipeline(path: Path, config: dict) -> Path:
     return path
 
 
+#: what `corpusmill run` must never import (the trainer's stack)
+TRAINING_MODULES = ("torch", "transformers", "peft", "sentence_transformers")
+
+
+def assert_run_imports_none(pipeline: Path, store: Path, *, workers: int = 1, modules=TRAINING_MODULES) -> None:
+    """Run ``corpusmill run PIPELINE`` in a fresh interpreter and fail if it did not succeed or any of
+    ``modules`` got imported in the command's process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from corpusmill.cli import main; "
+        f"rc = main(['run', {str(pipeline)!r}, '--store', {str(store)!r}, '--workers', '{workers}', '--quiet']); "
+        f"bad = [m for m in {tuple(modules)!r} if m in sys.modules]; "
+        "assert rc == 0 and not bad, (rc, bad)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """The user cache (remote store mirrors, the report's text facts) in a folder of this test

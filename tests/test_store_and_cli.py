@@ -11,7 +11,7 @@ import pytest
 from corpusmill.cli import main
 from corpusmill.errors import StoreError
 from corpusmill.store import Store
-from tests.conftest import REAL_TEXTS, write_jsonl, write_pipeline
+from tests.conftest import REAL_TEXTS, assert_run_imports_none, write_jsonl, write_pipeline
 
 
 def _cli(capsys, *argv):
@@ -124,13 +124,7 @@ def test_unknown_reference_is_a_clean_error(tmp_path, capsys):
 def test_run_does_not_import_torch(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in REAL_TEXTS])
     p = write_pipeline(tmp_path / "p.yaml", {"dataset": "d", "inputs": [{"path": "d.jsonl"}], "steps": [{"dedup": {}}]})
-    code = (
-        "import sys; from corpusmill.cli import main; "
-        f"rc = main(['run', {str(p)!r}, '--store', {str(tmp_path / 's')!r}, '--workers', '1', '--quiet']); "
-        "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
-        "assert rc == 0 and not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert_run_imports_none(p, tmp_path / "s")
 
 
 def test_store_location_from_environment(tmp_path, monkeypatch, capsys):

@@ -6,14 +6,12 @@ with the embedding method still never imports torch."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from corpusmill.errors import ConfigError
-from tests.conftest import REAL_TEXTS, write_jsonl, write_pipeline
+from tests.conftest import REAL_TEXTS, assert_run_imports_none, write_jsonl, write_pipeline
 
 try:
     from corpusmill.dataprep.minilm import default_model_dir
@@ -94,10 +92,4 @@ def test_select_embedding_run_does_not_import_torch(tmp_path):
     p = write_pipeline(tmp_path / "p.yaml", {
         "dataset": "d", "inputs": [{"path": "d.jsonl"}],
         "steps": [{"select": {"method": "embedding", "target": "target.jsonl", "keep": {"top_k": 4}}}]})
-    code = (
-        "import sys; from corpusmill.cli import main; "
-        f"rc = main(['run', {str(p)!r}, '--store', {str(tmp_path / 's')!r}, '--workers', '2', '--quiet']); "
-        "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
-        "assert rc == 0 and not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert_run_imports_none(p, tmp_path / "s", workers=2)

@@ -408,18 +408,9 @@ def test_the_embedding_classifier_is_deterministic_and_separates_the_classes():
 
 @needs_model
 def test_a_run_with_the_default_method_does_not_import_torch(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import write_pipeline
+    from tests.conftest import assert_run_imports_none, write_pipeline
 
     _pool(tmp_path)
     write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
     p = write_pipeline(tmp_path / "p.yaml", _pipeline({"target": "target.jsonl", "keep": {"top_k": 12}}))
-    code = (
-        "import sys; from corpusmill.cli import main; "
-        f"rc = main(['run', {str(p)!r}, '--store', {str(tmp_path / 's')!r}, '--workers', '2', '--quiet']); "
-        "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
-        "assert rc == 0 and not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert_run_imports_none(p, tmp_path / "s", workers=2)
