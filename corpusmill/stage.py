@@ -48,6 +48,23 @@ class StageOutput:
     added: int = 0
 
 
+#: cores the shard task running in this process may use (see :func:`task_cores`)
+_TASK_CORES = 1
+
+
+def task_cores() -> int:
+    """How many cores the shard task running in this process may use: the run's ``--workers``
+    when its shards run one after another in the command's process (an input of a single shard),
+    else 1 (one worker process per core). Set by the executor (:func:`set_task_cores`). A stage
+    may size a thread pool by it only where the thread count cannot change its output."""
+    return _TASK_CORES
+
+
+def set_task_cores(n: int) -> None:
+    global _TASK_CORES
+    _TASK_CORES = max(1, int(n))
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """Where a batch sits: its shard and the position of its first row in that shard's rows

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from corpusmill import schema as S
 from corpusmill.errors import ConfigError
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, task_cores, write_decisions
 
 DOMAIN_SCORE = "domain_score"
 OFF_DOMAIN = "off_domain"
@@ -119,14 +119,15 @@ class EmbeddingOptions(StageConfig):
     max_tokens: int = Field(128, ge=8, le=512, description="texts are truncated to this many tokens (all-MiniLM-L6-v2 was trained on 128)")
     runtime: Literal["onnxruntime", "numpy"] = Field(
         "onnxruntime", description="onnxruntime: the BERT graph built from the weights, on ONNX Runtime's fused CPU kernels "
-                                   "(no torch); numpy: the reference forward pass, ~3.5x slower")
+                                   "(no torch); numpy: the reference forward pass, 1.5-2x slower")
     precision: Literal["fp32", "int8"] = Field(
-        "fp32", description="fp32: vectors within 1e-5 of the reference; int8 (onnxruntime): int8 weights, ~2x faster, "
-                            "cosine to fp32 ~0.98, can change which rows a cut keeps (docs/domain-selection.md)")
+        "fp32", description="fp32: vectors within 1e-5 of the reference; int8 (onnxruntime): int8 weights, 1.7-2.3x faster, "
+                            "cosine to fp32 >= 0.975, can change which rows a cut keeps (docs/domain-selection.md)")
     batch_rows: int = Field(64, ge=1, description="texts per forward pass, all of one token count (no padding; int8: 1)")
-    threads: int = Field(
-        1, ge=0, description="intra-op (or BLAS) threads per worker process; 1 because the runner already runs one "
-                             "process per core; 0 = all cores")
+    threads: int | None = Field(
+        None, ge=0, description="intra-op (or BLAS) threads of the encoder; null = the cores the run gives the task "
+                                "(onnxruntime: --workers when the input is one shard, else 1 per worker process; numpy: 1); "
+                                "0 = all cores")
 
     @model_validator(mode="after")
     def _int8_needs_onnxruntime(self):
@@ -371,29 +372,33 @@ class Select(ReduceStage):
     def target(self) -> Target:
         return load_target(self.config.target, self.run.base_dir, self.run.store_root)
 
+    def _encoder(self):
+        """The embedding scorer of ``embedding`` and ``hybrid``. Unset ``threads`` is what the run
+        gives the task (:func:`~corpusmill.stage.task_cores`) on ONNX Runtime, whose vectors are the
+        same bit for bit at any thread count (tested), and 1 on numpy."""
+        from corpusmill.dataprep.domain_scores import EmbeddingScorer
+
+        e = self.config.embedding
+        model = e.model
+        if model and not Path(model).is_absolute():
+            model = str(Path(self.run.base_dir or ".") / model)
+        threads = e.threads if e.threads is not None else task_cores() if e.runtime == "onnxruntime" else 1
+        return EmbeddingScorer(self.target.texts, model, e.max_tokens, e.batch_rows, threads,
+                               runtime=e.runtime, precision=e.precision)
+
     @cached_property
     def scorer(self):
         from corpusmill.dataprep import domain_scores as D
 
         c = self.config
         if self.method == "hybrid":
-            e, o = c.embedding, c.classifier
-            model = e.model
-            if model and not Path(model).is_absolute():
-                model = str(Path(self.run.base_dir or ".") / model)
-            encoder = D.EmbeddingScorer(self.target.texts, model, e.max_tokens, e.batch_rows, e.threads,
-                                        runtime=e.runtime, precision=e.precision)
+            o = c.classifier
             return D.HybridScorer(D.LinearClassifier(self.target.texts, o.buckets, o.negatives, o.l2, o.steps),
-                                  encoder, c.hybrid.embedding_l2)
+                                  self._encoder(), c.hybrid.embedding_l2)
         if c.method == "keywords":
             return D.KeywordScorer(c.keywords)
         if c.method == "embedding":
-            e = c.embedding
-            model = e.model
-            if model and not Path(model).is_absolute():
-                model = str(Path(self.run.base_dir or ".") / model)
-            return D.EmbeddingScorer(self.target.texts, model, e.max_tokens, e.batch_rows, e.threads,
-                                     runtime=e.runtime, precision=e.precision)
+            return self._encoder()
         if c.method == "ngram_importance":
             o = c.ngram_importance
             return D.NgramImportance(self.target.texts, o.buckets, o.smoothing, o.per_feature)

@@ -96,7 +96,18 @@ class Executor:
 
 
 class SerialExecutor(Executor):
-    """Every shard in this process, one after another."""
+    """Every shard in this process, one after another. With ``workers`` > 1 (a run of a single
+    shard) the task may use that many cores (:func:`corpusmill.stage.task_cores`)."""
+
+    def start(self, plan) -> None:
+        from corpusmill.stage import set_task_cores
+
+        set_task_cores(self.workers)
+
+    def close(self) -> None:
+        from corpusmill.stage import set_task_cores
+
+        set_task_cores(1)
 
     def run_segment(self, pipe, k: int, todo: list) -> Iterator[dict]:
         from corpusmill.pipelines import runner

@@ -212,6 +212,36 @@ def test_worker_count_does_not_change_a_byte(tmp_path, run, select):
     assert one.manifest["stages"] == two.manifest["stages"]
 
 
+@needs_model
+def test_a_single_shard_gets_every_worker_core_and_the_same_bytes(tmp_path, run, monkeypatch):
+    """An input of one shard runs in the command's process: its encoder gets --workers threads
+    (the other cores would sit idle), and the version is the one a run on one worker makes."""
+    import corpusmill.dataprep.minilm as minilm
+
+    threads = []
+    real_init = minilm.SentenceEncoder.__init__
+
+    def spy(self, *args, **kwargs):
+        threads.append(kwargs["threads"])
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(minilm.SentenceEncoder, "__init__", spy)
+    _pool(tmp_path)
+    write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
+    cfg = _pipeline({"target": "target.jsonl", "keep": {"top_fraction": 0.25}})
+    one = run(cfg, workers=1, store=tmp_path / "s1")
+    two = run(cfg, workers=2, store=tmp_path / "s2")
+    assert one.manifest["shards"] == 1
+    assert threads == [1, 2]
+    assert one.version.id == two.version.id and one.manifest["files"] == two.manifest["files"]
+    from corpusmill.stage import task_cores
+    assert task_cores() == 1  # given back when the run ends
+    # a number you set is used as it is
+    run(_pipeline({"target": "target.jsonl", "keep": {"top_fraction": 0.25}, "embedding": {"threads": 1}}),
+        workers=2, store=tmp_path / "s3")
+    assert threads[-1] == 1
+
+
 def test_the_target_content_is_part_of_the_version_id(tmp_path, run):
     _pool(tmp_path)
     (tmp_path / "examples").mkdir()
