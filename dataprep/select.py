@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pydantic import Field, model_validator
 
 from corpusmill import schema as S
 from corpusmill.errors import ConfigError
-from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, task_cores, write_decisions
+from corpusmill.stage import BatchInfo, ReduceStage, StageConfig, StageOutput, set_task_cores, task_cores, write_decisions
 
 DOMAIN_SCORE = "domain_score"
 OFF_DOMAIN = "off_domain"
@@ -594,7 +595,11 @@ def preview_select(*, pipeline: str | None = None, step: int | None = None, data
         run = RunInfo(version.dataset, 0, str(root), str(Path.cwd()))
     stage = Select(cfg, name="select", run=run)
     t0 = time.perf_counter()
-    scores = stage.score_in_memory(table) if table.num_rows else np.zeros(0)
+    set_task_cores(os.cpu_count() or 1)  # the preview is all this process does: every core for the encoder
+    try:
+        scores = stage.score_in_memory(table) if table.num_rows else np.zeros(0)
+    finally:
+        set_task_cores(1)
     seconds = time.perf_counter() - t0
     order = np.lexsort((np.arange(len(scores)), -scores))
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from corpusmill.dataprep.select import preview_select
 from corpusmill.errors import ConfigError
-from tests.conftest import REAL_TEXTS, write_jsonl
+from corpusmill.stage import task_cores
+from tests.conftest import REAL_TEXTS, assert_run_imports_none, write_jsonl, write_pipeline
 
 COOKING = [
     "Whisk the eggs with sugar until pale, then fold in the sifted flour and bake for twenty minutes.",
@@ -234,12 +237,14 @@ def test_a_single_shard_gets_every_worker_core_and_the_same_bytes(tmp_path, run,
     assert one.manifest["shards"] == 1
     assert threads == [1, 2]
     assert one.version.id == two.version.id and one.manifest["files"] == two.manifest["files"]
-    from corpusmill.stage import task_cores
     assert task_cores() == 1  # given back when the run ends
     # a number you set is used as it is
     run(_pipeline({"target": "target.jsonl", "keep": {"top_fraction": 0.25}, "embedding": {"threads": 1}}),
         workers=2, store=tmp_path / "s3")
     assert threads[-1] == 1
+    # the preview is all its process does: every core
+    preview_select(pipeline=str(write_pipeline(tmp_path / "preview.yaml", cfg)), store=str(tmp_path / "s4"))
+    assert threads[-1] == (os.cpu_count() or 1) and task_cores() == 1
 
 
 def test_the_target_content_is_part_of_the_version_id(tmp_path, run):
@@ -327,7 +332,6 @@ def test_numpy_minilm_matches_the_published_embedding():
 
 def test_select_preview_shows_the_best_and_worst_rows_and_the_histogram(tmp_path, capsys):
     from corpusmill.cli import main
-    from tests.conftest import write_pipeline
 
     rows = _pool(tmp_path)
     write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
@@ -438,8 +442,6 @@ def test_the_embedding_classifier_is_deterministic_and_separates_the_classes():
 
 @needs_model
 def test_a_run_with_the_default_method_does_not_import_torch(tmp_path):
-    from tests.conftest import assert_run_imports_none, write_pipeline
-
     _pool(tmp_path)
     write_jsonl(tmp_path / "target.jsonl", [{"text": t} for t in TARGET_COOKING])
     p = write_pipeline(tmp_path / "p.yaml", _pipeline({"target": "target.jsonl", "keep": {"top_k": 12}}))
