@@ -60,9 +60,11 @@ def task_cores() -> int:
     return _TASK_CORES
 
 
-def set_task_cores(n: int) -> None:
+def set_task_cores(n: int) -> int:
+    """Set :func:`task_cores` for this process; returns the value it replaces, to put back."""
     global _TASK_CORES
-    _TASK_CORES = max(1, int(n))
+    previous, _TASK_CORES = _TASK_CORES, max(1, int(n))
+    return previous
 
 
 @dataclass(frozen=True)

@@ -595,11 +595,11 @@ def preview_select(*, pipeline: str | None = None, step: int | None = None, data
         run = RunInfo(version.dataset, 0, str(root), str(Path.cwd()))
     stage = Select(cfg, name="select", run=run)
     t0 = time.perf_counter()
-    set_task_cores(os.cpu_count() or 1)  # the preview is all this process does: every core for the encoder
+    before = set_task_cores(os.cpu_count() or 1)  # the preview is all this process does: every core for the encoder
     try:
         scores = stage.score_in_memory(table) if table.num_rows else np.zeros(0)
     finally:
-        set_task_cores(1)
+        set_task_cores(before)
     seconds = time.perf_counter() - t0
     order = np.lexsort((np.arange(len(scores)), -scores))
 

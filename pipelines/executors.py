@@ -99,15 +99,21 @@ class SerialExecutor(Executor):
     """Every shard in this process, one after another. With ``workers`` > 1 (a run of a single
     shard) the task may use that many cores (:func:`corpusmill.stage.task_cores`)."""
 
+    def __init__(self, work: Path, workers: int = 1) -> None:
+        super().__init__(work, workers)
+        self._cores_before: int | None = None
+
     def start(self, plan) -> None:
         from corpusmill.stage import set_task_cores
 
-        set_task_cores(self.workers)
+        self._cores_before = set_task_cores(self.workers)
 
     def close(self) -> None:
         from corpusmill.stage import set_task_cores
 
-        set_task_cores(1)
+        if self._cores_before is not None:
+            set_task_cores(self._cores_before)
+            self._cores_before = None
 
     def run_segment(self, pipe, k: int, todo: list) -> Iterator[dict]:
         from corpusmill.pipelines import runner
